@@ -1,0 +1,262 @@
+"""What every venue provides to the engine and the executor.
+
+A venue *kind* (``oxfun``, ``vertex``/``nado``) is a folder with ``wire.py`` (pure codecs
+and signing), ``session.py`` (the trio I/O shell implementing :class:`VenueSession`) and
+``sim.py`` (a faithful simulated exchange on loopback). Adding a venue is adding a folder
+and one line in :mod:`killswitch.venues.registry`.
+
+Contract of a session:
+
+- ``run(send)`` connects, authenticates, subscribes, reconciles (open orders, balances,
+  positions by REST/query) and then forwards parsed events into ``send`` forever,
+  reconnecting with exponential backoff and jitter. It calls ``task_status.started()``
+  once the first connection is fully up (``VenueConnected`` has been sent), and raises
+  :class:`AuthError` from ``run`` if the *first* login is refused (a wrong secret must be
+  a clear start-up error, not a silent loop). Later auth failures are reported as
+  ``VenueAuthFailed`` events and retried with backoff.
+- The reader only reads, stamps ``ts_recv_s``, parses and forwards; a slow consumer
+  applies backpressure through the bounded channel.
+- Cancel verbs make ONE attempt each (per request they need), every request with a
+  freshly computed nonce/timestamp and signature, call ``on_sent`` the moment a request is
+  written to the wire, and return one :class:`~killswitch.model.CancelCompleted` per
+  request. They never raise for venue outcomes: rejections, timeouts and dropped sockets
+  are encoded in ``outcome`` (``ok | rejected | unknown | rate_limited | auth``). Retrying
+  is the engine's decision, made on evidence (a fresh open-orders snapshot).
+- ``fetch_open_orders`` returns the venue's own current list (both planes), raising
+  :class:`OutcomeUnknown` / :class:`VenueRejected` when it cannot.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import trio
+
+from killswitch.model import CancelAttempted, CancelCompleted, OrderInfo, OrderRef
+from killswitch.secrets import SecretRef
+
+# --------------------------------------------------------------------------------------
+# Errors: the exception type is the retry decision.
+# --------------------------------------------------------------------------------------
+
+
+class VenueError(Exception):
+    """Base class. ``code`` is the venue's own error code as a string."""
+
+    def __init__(self, message: str, *, code: str = "", venue: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.venue = venue
+
+
+class VenueRejected(VenueError):
+    """A deterministic rejection: the same request will be rejected again."""
+
+
+class OutcomeUnknown(VenueError):
+    """Timeout, socket closed (1006), send failed: the request may or may not have acted."""
+
+
+class RateLimited(VenueError):
+    """Over a rate limit (OX.FUN 20007 / HTTP 429, Vertex/Nado 1000). ``retry_after_s`` if known."""
+
+    def __init__(self, message: str, *, code: str = "", venue: str = "", retry_after_s: float | None = None):
+        super().__init__(message, code=code, venue=venue)
+        self.retry_after_s = retry_after_s
+
+
+class AuthError(VenueError):
+    """Credentials refused. Never retried silently: reported loudly."""
+
+
+class Maintenance(VenueError):
+    """Venue in maintenance (OX.FUN 000101, Vertex/Nado 1004/2068): back off and retry."""
+
+
+# --------------------------------------------------------------------------------------
+# Capabilities and costs (read by the pure planner)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VenueCapabilities:
+    """What a venue can cancel with, and what each verb costs against its rate budget.
+
+    Costs are in the venue's own budget unit (Nado: wallet weight; OX.FUN: requests).
+    """
+
+    cancel_all_cost: int
+    cancel_products_cost_per_product: int
+    cancel_orders_cost_per_request: int  # cost of one by-id request (OX.FUN: one WS message)
+    cancel_orders_cost_per_order: int  # extra cost per order id (Nado: 1 per digest)
+    max_orders_per_request: int
+    has_trigger_plane: bool  # conditional orders live in a separate service (Nado trigger)
+    # Prefer by-id cancels for up to this many known orders when the feed is trusted:
+    # lower latency (OX.FUN: WS on the open socket instead of a new REST request).
+    prefer_by_id_below: int = 0
+
+    def cost_cancel_orders(self, n_orders: int) -> int:
+        if n_orders <= 0:
+            return 0
+        n_requests = -(-n_orders // self.max_orders_per_request)
+        return n_requests * self.cancel_orders_cost_per_request + n_orders * self.cancel_orders_cost_per_order
+
+    def cost_cancel_products(self, n_products: int) -> int:
+        return n_products * self.cancel_products_cost_per_product
+
+
+OnSent = Callable[[CancelAttempted], None]
+
+
+@runtime_checkable
+class VenueSession(Protocol):
+    name: str
+    capabilities: VenueCapabilities
+
+    async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None: ...
+
+    async def cancel_orders(
+        self, orders: Sequence[OrderRef], *, trip_id: int, on_sent: OnSent
+    ) -> list[CancelCompleted]: ...
+
+    async def cancel_products(
+        self, products: Sequence[str], *, include_triggers: bool, trip_id: int, on_sent: OnSent
+    ) -> list[CancelCompleted]: ...
+
+    async def cancel_all_orders(
+        self, *, include_triggers: bool, trip_id: int, on_sent: OnSent
+    ) -> list[CancelCompleted]: ...
+
+    async def fetch_open_orders(self) -> tuple[OrderInfo, ...]: ...
+
+    def budget_available(self, now_s: float) -> int | None:
+        """Remaining cancel budget as far as this process knows, None if unlimited/unknown."""
+        ...
+
+
+# --------------------------------------------------------------------------------------
+# Sans-io sliding-window rate budget (used by sessions and simulators alike)
+# --------------------------------------------------------------------------------------
+
+
+class RateBudget:
+    """Weight charged over several sliding windows, e.g. ``[(60, 600), (10, 100)]``.
+
+    Pure: callers pass ``now_s``. ``reserve`` weight is kept back from ordinary spending so
+    cancels can always be charged (``for_cancel=True`` may use it).
+    """
+
+    __slots__ = ("_limits", "_events", "_reserve")
+
+    def __init__(self, limits: Sequence[tuple[float, int]], *, reserve: int = 0) -> None:
+        self._limits = tuple((float(w), int(cap)) for w, cap in limits)
+        self._events: deque[tuple[float, int]] = deque()
+        self._reserve = reserve
+
+    def _expire(self, now_s: float) -> None:
+        horizon = max(w for w, _ in self._limits)
+        ev = self._events
+        while ev and ev[0][0] <= now_s - horizon:
+            ev.popleft()
+
+    def used(self, window_s: float, now_s: float) -> int:
+        self._expire(now_s)
+        return sum(w for t, w in self._events if t > now_s - window_s)
+
+    def available(self, now_s: float, *, for_cancel: bool = True) -> int:
+        self._expire(now_s)
+        keep = 0 if for_cancel else self._reserve
+        return min(cap - self.used(w, now_s) for w, cap in self._limits) - keep
+
+    def try_charge(self, weight: int, now_s: float, *, for_cancel: bool = True) -> bool:
+        if weight > self.available(now_s, for_cancel=for_cancel):
+            return False
+        self._events.append((now_s, weight))
+        return True
+
+    def charge(self, weight: int, now_s: float) -> None:
+        """Record weight spent regardless of limits (what the venue will count anyway)."""
+        self._events.append((now_s, weight))
+
+    def wait_s(self, weight: int, now_s: float) -> float:
+        """Seconds until ``weight`` fits in every window (0 if it fits now)."""
+        self._expire(now_s)
+        worst = 0.0
+        for window_s, cap in self._limits:
+            inside = [(t, w) for t, w in self._events if t > now_s - window_s]
+            excess = sum(w for _, w in inside) + weight - cap
+            if excess <= 0:
+                continue
+            freed = 0
+            for t, w in inside:
+                freed += w
+                if freed >= excess:
+                    worst = max(worst, t + window_s - now_s)
+                    break
+            else:
+                return float("inf")  # never fits (weight > cap)
+        return worst
+
+
+# --------------------------------------------------------------------------------------
+# Per-kind venue configuration (parsed from YAML by killswitch.config)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffConfig:
+    initial_s: float = 0.25
+    max_s: float = 15.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # +/- fraction
+
+
+@dataclass(frozen=True, slots=True)
+class OxfunConfig:
+    name: str
+    api_key: SecretRef
+    api_secret: SecretRef
+    kind: str = "oxfun"
+    ws_url: str = "wss://api.ox.fun/v2/websocket"
+    rest_url: str = "https://api.ox.fun"
+    # Markets to watch for marks/positions; empty = every market the account has orders or
+    # positions in. Cancel scopes may still name any market.
+    markets: tuple[str, ...] = ()
+    equity_currency: str = "OX"  # equity is computed in OX (see README, OX.FUN equity)
+    ping_interval_s: float = 20.0  # well inside the venue's 60 s idle limit
+    pong_timeout_s: float = 10.0
+    request_timeout_s: float = 5.0
+    poll_interval_s: float = 5.0  # REST re-poll of balances/positions/orders for equity and drift
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class VertexConfig:
+    name: str
+    private_key: SecretRef
+    kind: str = "nado"  # "nado" | "vertex": the flavour (EIP-712 domain name, endpoints)
+    gateway_ws_url: str = "wss://gateway.prod.nado.xyz/v1/ws"
+    subscribe_ws_url: str = "wss://gateway.prod.nado.xyz/v1/subscribe"
+    gateway_rest_url: str = "https://gateway.prod.nado.xyz/v1"
+    trigger_url: str = "https://trigger.prod.nado.xyz/v1"
+    chain_id: int = 57073
+    endpoint_address: str = "0x05ec92D78ED421f3D3Ada77FFdE167106565974E"
+    # Check chain id and endpoint against the venue's `contracts` query at start-up.
+    verify_contracts: bool = True
+    # The wallet that owns the subaccount; None = the private key's own address. Set it
+    # when the key is a linked signer ("1-click trading").
+    wallet_address: str | None = None
+    subaccount_name: str = "default"
+    products: tuple[int, ...] = ()
+    recv_window_s: float = 30.0  # cancel nonces carry recv_time = now + this, in (0, 100]
+    equity_poll_interval_s: float = 1.0
+    ping_interval_s: float = 20.0  # the venue drops sockets without a ping for 30 s
+    request_timeout_s: float = 5.0
+    # Weight budget of the wallet (600/min, 100/10 s). reserve: kept for cancels.
+    budget_reserve: int = 50
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+
+
+VenueConfig = OxfunConfig | VertexConfig

@@ -1,0 +1,1 @@
+"""Shared test fixtures. Every async test also wraps its body in ``trio.fail_after``."""
