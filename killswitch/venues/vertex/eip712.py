@@ -1,0 +1,146 @@
+"""EIP-712 hashing for the Vertex/Nado structs, done by hand (no typed-data machinery).
+
+Type hashes and domain separators are constants per configuration, so they are computed
+once; a struct hash is then a handful of 32-byte words and one or two keccak calls. The
+reference path (eth-account ``encode_typed_data``) lives in the tests, which check this
+module against it byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from Crypto.Hash import keccak as _keccak_mod
+
+DOMAIN_VERSION = "0.0.1"
+_U256 = 1 << 256
+
+
+def keccak256(data: bytes) -> bytes:
+    # pycryptodome's C keccak is the fastest keccak in the venv (eth_hash wraps it anyway).
+    return _keccak_mod.new(digest_bits=256, data=data).digest()
+
+
+def _u(value: int, bits: int) -> bytes:
+    if not 0 <= value < (1 << bits):
+        raise ValueError(f"value out of range for uint{bits}")
+    return value.to_bytes(32, "big")
+
+
+def _i(value: int, bits: int) -> bytes:
+    lim = 1 << (bits - 1)
+    if not -lim <= value < lim:
+        raise ValueError(f"value out of range for int{bits}")
+    return (value % _U256).to_bytes(32, "big")
+
+
+def _b32(value: bytes) -> bytes:
+    if len(value) != 32:
+        raise ValueError("bytes32 value must be 32 bytes")
+    return value
+
+
+def address_bytes(address: str) -> bytes:
+    h = address[2:] if address[:2] in ("0x", "0X") else address
+    raw = bytes.fromhex(h)
+    if len(raw) != 20:
+        raise ValueError("an address is 20 bytes")
+    return raw
+
+
+def sender_bytes(address: str, subaccount_name: str) -> bytes:
+    """bytes32 sender = 20-byte wallet address ‖ 12-byte ASCII name, right-padded with zeros."""
+    name = subaccount_name.encode("ascii")
+    if len(name) > 12:
+        raise ValueError("subaccount name is at most 12 ASCII bytes")
+    return address_bytes(address) + name.ljust(12, b"\0")
+
+
+def product_address(product_id: int) -> str:
+    """Nado's order verifyingContract: the product id as a 20-byte big-endian address."""
+    return "0x" + product_id.to_bytes(20, "big").hex()
+
+
+TYPE_STRINGS = {
+    "EIP712Domain": "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)",
+    "CancellationProducts": "CancellationProducts(bytes32 sender,uint32[] productIds,uint64 nonce)",
+    "Cancellation": "Cancellation(bytes32 sender,uint32[] productIds,bytes32[] digests,uint64 nonce)",
+    "StreamAuthentication": "StreamAuthentication(bytes32 sender,uint64 expiration)",
+    "ListTriggerOrders": "ListTriggerOrders(bytes32 sender,uint64 recvTime)",
+    "OrderVertex": "Order(bytes32 sender,int128 priceX18,int128 amount,uint64 expiration,uint64 nonce)",
+    "OrderNado": "Order(bytes32 sender,int128 priceX18,int128 amount,uint64 expiration,uint64 nonce,uint128 appendix)",
+}
+TYPE_HASHES = {k: keccak256(v.encode()) for k, v in TYPE_STRINGS.items()}
+_TH_CP = TYPE_HASHES["CancellationProducts"]
+_TH_C = TYPE_HASHES["Cancellation"]
+_TH_SA = TYPE_HASHES["StreamAuthentication"]
+_TH_LT = TYPE_HASHES["ListTriggerOrders"]
+_TH_OV = TYPE_HASHES["OrderVertex"]
+_TH_ON = TYPE_HASHES["OrderNado"]
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str  # "Vertex" | "Nado"
+    chain_id: int
+    verifying_contract: str
+    version: str = DOMAIN_VERSION
+    separator: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sep = keccak256(
+            TYPE_HASHES["EIP712Domain"]
+            + keccak256(self.name.encode())
+            + keccak256(self.version.encode())
+            + _u(self.chain_id, 256)
+            + address_bytes(self.verifying_contract).rjust(32, b"\0")
+        )
+        object.__setattr__(self, "separator", sep)
+
+    def digest(self, struct_hash: bytes) -> bytes:
+        return keccak256(b"\x19\x01" + self.separator + struct_hash)
+
+    def with_contract(self, verifying_contract: str) -> "Domain":
+        return Domain(self.name, self.chain_id, verifying_contract, self.version)
+
+
+def _u32_array(values: Sequence[int]) -> bytes:
+    return keccak256(b"".join(_u(v, 32) for v in values))
+
+
+def hash_cancellation_products(sender: bytes, product_ids: Sequence[int], nonce: int) -> bytes:
+    return keccak256(_TH_CP + _b32(sender) + _u32_array(product_ids) + _u(nonce, 64))
+
+
+def hash_cancellation(sender: bytes, product_ids: Sequence[int], digests: Sequence[bytes], nonce: int) -> bytes:
+    return keccak256(
+        _TH_C
+        + _b32(sender)
+        + _u32_array(product_ids)
+        + keccak256(b"".join(_b32(d) for d in digests))
+        + _u(nonce, 64)
+    )
+
+
+def hash_stream_authentication(sender: bytes, expiration_ms: int) -> bytes:
+    return keccak256(_TH_SA + _b32(sender) + _u(expiration_ms, 64))
+
+
+def hash_list_trigger_orders(sender: bytes, recv_time_ms: int) -> bytes:
+    return keccak256(_TH_LT + _b32(sender) + _u(recv_time_ms, 64))
+
+
+def hash_order(
+    sender: bytes,
+    price_x18: int,
+    amount: int,
+    expiration: int,
+    nonce: int,
+    appendix: int | None,
+) -> bytes:
+    """Vertex Order when ``appendix`` is None, Nado Order (with uint128 appendix) otherwise."""
+    body = _b32(sender) + _i(price_x18, 128) + _i(amount, 128) + _u(expiration, 64) + _u(nonce, 64)
+    if appendix is None:
+        return keccak256(_TH_OV + body)
+    return keccak256(_TH_ON + body + _u(appendix, 128))

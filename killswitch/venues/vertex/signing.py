@@ -1,0 +1,75 @@
+"""Fast secp256k1 signing and signer recovery over precomputed EIP-712 digests.
+
+coincurve (libsecp256k1) signs with RFC 6979 nonces and low-s, exactly like eth-account,
+so signatures are byte-identical to the reference path at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import coincurve
+
+from killswitch.secrets import Secret
+
+from .eip712 import keccak256
+
+
+class SignatureError(ValueError):
+    """A signature could not be parsed or recovered. ``code`` is the venue error code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _key_bytes(private_key: Secret | str | bytes) -> bytes:
+    raw = private_key.reveal() if isinstance(private_key, Secret) else private_key
+    if isinstance(raw, str):
+        text = raw.strip()
+        text = text[2:] if text[:2] in ("0x", "0X") else text
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise ValueError("private key is not hex") from None
+    if len(raw) != 32:
+        raise ValueError("private key must be 32 bytes")
+    return raw
+
+
+def pubkey_address(pub: coincurve.PublicKey) -> str:
+    return "0x" + keccak256(pub.format(compressed=False)[1:])[-20:].hex()
+
+
+class FastSigner:
+    """Holds the key; never prints it."""
+
+    __slots__ = ("_key", "address")
+
+    def __init__(self, private_key: Secret | str | bytes) -> None:
+        self._key = coincurve.PrivateKey(_key_bytes(private_key))
+        self.address = pubkey_address(self._key.public_key)  # lowercase 0x-hex
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """65-byte r‖s‖v with v = 27/28."""
+        sig = self._key.sign_recoverable(digest, hasher=None)
+        return sig[:64] + bytes((sig[64] + 27,))
+
+    def __repr__(self) -> str:
+        return f"FastSigner(address={self.address})"
+
+
+def recover_address(digest: bytes, signature: bytes) -> str:
+    """Signer address of ``signature`` over ``digest``; raises SignatureError (2027/2034/2028)."""
+    if len(signature) != 65:
+        raise SignatureError("invalid signature length", 2027)
+    v = signature[64]
+    if v in (27, 28):
+        recid = v - 27
+    elif v in (0, 1):
+        recid = v
+    else:
+        raise SignatureError("invalid signature v", 2034)
+    try:
+        pub = coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes((recid,)), digest, hasher=None)
+    except Exception:
+        raise SignatureError("signature does not recover", 2028) from None
+    return pubkey_address(pub)

@@ -1,0 +1,195 @@
+"""Known-answer vectors (vectors.json eip712) and fast-vs-reference property tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from killswitch.secrets import Secret
+from killswitch.venues.vertex import eip712
+from killswitch.venues.vertex.eip712 import Domain, sender_bytes
+from killswitch.venues.vertex.signing import FastSigner, SignatureError, recover_address
+
+VECTORS_PATH = Path("/work/shared/docs/vectors.json")
+_HERE_VECTORS = Path(__file__).resolve().parents[2] / "docs" / "vectors.json"
+
+
+def _load():
+    for p in (_HERE_VECTORS, VECTORS_PATH):
+        if p.exists():
+            return json.loads(p.read_text())["eip712"]
+    pytest.skip("vectors.json not available")
+
+
+V = _load()
+
+
+def _domain(key: str) -> Domain:
+    d = V["domains"][key]
+    return Domain(d["name"], d["chainId"], d["verifyingContract"], d["version"])
+
+
+def test_sender_encoding():
+    assert "0x" + sender_bytes(V["address"], V["subaccount_name"]).hex() == V["sender"]
+    assert sender_bytes("0x" + "11" * 20, "").hex() == "11" * 20 + "00" * 12
+    assert sender_bytes("0x" + "11" * 20, "test0")[20:].hex() == "7465737430" + "00" * 7
+    with pytest.raises(ValueError):
+        sender_bytes("0x" + "11" * 20, "x" * 13)
+
+
+def test_signer_address():
+    assert FastSigner(Secret(V["private_key"])).address == V["address"].lower()
+
+
+def test_documented_constants():
+    dom = _domain("vertex-arbitrum")
+    assert dom.separator.hex() == "c3b5bcc2bc05b0450a6edb2b357eb5deccb68a8643a7476172116ec19088ed1a"
+    assert eip712.TYPE_HASHES["CancellationProducts"].hex() == (
+        "5df7b80590032f93b7413ad1522d53a56792c9b97bffcafbec25aaff11af921d"
+    )
+
+
+@pytest.mark.parametrize("case", V["cases"], ids=lambda c: f"{c['domain']}-{c['type']}-{c.get('nonce', '')}")
+def test_vector(case):
+    dom = _domain(case["domain"])
+    sender = bytes.fromhex(V["sender"][2:])
+    if case["type"] == "CancellationProducts":
+        sh = eip712.hash_cancellation_products(sender, case["productIds"], int(case["nonce"]))
+    elif case["type"] == "StreamAuthentication":
+        sh = eip712.hash_stream_authentication(sender, int(case["expiration"]))
+    else:
+        pytest.fail(f"unknown vector type {case['type']}")
+    digest = dom.digest(sh)
+    assert "0x" + digest.hex() == case["digest"]
+    sig = FastSigner(Secret(V["private_key"])).sign_digest(digest)
+    assert "0x" + sig.hex() == case["signature"]
+    assert recover_address(digest, sig) == V["address"].lower()
+
+
+# ---------------------------------------------------------------------------------------
+# Reference path: eth-account typed data
+# ---------------------------------------------------------------------------------------
+
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+def reference_sign(dom: Domain, primary: str, fields: list[dict], message: dict, key: bytes):
+    full = {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields},
+        "primaryType": primary,
+        "domain": {
+            "name": dom.name,
+            "version": dom.version,
+            "chainId": dom.chain_id,
+            "verifyingContract": dom.verifying_contract,
+        },
+        "message": message,
+    }
+    signable = encode_typed_data(full_message=full)
+    signed = Account.sign_message(signable, key)
+    return bytes(signed.message_hash), bytes(signed.signature)
+
+
+_CP_FIELDS = [
+    {"name": "sender", "type": "bytes32"},
+    {"name": "productIds", "type": "uint32[]"},
+    {"name": "nonce", "type": "uint64"},
+]
+_C_FIELDS = [
+    {"name": "sender", "type": "bytes32"},
+    {"name": "productIds", "type": "uint32[]"},
+    {"name": "digests", "type": "bytes32[]"},
+    {"name": "nonce", "type": "uint64"},
+]
+_SA_FIELDS = [{"name": "sender", "type": "bytes32"}, {"name": "expiration", "type": "uint64"}]
+_ORDER_FIELDS = [
+    {"name": "sender", "type": "bytes32"},
+    {"name": "priceX18", "type": "int128"},
+    {"name": "amount", "type": "int128"},
+    {"name": "expiration", "type": "uint64"},
+    {"name": "nonce", "type": "uint64"},
+]
+
+keys = st.integers(min_value=1, max_value=(1 << 255)).map(lambda k: k.to_bytes(32, "big"))
+b32 = st.binary(min_size=32, max_size=32)
+u32 = st.integers(min_value=0, max_value=(1 << 32) - 1)
+u64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
+i128 = st.integers(min_value=-(1 << 127), max_value=(1 << 127) - 1)
+domains = st.builds(
+    Domain,
+    st.sampled_from(["Vertex", "Nado"]),
+    st.integers(min_value=1, max_value=(1 << 64)),
+    st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex()),
+)
+
+
+def _check(dom, primary, fields, message, struct_hash, key):
+    ref_digest, ref_sig = reference_sign(dom, primary, fields, message, key)
+    digest = dom.digest(struct_hash)
+    assert digest == ref_digest
+    assert FastSigner(key).sign_digest(digest) == ref_sig
+
+
+@settings(max_examples=40, deadline=None)
+@given(dom=domains, key=keys, sender=b32, pids=st.lists(u32, max_size=6), nonce=u64)
+def test_fast_matches_reference_cancellation_products(dom, key, sender, pids, nonce):
+    msg = {"sender": sender, "productIds": pids, "nonce": nonce}
+    _check(dom, "CancellationProducts", _CP_FIELDS, msg,
+           eip712.hash_cancellation_products(sender, pids, nonce), key)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dom=domains, key=keys, sender=b32, pairs=st.lists(st.tuples(u32, b32), max_size=5), nonce=u64)
+def test_fast_matches_reference_cancellation(dom, key, sender, pairs, nonce):
+    pids = [p for p, _ in pairs]
+    digests = [d for _, d in pairs]
+    msg = {"sender": sender, "productIds": pids, "digests": digests, "nonce": nonce}
+    _check(dom, "Cancellation", _C_FIELDS, msg, eip712.hash_cancellation(sender, pids, digests, nonce), key)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dom=domains, key=keys, sender=b32, exp=u64)
+def test_fast_matches_reference_stream_auth(dom, key, sender, exp):
+    msg = {"sender": sender, "expiration": exp}
+    _check(dom, "StreamAuthentication", _SA_FIELDS, msg, eip712.hash_stream_authentication(sender, exp), key)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dom=domains, key=keys, sender=b32, px=i128, amt=i128, exp=u64, nonce=u64,
+       appendix=st.one_of(st.none(), st.integers(min_value=0, max_value=(1 << 128) - 1)))
+def test_fast_matches_reference_order(dom, key, sender, px, amt, exp, nonce, appendix):
+    msg = {"sender": sender, "priceX18": px, "amount": amt, "expiration": exp, "nonce": nonce}
+    fields = list(_ORDER_FIELDS)
+    if appendix is not None:
+        msg["appendix"] = appendix
+        fields.append({"name": "appendix", "type": "uint128"})
+    _check(dom, "Order", fields, msg, eip712.hash_order(sender, px, amt, exp, nonce, appendix), key)
+
+
+def test_recover_rejects_bad_signatures():
+    digest = b"\x11" * 32
+    sig = FastSigner(b"\x01" * 32).sign_digest(digest)
+    with pytest.raises(SignatureError) as e:
+        recover_address(digest, sig[:64])
+    assert e.value.code == 2027
+    with pytest.raises(SignatureError) as e:
+        recover_address(digest, sig[:64] + b"\x05")
+    assert e.value.code == 2034
+    # v = 0/1 tolerated
+    assert recover_address(digest, sig[:64] + bytes((sig[64] - 27,))) == FastSigner(b"\x01" * 32).address
+
+
+def test_signer_repr_has_no_key():
+    key = "0x" + "ab" * 32
+    assert "ab" * 8 not in repr(FastSigner(Secret(key)))
