@@ -1,0 +1,510 @@
+"""The simulated gateway's state machine: pure, synchronous, time passed in.
+
+It validates executes the way the doc (§11) describes — parse, signature length/v, signer
+recovery against the rebuilt struct, recv_time window, product ids, wallet weight — and
+keeps subaccounts, resting orders, trigger orders, balances and oracle prices. Stream
+pushes are returned as data; the trio shell in ``sim.py`` delivers them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from killswitch.venues.base import RateBudget
+
+from . import eip712
+from .eip712 import Domain, product_address
+from .nonce import MAX_RECV_AHEAD_MS, split_nonce
+from .signing import FastSigner, SignatureError, recover_address
+
+X18 = 10**18
+WALLET_LIMITS = ((60, 600), (10, 100))
+SUBSCRIPTION_CAP_PER_WALLET = 5
+VERTEX_ENDPOINT = "0xbbEE07B3e8121227AfCFe1E2B82772246226128e"
+NADO_ENDPOINT = "0x05ec92D78ED421f3D3Ada77FFdE167106565974E"
+
+
+class ExecError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class SimOrder:
+    product_id: int
+    sender: str  # 0x-hex bytes32, lowercase
+    price_x18: int
+    amount: int
+    expiration: int
+    nonce: int
+    digest: str
+    placed_at: int
+    unfilled_amount: int
+    appendix: int | None = None
+    signature: str = ""
+
+    def to_json(self) -> dict:
+        d = {
+            "product_id": self.product_id,
+            "sender": self.sender,
+            "price_x18": str(self.price_x18),
+            "amount": str(self.amount),
+            "expiration": str(self.expiration),
+            "order_type": "default",
+            "nonce": str(self.nonce),
+            "unfilled_amount": str(self.unfilled_amount),
+            "digest": self.digest,
+            "placed_at": self.placed_at,
+        }
+        if self.appendix is not None:
+            d["appendix"] = str(self.appendix)
+        return d
+
+    def to_trigger_json(self) -> dict:
+        order = {
+            "sender": self.sender,
+            "priceX18": str(self.price_x18),
+            "amount": str(self.amount),
+            "expiration": str(self.expiration),
+            "nonce": str(self.nonce),
+        }
+        if self.appendix is not None:
+            order["appendix"] = str(self.appendix)
+        return {
+            "product_id": self.product_id,
+            "digest": self.digest,
+            "order": {"order": order, "signature": self.signature, "product_id": self.product_id, "digest": self.digest},
+            "trigger": {"price_below": str(self.price_x18)},
+            "status": "pending",
+            "updated_at": self.placed_at,
+        }
+
+
+@dataclass(slots=True)
+class Subaccount:
+    sender: str
+    address: str
+    private_key_hex: str | None = None  # only for subaccounts the sim created
+    linked_signer: str | None = None
+    orders: dict[str, SimOrder] = field(default_factory=dict)
+    trigger_orders: dict[str, SimOrder] = field(default_factory=dict)
+    spot_x18: dict[int, int] = field(default_factory=dict)
+    perp_x18: dict[int, tuple[int, int]] = field(default_factory=dict)  # amount, v_quote
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One stream event for subscribers of (stream type, subaccount, product)."""
+
+    stream: str
+    subaccount: str
+    product_id: int
+    event: dict
+
+
+def _hex_bytes(v: Any, n: int, what: str) -> bytes:
+    if not isinstance(v, str) or not v.startswith("0x"):
+        raise ExecError(2038, f"invalid {what}")
+    try:
+        raw = bytes.fromhex(v[2:])
+    except ValueError:
+        raise ExecError(2038, f"invalid {what}") from None
+    if n and len(raw) != n:
+        raise ExecError(2038, f"invalid {what} length")
+    return raw
+
+
+def _uint(v: Any, bits: int, what: str, *, signed: bool = False) -> int:
+    if isinstance(v, bool):
+        raise ExecError(2038, f"invalid {what}")
+    if isinstance(v, str):
+        try:
+            v = int(v, 10)
+        except ValueError:
+            raise ExecError(2038, f"invalid {what}") from None
+    if not isinstance(v, int):
+        raise ExecError(2038, f"invalid {what}")
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    if not lo <= v < hi:
+        raise ExecError(2038, f"{what} out of range")
+    return v
+
+
+def _obj(v: Any, what: str) -> dict:
+    if not isinstance(v, dict):
+        raise ExecError(2038, f"invalid {what}")
+    return v
+
+
+class SimCore:
+    def __init__(
+        self,
+        *,
+        flavour: str = "nado",
+        chain_id: int | None = None,
+        endpoint_address: str | None = None,
+        spot_products: tuple[int, ...] = (0, 1, 3, 5),
+        perp_products: tuple[int, ...] = (2, 4, 6),
+    ) -> None:
+        if flavour not in ("nado", "vertex"):
+            raise ValueError("flavour is 'nado' or 'vertex'")
+        self.flavour = flavour
+        self.chain_id = chain_id if chain_id is not None else (57073 if flavour == "nado" else 42161)
+        self.endpoint = endpoint_address or (NADO_ENDPOINT if flavour == "nado" else VERTEX_ENDPOINT)
+        self.domain = Domain("Nado" if flavour == "nado" else "Vertex", self.chain_id, self.endpoint)
+        self.spot_products = spot_products
+        self.perp_products = perp_products
+        self.products = tuple(sorted(set(spot_products) | set(perp_products)))
+        self.book_addrs = {
+            pid: "0x" + eip712.keccak256(b"book" + pid.to_bytes(4, "big"))[-20:].hex() for pid in self.products
+        }
+        self.oracle_x18: dict[int, int] = {pid: (1 if pid == 0 else 1000 * pid) * X18 for pid in self.products}
+        self.subaccounts: dict[str, Subaccount] = {}
+        self.budgets: dict[str, RateBudget] = {}
+        self.seen_cancel_nonces: set[tuple[str, int]] = set()
+
+    # -- setup --------------------------------------------------------------------------
+
+    def order_domain(self, product_id: int) -> Domain:
+        if self.flavour == "nado":
+            return self.domain.with_contract(product_address(product_id))
+        return self.domain.with_contract(self.book_addrs[product_id])
+
+    def create_subaccount(self, *, name: str = "default", private_key: str | None = None) -> Subaccount:
+        key_hex = private_key or "0x" + secrets.token_bytes(32).hex()
+        signer = FastSigner(key_hex)
+        sender = "0x" + eip712.sender_bytes(signer.address, name).hex()
+        sub = self.subaccounts.get(sender)
+        if sub is None:
+            sub = self.subaccounts[sender] = Subaccount(sender, signer.address, key_hex)
+            sub.spot_x18[0] = 0
+        return sub
+
+    def subaccount(self, sender: str) -> Subaccount:
+        sub = self.subaccounts.get(sender.lower())
+        if sub is None:
+            raise ExecError(2024, "subaccount not found")
+        return sub
+
+    def budget(self, address: str) -> RateBudget:
+        b = self.budgets.get(address)
+        if b is None:
+            b = self.budgets[address] = RateBudget(WALLET_LIMITS)
+        return b
+
+    def health_x18(self, sub: Subaccount) -> int:
+        """Unweighted health: Σ spot amount×oracle + Σ perp (amount×oracle + v_quote)."""
+        total = sum(a * self.oracle_x18.get(p, 0) // X18 for p, a in sub.spot_x18.items())
+        total += sum(a * self.oracle_x18.get(p, 0) // X18 + vq for p, (a, vq) in sub.perp_x18.items())
+        return total
+
+    # -- validation helpers ---------------------------------------------------------------
+
+    def _check_signer(self, digest: bytes, signature: Any, sender: bytes) -> None:
+        sig = _hex_bytes(signature, 0, "signature")
+        try:
+            signer = recover_address(digest, sig)
+        except SignatureError as exc:
+            raise ExecError(exc.code, str(exc)) from None
+        owner = "0x" + sender[:20].hex()
+        sub = self.subaccounts.get("0x" + sender.hex())
+        linked = sub.linked_signer if sub else None
+        if signer != owner and signer != linked:
+            raise ExecError(2028, "invalid signer")
+
+    @staticmethod
+    def _check_recv_time(nonce: int, now_ms: int) -> None:
+        recv_time, _ = split_nonce(nonce)
+        if recv_time <= now_ms:
+            raise ExecError(2011, "Request received after 'recv_time'")
+        if recv_time > now_ms + MAX_RECV_AHEAD_MS:
+            raise ExecError(2012, "Request received more than 100 s before 'recv_time'")
+
+    def _check_products(self, pids: list[int], *, allow_dupes: bool = False) -> None:
+        for pid in pids:
+            if pid not in self.products or pid == 0:
+                raise ExecError(2016, f"invalid product id {pid}")
+        if not allow_dupes and len(set(pids)) != len(pids):
+            raise ExecError(2060, "duplicate product ids")
+
+    def _charge(self, address: str, weight: int, now_s: float) -> None:
+        if not self.budget(address).try_charge(weight, now_s):
+            raise ExecError(1000, "Too Many Requests! Please slow down your requests.")
+
+    # -- executes -------------------------------------------------------------------------
+
+    def execute(self, body: Any, *, now_ms: int, now_s: float, trigger: bool = False,
+                charge_weight: bool = True) -> tuple[dict, list[Push]]:
+        """Returns (response, pushes). ``trigger``: the trigger service's plane."""
+        if not isinstance(body, dict) or len(body) != 1:
+            return _failure("unknown", 2038, "invalid execute message"), []
+        (name, payload), = body.items()
+        rt = f"execute_{name}"
+        sig = payload.get("signature") if isinstance(payload, dict) else None
+        try:
+            handler = {
+                "cancel_product_orders": self._cancel_product_orders,
+                "cancel_orders": self._cancel_orders,
+                "place_order": self._place_order,
+            }.get(name)
+            if handler is None:
+                raise ExecError(2038, f"unsupported execute {name}")
+            data, pushes = handler(_obj(payload, name), now_ms, now_s, trigger, charge_weight)
+        except ExecError as exc:
+            return _failure(rt, exc.code, exc.message, sig), []
+        resp = {"status": "success", "signature": sig, "request_type": rt}
+        if data is not None:
+            resp["data"] = data
+        if isinstance(payload.get("id"), int):
+            resp["id"] = payload["id"]
+        return resp, pushes
+
+    def _parse_cancel_tx(self, payload: dict, with_digests: bool):
+        tx = _obj(payload.get("tx"), "tx")
+        sender = _hex_bytes(tx.get("sender"), 32, "sender")
+        pids_raw = tx.get("productIds")
+        if not isinstance(pids_raw, list):
+            raise ExecError(2038, "invalid productIds")
+        pids = [_uint(p, 32, "productId") for p in pids_raw]
+        if "nonce" not in tx:
+            raise ExecError(2033, "nonce missing in payload")
+        nonce = _uint(tx.get("nonce"), 64, "nonce")
+        digests: list[bytes] = []
+        if with_digests:
+            raw = tx.get("digests")
+            if not isinstance(raw, list):
+                raise ExecError(2038, "invalid digests")
+            digests = [_hex_bytes(d, 32, "digest") for d in raw]
+            if len(digests) != len(pids):
+                raise ExecError(2039, "mismatched digests and productIds length")
+        return sender, pids, digests, nonce
+
+    def _cancel_product_orders(self, payload, now_ms, now_s, trigger, charge):
+        sender, pids, _, nonce = self._parse_cancel_tx(payload, False)
+        digest = self.domain.digest(eip712.hash_cancellation_products(sender, pids, nonce))
+        self._check_signer(digest, payload.get("signature"), sender)
+        self._check_recv_time(nonce, now_ms)
+        self._check_products(pids)
+        claimed = payload.get("digest")
+        if claimed not in (None, "0x") and _hex_bytes(claimed, 32, "digest") != digest:
+            raise ExecError(2038, "digest does not match the transaction")
+        self._check_replay(sender, nonce)
+        sub = self.subaccount("0x" + sender.hex())
+        if charge and not trigger:
+            self._charge(sub.address, 50 if not pids else 5 * len(pids), now_s)
+        book = sub.trigger_orders if trigger else sub.orders
+        wanted = set(pids)
+        removed = [o for o in book.values() if not wanted or o.product_id in wanted]
+        return self._remove(sub, removed, trigger, now_ms)
+
+    def _cancel_orders(self, payload, now_ms, now_s, trigger, charge):
+        sender, pids, digests, nonce = self._parse_cancel_tx(payload, True)
+        digest = self.domain.digest(eip712.hash_cancellation(sender, pids, digests, nonce))
+        self._check_signer(digest, payload.get("signature"), sender)
+        self._check_recv_time(nonce, now_ms)
+        self._check_products(pids, allow_dupes=True)
+        self._check_replay(sender, nonce)
+        sub = self.subaccount("0x" + sender.hex())
+        if charge and not trigger:
+            self._charge(sub.address, max(1, len(digests)), now_s)
+        book = sub.trigger_orders if trigger else sub.orders
+        removed, missing = [], []
+        for pid, d in zip(pids, digests):
+            o = book.get("0x" + d.hex())
+            if o is None or o.product_id != pid:
+                missing.append("0x" + d.hex())
+            else:
+                removed.append(o)
+        if missing:
+            # The whole request fails; the message names every missing digest so a client
+            # can tell which ones are gone and re-cancel the rest.
+            raise ExecError(2020, "Order not found: " + ",".join(missing))
+        return self._remove(sub, removed, trigger, now_ms)
+
+    def _check_replay(self, sender: bytes, nonce: int) -> None:
+        key = (sender.hex(), nonce)
+        if key in self.seen_cancel_nonces:
+            raise ExecError(2022, "nonce already used")
+        self.seen_cancel_nonces.add(key)
+
+    def _remove(self, sub: Subaccount, removed: list[SimOrder], trigger: bool, now_ms: int):
+        book = sub.trigger_orders if trigger else sub.orders
+        pushes = []
+        for o in removed:
+            del book[o.digest]
+            if not trigger:
+                pushes.append(Push("order_update", sub.sender, o.product_id, {
+                    "type": "order_update", "timestamp": str(now_ms * 1_000_000), "product_id": o.product_id,
+                    "digest": o.digest, "amount": "0", "reason": "cancelled",
+                }))
+        data = None if trigger else {"cancelled_orders": [o.to_json() for o in removed]}
+        return data, pushes
+
+    def _place_order(self, payload, now_ms, now_s, trigger, charge):
+        pid = _uint(payload.get("product_id"), 32, "product_id")
+        self._check_products([pid])
+        o = _obj(payload.get("order"), "order")
+        sender = _hex_bytes(o.get("sender"), 32, "sender")
+        price = _uint(o.get("priceX18"), 128, "priceX18", signed=True)
+        amount = _uint(o.get("amount"), 128, "amount", signed=True)
+        expiration = _uint(o.get("expiration"), 64, "expiration")
+        nonce = _uint(o.get("nonce"), 64, "nonce")
+        appendix = _uint(o.get("appendix", 1), 128, "appendix") if self.flavour == "nado" else None
+        digest = self.order_domain(pid).digest(eip712.hash_order(sender, price, amount, expiration, nonce, appendix))
+        self._check_signer(digest, payload.get("signature"), sender)
+        self._check_recv_time(nonce, now_ms)
+        if amount == 0:
+            raise ExecError(2001, "order amount is zero")
+        sub = self.subaccount("0x" + sender.hex())
+        dh = "0x" + digest.hex()
+        if dh in sub.orders or dh in sub.trigger_orders:
+            raise ExecError(2013, "digest already exists")
+        book = sub.trigger_orders if trigger else sub.orders
+        if sum(1 for x in book.values() if x.product_id == pid) >= 500:
+            raise ExecError(2005, "too many open orders")
+        if charge and not trigger:
+            self._charge(sub.address, 1 if payload.get("spot_leverage", True) is not False else 20, now_s)
+        order = SimOrder(pid, sub.sender, price, amount, expiration, nonce, dh, now_ms // 1000, amount, appendix,
+                         str(payload.get("signature")))
+        book[dh] = order
+        pushes = []
+        if not trigger:
+            pushes.append(Push("order_update", sub.sender, pid, {
+                "type": "order_update", "timestamp": str(now_ms * 1_000_000), "product_id": pid,
+                "digest": dh, "amount": str(amount), "reason": "placed",
+            }))
+        return {"digest": dh}, pushes
+
+    def sign_order_body(self, sub: Subaccount, *, product_id: int, price_x18: int, amount: int, nonce: int,
+                        expiration: int = 4_294_967_295) -> dict:
+        """A ``place_order`` execute signed with the subaccount's own key (admin helper)."""
+        if sub.private_key_hex is None:
+            raise ExecError(2028, "the sim does not hold this subaccount's key")
+        appendix = 1 if self.flavour == "nado" else None
+        sender = bytes.fromhex(sub.sender[2:])
+        digest = self.order_domain(product_id).digest(
+            eip712.hash_order(sender, price_x18, amount, expiration, nonce, appendix))
+        sig = FastSigner(sub.private_key_hex).sign_digest(digest)
+        order = {"sender": sub.sender, "priceX18": str(price_x18), "amount": str(amount),
+                 "expiration": str(expiration), "nonce": str(nonce)}
+        if appendix is not None:
+            order["appendix"] = str(appendix)
+        return {"place_order": {"product_id": product_id, "order": order, "signature": "0x" + sig.hex()}}
+
+    # -- queries --------------------------------------------------------------------------
+
+    def query(self, body: Any, *, now_ms: int) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            return _failure("query_unknown", 2038, "invalid query")
+        t = body["type"]
+        rt = f"query_{t}"
+        try:
+            data = self._query(t, body, now_ms)
+        except ExecError as exc:
+            return _failure(rt, exc.code, exc.message)
+        return {"status": "success", "data": data, "request_type": rt}
+
+    def _query(self, t: str, body: dict, now_ms: int) -> Any:
+        if t == "status":
+            return "active"
+        if t == "contracts":
+            d = {"chain_id": str(self.chain_id), "endpoint_addr": self.endpoint.lower()}
+            if self.flavour == "vertex":
+                d["book_addrs"] = ["0x" + "00" * 20] + [self.book_addrs[p] for p in range(1, max(self.products) + 1)
+                                                         if p in self.book_addrs]
+            return d
+        if t == "all_products":
+            return {"spot_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])}
+                                      for p in self.spot_products],
+                    "perp_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])}
+                                      for p in self.perp_products]}
+        if t == "nonces":
+            return {"tx_nonce": "0", "order_nonce": str((now_ms + 100_000) << 20)}
+        if t == "subaccount_info":
+            return self._subaccount_info(str(body.get("subaccount", "")).lower())
+        if t == "subaccount_orders":
+            sub = self.subaccount(str(body.get("sender", "")))
+            pid = _uint(body.get("product_id"), 32, "product_id")
+            return {"sender": sub.sender, "product_id": pid,
+                    "orders": [o.to_json() for o in sub.orders.values() if o.product_id == pid]}
+        if t == "orders":
+            sub = self.subaccount(str(body.get("sender", "")))
+            pids = body.get("product_ids")
+            if not isinstance(pids, list):
+                raise ExecError(2038, "invalid product_ids")
+            pids = [_uint(p, 32, "product_id") for p in pids]
+            return {"sender": sub.sender, "product_orders": [
+                {"product_id": p, "orders": [o.to_json() for o in sub.orders.values() if o.product_id == p]}
+                for p in pids]}
+        if t == "order":
+            digest = str(body.get("digest", "")).lower()
+            for sub in self.subaccounts.values():
+                if digest in sub.orders:
+                    return sub.orders[digest].to_json()
+            raise ExecError(2020, "order not found")
+        if t == "linked_signer":
+            sub = self.subaccount(str(body.get("subaccount", "")))
+            return {"linked_signer": sub.linked_signer or "0x" + "00" * 20}
+        raise ExecError(2038, f"unsupported query {t}")
+
+    def _subaccount_info(self, sender: str) -> dict:
+        sub = self.subaccounts.get(sender)
+        if sub is None:
+            zero = {"assets": "0", "liabilities": "0", "health": "0"}
+            return {"subaccount": sender, "exists": False, "healths": [zero, zero, zero],
+                    "spot_balances": [], "perp_balances": [], "spot_products": [], "perp_products": []}
+        h = self.health_x18(sub)
+        health = {"assets": str(max(h, 0)), "liabilities": str(max(-h, 0)), "health": str(h)}
+        return {
+            "subaccount": sub.sender, "exists": True, "healths": [health, health, health],
+            "spot_balances": [{"product_id": p, "balance": {"amount": str(a)}} for p, a in sorted(sub.spot_x18.items())],
+            "perp_balances": [{"product_id": p, "balance": {"amount": str(a), "v_quote_balance": str(vq)}}
+                              for p, (a, vq) in sorted(sub.perp_x18.items())],
+            "spot_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])} for p in self.spot_products],
+            "perp_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])} for p in self.perp_products],
+        }
+
+    def trigger_query(self, body: Any, *, now_ms: int) -> dict:
+        rt = "query_list_trigger_orders"
+        try:
+            if not isinstance(body, dict) or body.get("type") != "list_trigger_orders":
+                raise ExecError(2038, "unsupported trigger query")
+            tx = _obj(body.get("tx"), "tx")
+            sender = _hex_bytes(tx.get("sender"), 32, "sender")
+            recv_time = _uint(tx.get("recvTime"), 64, "recvTime")
+            digest = self.domain.digest(eip712.hash_list_trigger_orders(sender, recv_time))
+            self._check_signer(digest, body.get("signature"), sender)
+            if recv_time <= now_ms:
+                raise ExecError(2011, "Request received after 'recvTime'")
+            if recv_time > now_ms + MAX_RECV_AHEAD_MS:
+                raise ExecError(2012, "recvTime too far ahead")
+            sub = self.subaccount("0x" + sender.hex())
+            pid = body.get("product_id")
+            orders = [o.to_trigger_json() for o in sub.trigger_orders.values() if pid is None or o.product_id == pid]
+        except ExecError as exc:
+            return _failure(rt, exc.code, exc.message)
+        return {"status": "success", "data": {"orders": orders}, "request_type": rt}
+
+    # -- stream authentication -------------------------------------------------------------
+
+    def authenticate(self, msg: dict, now_ms: int) -> str:
+        """Wallet address (lowercase) on success; raises ExecError otherwise."""
+        tx = _obj(msg.get("tx"), "tx")
+        sender = _hex_bytes(tx.get("sender"), 32, "sender")
+        expiration = _uint(tx.get("expiration"), 64, "expiration")
+        if not now_ms < expiration <= now_ms + MAX_RECV_AHEAD_MS:
+            raise ExecError(2011, "expiration outside (now, now + 100 s]")
+        digest = self.domain.digest(eip712.hash_stream_authentication(sender, expiration))
+        self._check_signer(digest, msg.get("signature"), sender)
+        return "0x" + sender[:20].hex()
+
+
+def _failure(rt: str, code: int, message: str, signature: Any = None) -> dict:
+    d = {"status": "failure", "error": message, "error_code": code, "request_type": rt}
+    if signature is not None:
+        d["signature"] = signature
+    return d

@@ -1,0 +1,261 @@
+"""A minimal websocket endpoint on wsproto + a trio stream, client and server side.
+
+trio-websocket 0.12 cannot negotiate extensions, and the subscription socket requires
+permessage-deflate, so both the session and the simulator speak wsproto directly. One
+class serves both roles: the receive loop answers pings itself (unless told not to, which
+the simulator's fault injection uses) and records pongs for keep-alive timeouts.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+RECV_BYTES = 65536
+MAX_MESSAGE_BYTES = 16 << 20
+
+
+class WsClosed(Exception):
+    """The connection ended (close frame, EOF, reset or protocol error)."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class WsHandshakeRejected(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"websocket handshake rejected with HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class WsUrl:
+    secure: bool
+    host: str
+    port: int
+    target: str
+
+    @classmethod
+    def parse(cls, url: str) -> "WsUrl":
+        p = urlsplit(url)
+        if p.scheme not in ("ws", "wss"):
+            raise ValueError(f"not a websocket url: {url}")
+        secure = p.scheme == "wss"
+        target = (p.path or "/") + (f"?{p.query}" if p.query else "")
+        return cls(secure, p.hostname or "", p.port or (443 if secure else 80), target)
+
+
+class WsEndpoint:
+    def __init__(self, stream: trio.abc.Stream, conn: WSConnection, *, clock=trio.current_time) -> None:
+        self._stream = stream
+        self._conn = conn
+        self._send_lock = trio.Lock()
+        self._clock = clock
+        self._buf: list = []  # fragments of the message being assembled
+        self._size = 0
+        self.closed = False
+        self.answer_pings = True
+        self.last_pong_s = clock()
+        self.last_recv_s = clock()
+        self.extensions: tuple[str, ...] = ()
+        self.target = ""
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def _send(self, event) -> None:
+        if self.closed:
+            raise WsClosed("connection closed")
+        try:
+            data = self._conn.send(event)
+        except LocalProtocolError as exc:
+            raise WsClosed(f"cannot send: {exc}") from None
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.closed = True
+                raise WsClosed(f"send failed: {type(exc).__name__}") from None
+
+    async def send_text(self, data: bytes | str) -> None:
+        await self._send(TextMessage(data=data.decode() if isinstance(data, bytes) else data))
+
+    async def ping(self, payload: bytes = b"ks") -> None:
+        await self._send(Ping(payload=payload))
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """Next complete data message; answers pings on the way."""
+        while True:
+            for event in self._conn.events():
+                msg = await self._handle(event)
+                if msg is not None:
+                    return msg
+            if self.closed:
+                raise WsClosed("connection closed")
+            try:
+                data = await self._stream.receive_some(RECV_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.closed = True
+                raise WsClosed(f"receive failed: {type(exc).__name__}", 1006) from None
+            if not data:
+                self.closed = True
+                raise WsClosed("EOF without close frame", 1006)
+            self.last_recv_s = self._clock()
+            try:
+                self._conn.receive_data(data)
+            except RemoteProtocolError as exc:
+                self.closed = True
+                raise WsClosed(f"protocol error: {exc}", 1002) from None
+
+    async def _handle(self, event):
+        if isinstance(event, Message):
+            self._buf.append(event.data)
+            self._size += len(event.data)
+            if self._size > MAX_MESSAGE_BYTES:
+                await self.abort()
+                raise WsClosed("message too large", 1009)
+            if not event.message_finished:
+                return None
+            parts, self._buf, self._size = self._buf, [], 0
+            if isinstance(event, TextMessage):
+                return "".join(parts)
+            return b"".join(parts)
+        if isinstance(event, Ping):
+            if self.answer_pings:
+                try:
+                    await self._send(event.response())
+                except WsClosed:
+                    pass
+            return None
+        if isinstance(event, Pong):
+            self.last_pong_s = self._clock()
+            return None
+        if isinstance(event, CloseConnection):
+            try:
+                await self._send(event.response())
+            except WsClosed:
+                pass
+            self.closed = True
+            await self._close_stream()
+            raise WsClosed(f"closed by peer: {event.code} {event.reason}", event.code)
+        return None
+
+    # -- closing ----------------------------------------------------------------------
+
+    async def _close_stream(self) -> None:
+        with trio.move_on_after(1) as cs:
+            cs.shield = True
+            try:
+                await self._stream.aclose()
+            except Exception:
+                pass
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            try:
+                await self._send(CloseConnection(code=code, reason=reason))
+            except WsClosed:
+                pass
+        self.closed = True
+        await self._close_stream()
+
+    async def abort(self) -> None:
+        """Drop the TCP connection without a close frame (the peer sees 1006)."""
+        self.closed = True
+        await self._close_stream()
+
+
+async def _open_stream(url: WsUrl, timeout_s: float) -> trio.abc.Stream:
+    with trio.fail_after(timeout_s):
+        if url.secure:
+            return await trio.open_ssl_over_tcp_stream(url.host, url.port, ssl_context=ssl.create_default_context())
+        return await trio.open_tcp_stream(url.host, url.port)
+
+
+async def connect(url: str, *, deflate: bool, timeout_s: float, clock=trio.current_time) -> WsEndpoint:
+    """Client handshake; raises WsHandshakeRejected, WsClosed, OSError or trio.TooSlowError."""
+    u = WsUrl.parse(url)
+    stream = await _open_stream(u, timeout_s)
+    conn = WSConnection(ConnectionType.CLIENT)
+    ext = [PerMessageDeflate()] if deflate else []
+    host = u.host if u.port in (80, 443) else f"{u.host}:{u.port}"
+    try:
+        with trio.fail_after(timeout_s):
+            await stream.send_all(conn.send(Request(host=host, target=u.target, extensions=ext)))
+            status, body = None, b""
+            while True:
+                data = await stream.receive_some(RECV_BYTES)
+                if not data:
+                    raise WsClosed("EOF during handshake", 1006)
+                conn.receive_data(data)
+                for event in conn.events():
+                    if isinstance(event, AcceptConnection):
+                        ep = WsEndpoint(stream, conn, clock=clock)
+                        ep.extensions = tuple(e.name for e in event.extensions)
+                        ep.target = u.target
+                        return ep
+                    if isinstance(event, RejectConnection):
+                        status = event.status_code
+                        if not event.has_body:
+                            raise WsHandshakeRejected(status, b"")
+                    if isinstance(event, RejectData):
+                        body += event.data
+                        if event.body_finished:
+                            raise WsHandshakeRejected(status or 0, body)
+    except BaseException:
+        with trio.move_on_after(1) as cs:
+            cs.shield = True
+            await stream.aclose()
+        raise
+
+
+async def accept(
+    stream: trio.abc.Stream, *, timeout_s: float, decide, clock=trio.current_time
+) -> WsEndpoint | None:
+    """Server handshake. ``decide(request) -> (accept: bool, extensions, status, body)``."""
+    conn = WSConnection(ConnectionType.SERVER)
+    with trio.move_on_after(timeout_s):
+        while True:
+            data = await stream.receive_some(RECV_BYTES)
+            if not data:
+                return None
+            conn.receive_data(data)
+            for event in conn.events():
+                if isinstance(event, Request):
+                    ok, extensions, status, body = decide(event)
+                    if ok:
+                        await stream.send_all(conn.send(AcceptConnection(extensions=extensions)))
+                        ep = WsEndpoint(stream, conn, clock=clock)
+                        ep.target = event.target
+                        ep.extensions = tuple(e.name for e in extensions)
+                        return ep
+                    out = conn.send(
+                        RejectConnection(
+                            status_code=status, headers=[(b"content-type", b"application/json")], has_body=True
+                        )
+                    )
+                    out += conn.send(RejectData(data=body, body_finished=True))
+                    await stream.send_all(out)
+                    return None
+    return None
