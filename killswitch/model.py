@@ -318,6 +318,16 @@ class VerifyFailed:
     ts_recv_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class CancelJobFinished:
+    """The executor finished one job (cancel round and/or verification) for a venue."""
+
+    venue: str
+    job_id: int
+    timed_out: bool = False
+    ts_recv_s: float = 0.0
+
+
 # --------------------------------------------------------------------------------------
 # Time and control
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,600 @@
+"""The engine: the single task that owns all risk state.
+
+It consumes one bounded channel of events (venue events, executor results, ticks, commands)
+and, for each: applies it to the book, feeds the rules that watch it, trips the latch on a
+breach, plans cancels and hands them to the executor, sweeps new orders while TRIPPED and
+decides, from the venue's own snapshots, when a venue is flat.
+
+The trip path is ordered so nothing slow stands before the first cancel:
+``latch (page cache) -> executor.submit -> wait for the first request on the wire (bounded)
+-> canonical log line, audit record, fsync of latch (worker thread)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable, Iterable, Sequence
+
+import structlog
+import trio
+
+from killswitch.audit import AuditLog
+from killswitch.clock import Clock
+from killswitch.engine.latch import Latch, LatchStore, TripRecord, scope_to_dict
+from killswitch.engine.plan import CancelPlan, plan_cancels
+from killswitch.engine.state import BookState
+from killswitch.model import (
+    BadFrame,
+    Breach,
+    CancelCompleted,
+    CancelJobFinished,
+    CancelScope,
+    CashFlowObserved,
+    DeclareCashFlow,
+    EVERYTHING,
+    HeartbeatReceived,
+    OpenOrdersSnapshot,
+    OrderInfo,
+    OrderOpened,
+    ResetCommand,
+    Tick,
+    TripCommand,
+    VenueAuthFailed,
+    VenueConnected,
+    VenueDisconnected,
+    VerifyFailed,
+)
+from killswitch.rules.base import Rule
+from killswitch.venues.base import VenueCapabilities
+
+log = structlog.get_logger("killswitch.engine")
+
+FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the first cancel send
+VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRules:
+    """Reload: replace the rule set (rules with an unchanged config keep their state)."""
+
+    rules: tuple[Rule, ...]
+    source: str = "reload"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    job_id: int
+    venue: str
+    trip_id: int
+    plan: CancelPlan | None  # None: verification only
+    verify: bool = True
+    purpose: str = "trip"  # trip | sweep | retry | poll
+
+
+class ExecutorPort:
+    """What the engine needs from the executor (see killswitch.executor.Executor)."""
+
+    def submit(self, job: CancelJob) -> trio.Event:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def spawn_sync(self, fn: Callable[[], None]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class VenueProgress:
+    trip_id: int
+    scope: CancelScope
+    tripped_at_s: float
+    round_no: int = 0
+    job_id: int | None = None  # cancel job in flight
+    verify_job_id: int | None = None
+    flat: bool = False
+    flat_at_s: float | None = None
+    first_cancel_s: float | None = None
+    next_round_at_s: float | None = None
+    last_verify_s: float = 0.0
+    verify_failures: int = 0
+    pending_sweep: dict[str, OrderInfo] = field(default_factory=dict)
+    dry_run_done: bool = False
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    events: int = 0
+    bad_frames: int = 0
+    trips: int = 0
+    alerts: int = 0
+    cancel_requests: int = 0
+    cancel_failures: int = 0
+    sweeps: int = 0
+    max_event_lag_s: float = 0.0
+    last_event_lag_s: float = 0.0
+    last_trip_to_first_cancel_s: float | None = None
+    last_trip_to_flat_s: float | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        rules: Sequence[Rule],
+        rule_factory: Callable[[], Sequence[Rule]] | None,
+        venues: dict[str, VenueCapabilities],
+        latch: Latch,
+        store: LatchStore,
+        audit: AuditLog,
+        executor: ExecutorPort,
+        clock: Clock,
+        budget: Callable[[str, float], int | None] = lambda venue, now_s: None,
+        repoll_interval_s: float = 2.0,
+        dry_run: bool = False,
+        manual_scope: CancelScope = EVERYTHING,
+    ) -> None:
+        self.state = BookState(tuple(venues))
+        self.caps = dict(venues)
+        self.latch = latch
+        self.store = store
+        self.audit = audit
+        self.executor = executor
+        self.clock = clock
+        self.budget = budget
+        self.repoll_interval_s = repoll_interval_s
+        self.dry_run = dry_run
+        self.manual_scope = manual_scope
+        self.rule_factory = rule_factory
+        self.counters = EngineCounters()
+        self.progress: dict[str, VenueProgress] = {}
+        self.alarms: dict[str, str] = {}
+        self.alerting: set[str] = set()
+        self.loop_iterations = 0  # watchdog: proof the engine makes progress
+        self._job_seq = 0
+        self._deferred: list[Callable[[], None]] = []
+        self._first_sent: list[trio.Event] = []
+        self._set_rules(rules)
+        # Recorded breach timings for trip latency (monotonic seconds).
+        self.trip_started_s: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ rules
+    def _set_rules(self, rules: Iterable[Rule]) -> None:
+        self.rules: list[Rule] = list(rules)
+        self._by_type: dict[type, list[Rule]] = {}
+        for r in self.rules:
+            for t in r.watches:
+                self._by_type.setdefault(t, []).append(r)
+        self._tick_rules = [r for r in self.rules if r.needs_tick]
+
+    def _apply_rules(self, cmd: ApplyRules) -> None:
+        old = {r.name: r for r in self.rules}
+        merged = []
+        for r in cmd.rules:
+            prev = old.get(r.name)
+            same = prev is not None and getattr(prev, "config", None) is not None and \
+                getattr(prev, "config", None) == getattr(r, "config", None)
+            merged.append(prev if same else r)
+        self._set_rules(merged)
+        self.audit.record("rules_applied", source=cmd.source, rules=[r.name for r in merged])
+        log.info("rules_applied", source=cmd.source, n_rules=len(merged))
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self, receive: trio.MemoryReceiveChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.on_start()
+        task_status.started()
+        async for ev in receive:
+            self.handle(ev)
+            if self._first_sent:
+                # Let the executor put the first cancel on the wire before bookkeeping.
+                waits, self._first_sent = self._first_sent, []
+                with trio.move_on_after(FIRST_SEND_WAIT_S):
+                    for w in waits:
+                        await w.wait()
+            if self._deferred:
+                work, self._deferred = self._deferred, []
+                for fn in work:
+                    fn()
+
+    def on_start(self) -> None:
+        """Coming back TRIPPED: every venue in scope is re-verified and swept."""
+        if not self.latch.tripped:
+            return
+        now = self.clock.monotonic_s()
+        scope = self.latch.scope() or EVERYTHING
+        trip_id = self.latch.trips[-1].trip_id if self.latch.trips else 0
+        for venue in self._venues_in(scope):
+            self.progress[venue] = VenueProgress(trip_id=trip_id, scope=scope, tripped_at_s=now)
+        reason = self.latch.corrupt_reason or "latch persisted as TRIPPED"
+        self.audit.record("startup_tripped", reason=reason, trips=[t.trip_id for t in self.latch.trips],
+                          scope=scope_to_dict(scope))
+        log.warning("startup_tripped", reason=reason, venues=sorted(self.progress))
+
+    def handle(self, ev: object) -> None:
+        now = self.clock.monotonic_s()
+        self.loop_iterations += 1
+        t = type(ev)
+        if t is Tick:
+            self._on_tick(now)
+            return
+        self.counters.events += 1
+        ts_recv = getattr(ev, "ts_recv_s", 0.0)
+        if ts_recv:
+            lag = now - ts_recv
+            self.counters.last_event_lag_s = lag
+            if lag > self.counters.max_event_lag_s:
+                self.counters.max_event_lag_s = lag
+
+        if t is TripCommand:
+            self._manual_trip(ev, now)
+            return
+        if t is ResetCommand:
+            self._reset(ev, now)
+            return
+        if t is ApplyRules:
+            self._apply_rules(ev)
+            return
+        if t is DeclareCashFlow:
+            self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
+            ev = CashFlowObserved(venue=ev.venue, amount=ev.amount, ts_event_ms=self.clock.wall_ms())
+            t = CashFlowObserved
+        if t is CancelCompleted:
+            self._on_cancel_completed(ev, now)
+            return
+        if t is CancelJobFinished:
+            self._on_job_finished(ev, now)
+            return
+        if t is VerifyFailed:
+            self._on_verify_failed(ev, now)
+            return
+        if t is BadFrame:
+            self.counters.bad_frames += 1
+            log.warning("bad_frame", venue=ev.venue, error=ev.error, sample=ev.sample[:120])
+        elif t is VenueAuthFailed:
+            self._alarm(f"auth:{ev.venue}", f"{ev.venue}: credentials rejected ({ev.code} {ev.message})")
+        elif t is VenueConnected:
+            self.alarms.pop(f"auth:{ev.venue}", None)
+            self.audit.record("venue_connected", venue=ev.venue)
+        elif t is VenueDisconnected:
+            self.audit.record("venue_disconnected", venue=ev.venue, reason=ev.reason)
+
+        is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False
+
+        for rule in self._by_type.get(t, ()):
+            try:
+                breach = rule.on_event(ev, self.state, now)
+            except Exception as exc:  # fail closed: a broken rule trips
+                breach = self._rule_error(rule, exc)
+            if breach is not None:
+                self._on_breach(breach, now)
+            elif rule.name in self.alerting:
+                self._clear_alert(rule.name)
+
+        if self.latch.tripped:
+            if t is OrderOpened and is_new:
+                self._sweep(ev.order, now)
+            elif t is OpenOrdersSnapshot:
+                self._after_snapshot(ev, now)
+
+    # ------------------------------------------------------------------ breaches
+    def _rule_error(self, rule: Rule, exc: Exception) -> Breach:
+        log.error("rule_error", rule=rule.name, error=f"{type(exc).__name__}: {exc}")
+        return Breach(
+            rule=rule.name, kind=getattr(rule, "kind", "?"), observed=f"exception {type(exc).__name__}",
+            threshold="rule must evaluate", scope=getattr(rule, "action_scope", EVERYTHING),
+            latch=True, detail=f"rule raised {type(exc).__name__}: {exc} (fail closed)",
+        )
+
+    def _on_breach(self, breach: Breach, now: float) -> None:
+        if not breach.latch:
+            if breach.rule not in self.alerting:
+                self.alerting.add(breach.rule)
+                self.counters.alerts += 1
+                self.audit.record("alert", rule=breach.rule, rule_kind=breach.kind, observed=breach.observed,
+                                  threshold=breach.threshold, detail=breach.detail)
+                log.warning("alert", rule=breach.rule, kind=breach.kind, observed=breach.observed,
+                            threshold=breach.threshold)
+            return
+        if self.latch.tripped and any(tr.rule == breach.rule for tr in self.latch.trips):
+            return  # already latched for this rule; the sweep covers it
+        self._trip(rule=breach.rule, kind=breach.kind, reason=breach.detail or "rule breached",
+                   observed=breach.observed, threshold=breach.threshold, scope=breach.scope,
+                   source="rule", now=now)
+
+    def _clear_alert(self, name: str) -> None:
+        self.alerting.discard(name)
+        self.audit.record("alert_cleared", rule=name)
+        log.info("alert_cleared", rule=name)
+
+    def _manual_trip(self, cmd: TripCommand, now: float) -> None:
+        scope = cmd.scope if cmd.scope != EVERYTHING else self.manual_scope
+        self._trip(rule="manual", kind="manual", reason=cmd.reason, observed=f"manual trip via {cmd.source}",
+                   threshold="-", scope=scope, source=cmd.source, now=now, operator=cmd.operator)
+
+    def _venues_in(self, scope: CancelScope) -> list[str]:
+        return [v for v in self.state.venues() if scope.covers_venue(v)]
+
+    def _trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
+              scope: CancelScope, source: str, now: float, operator: str = "") -> None:
+        rec = self.latch.trip(rule=rule, kind=kind, reason=reason, observed=observed, threshold=threshold,
+                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms())
+        self.trip_started_s[rec.trip_id] = now
+        # Phase 1 of persistence: page cache only (survives a process crash), then cancel.
+        try:
+            self.store.save(self.latch, durable=False)
+            persisted = True
+        except OSError as exc:
+            persisted = False
+            self._alarm("latch_persist", f"cannot write latch file: {exc}")
+        self.counters.trips += 1
+        for venue in self._venues_in(scope):
+            prog = self.progress.get(venue)
+            if prog is None or prog.flat or prog.job_id is None:
+                merged = scope if prog is None else prog.scope.union(scope)
+                self.progress[venue] = prog = VenueProgress(trip_id=rec.trip_id, scope=merged, tripped_at_s=now)
+            else:
+                prog.scope = prog.scope.union(scope)
+                prog.trip_id = rec.trip_id
+            self._start_round(venue, prog, now, purpose="trip")
+        self._deferred.append(lambda: self._after_trip(rec, operator, persisted))
+
+    def _after_trip(self, rec: TripRecord, operator: str, persisted: bool) -> None:
+        self.audit.record("trip", trip_id=rec.trip_id, rule=rec.rule, rule_kind=rec.kind, reason=rec.reason,
+                          observed=rec.observed, threshold=rec.threshold, scope=scope_to_dict(rec.scope),
+                          source=rec.source, operator=operator, dry_run=self.dry_run,
+                          venues=[v for v, p in self.progress.items() if p.trip_id == rec.trip_id])
+        log.critical("TRIP", trip_id=rec.trip_id, rule=rec.rule, kind=rec.kind, observed=rec.observed,
+                     threshold=rec.threshold, reason=rec.reason, source=rec.source,
+                     venues=sorted(v for v, p in self.progress.items() if p.trip_id == rec.trip_id),
+                     dry_run=self.dry_run)
+        if persisted:
+            self.executor.spawn_sync(self.store.sync)
+
+    # ------------------------------------------------------------------ cancelling
+    def _next_job_id(self) -> int:
+        self._job_seq += 1
+        return self._job_seq
+
+    def _start_round(self, venue: str, prog: VenueProgress, now: float, *, purpose: str) -> None:
+        if self.dry_run and prog.dry_run_done and purpose != "sweep":
+            return
+        caps = self.caps.get(venue)
+        if caps is None:
+            return
+        book = self.state.book(venue)
+        prog.round_no += 1
+        in_scope = self.state.open_orders(venue, prog.scope)
+        plan = plan_cancels(
+            venue=venue, scope=prog.scope, in_scope=in_scope, all_known=self.state.open_orders(venue),
+            caps=caps, trusted=book.trusted and book.connected, round_no=prog.round_no,
+            budget_available=self.budget(venue, now),
+        )
+        prog.pending_sweep.clear()
+        prog.next_round_at_s = None
+        prog.flat = False
+        self._submit(venue, prog, plan, purpose)
+
+    def _submit(self, venue: str, prog: VenueProgress, plan: CancelPlan | None, purpose: str) -> None:
+        job = CancelJob(self._next_job_id(), venue, prog.trip_id, plan, verify=True, purpose=purpose)
+        if plan is not None:
+            prog.job_id = job.job_id
+            if self.dry_run:
+                prog.dry_run_done = True
+            self.audit.record("cancel_plan", venue=venue, trip_id=prog.trip_id, job_id=job.job_id,
+                              round=prog.round_no, purpose=purpose, plan=plan.describe(), dry_run=self.dry_run)
+        else:
+            prog.verify_job_id = job.job_id
+        first_sent = self.executor.submit(job)
+        if plan is not None and plan.steps and purpose == "trip":
+            self._first_sent.append(first_sent)
+
+    def _sweep(self, order: OrderInfo, now: float) -> None:
+        prog = self.progress.get(order.venue)
+        if prog is None or not prog.scope.covers(order):
+            return
+        self.counters.sweeps += 1
+        prog.flat = False
+        if prog.job_id is not None:
+            prog.pending_sweep[order.venue_order_id] = order  # picked up when the job ends
+            return
+        self._launch_sweep(order.venue, prog, [order])
+
+    def _launch_sweep(self, venue: str, prog: VenueProgress, orders: list[OrderInfo]) -> None:
+        caps = self.caps[venue]
+        plan = plan_cancels(venue=venue, scope=prog.scope, in_scope=orders, all_known=orders, caps=caps,
+                            trusted=True, round_no=1, budget_available=self.budget(venue, self.clock.monotonic_s()),
+                            sweep=True)
+        prog.pending_sweep.clear()
+        self._submit(venue, prog, plan, "sweep")
+
+    def _on_cancel_completed(self, ev: CancelCompleted, now: float) -> None:
+        self.counters.cancel_requests += 1
+        prog = self.progress.get(ev.venue)
+        if ev.outcome not in ("ok", "dry_run"):
+            self.counters.cancel_failures += 1
+            log.warning("cancel_not_ok", venue=ev.venue, verb=ev.verb, outcome=ev.outcome, code=ev.code,
+                        message=ev.message)
+            if ev.outcome == "auth":
+                self._alarm(f"auth:{ev.venue}", f"{ev.venue}: cancel refused for auth ({ev.code} {ev.message})")
+        self.audit.record("cancel_result", venue=ev.venue, trip_id=ev.trip_id, verb=ev.verb,
+                          request_id=ev.request_id, outcome=ev.outcome, code=ev.code, message=ev.message,
+                          n_cancelled=len(ev.cancelled_ids), n_gone=len(ev.gone_ids),
+                          latency_ms=round(ev.latency_s * 1000, 3))
+
+    def note_first_cancel(self, venue: str, trip_id: int, sent_at_s: float) -> None:
+        """Called by the executor (same thread, sync) when a trip's first request is sent."""
+        prog = self.progress.get(venue)
+        if prog is not None and prog.first_cancel_s is None:
+            prog.first_cancel_s = sent_at_s
+            started = self.trip_started_s.get(trip_id)
+            if started is not None:
+                self.counters.last_trip_to_first_cancel_s = sent_at_s - started
+
+    def _on_job_finished(self, ev: CancelJobFinished, now: float) -> None:
+        prog = self.progress.get(ev.venue)
+        if prog is None:
+            return
+        if prog.job_id == ev.job_id:
+            prog.job_id = None
+            if ev.timed_out:
+                self._schedule_retry(ev.venue, prog, now, "cancel round hit its deadline")
+            if prog.pending_sweep and self.latch.tripped:
+                self._launch_sweep(ev.venue, prog, list(prog.pending_sweep.values()))
+        elif prog.verify_job_id == ev.job_id:
+            prog.verify_job_id = None
+
+    def _on_verify_failed(self, ev: VerifyFailed, now: float) -> None:
+        prog = self.progress.get(ev.venue)
+        if prog is None:
+            return
+        prog.verify_failures += 1
+        self.audit.record("verify_failed", venue=ev.venue, error=ev.error, failures=prog.verify_failures)
+        if prog.verify_failures >= VERIFY_ALARM_AFTER:
+            self._alarm(f"unverified:{ev.venue}",
+                        f"{ev.venue}: cannot confirm open orders ({prog.verify_failures} failures: {ev.error})")
+        self._schedule_retry(ev.venue, prog, now, ev.error)
+
+    def _schedule_retry(self, venue: str, prog: VenueProgress, now: float, why: str) -> None:
+        delay = min(0.1 * (2 ** max(prog.round_no - 1, 0)), 2.0)
+        if prog.next_round_at_s is None or prog.next_round_at_s > now + delay:
+            prog.next_round_at_s = now + delay
+        log.info("cancel_retry_scheduled", venue=venue, in_s=round(delay, 3), round=prog.round_no + 1, why=why)
+
+    def _after_snapshot(self, ev: OpenOrdersSnapshot, now: float) -> None:
+        prog = self.progress.get(ev.venue)
+        if prog is None:
+            return
+        prog.last_verify_s = now
+        prog.verify_failures = 0
+        self.alarms.pop(f"unverified:{ev.venue}", None)
+        remaining = self.state.open_orders(ev.venue, prog.scope)
+        if not remaining:
+            if not prog.flat and prog.job_id is None:
+                prog.flat = True
+                prog.flat_at_s = now
+                prog.round_no = 0
+                started = self.trip_started_s.get(prog.trip_id)
+                to_flat = (now - started) if started is not None else None
+                if to_flat is not None:
+                    self.counters.last_trip_to_flat_s = to_flat
+                to_first = (prog.first_cancel_s - started) if (started is not None and prog.first_cancel_s) else None
+                self.audit.record("flat", venue=ev.venue, trip_id=prog.trip_id, evidence=f"{ev.purpose} snapshot",
+                                  trip_to_first_cancel_ms=None if to_first is None else round(to_first * 1000, 3),
+                                  trip_to_flat_ms=None if to_flat is None else round(to_flat * 1000, 3))
+                log.info("flat", venue=ev.venue, trip_id=prog.trip_id,
+                         trip_to_flat_ms=None if to_flat is None else round(to_flat * 1000, 3))
+            return
+        prog.flat = False
+        if prog.job_id is None and prog.next_round_at_s is None:
+            if prog.round_no == 0:
+                self._start_round(ev.venue, prog, now, purpose="trip" if ev.purpose == "reconcile" else "retry")
+            else:
+                self._schedule_retry(ev.venue, prog, now, f"{len(remaining)} orders still open")
+
+    # ------------------------------------------------------------------ ticks
+    def _on_tick(self, now: float) -> None:
+        for rule in self._tick_rules:
+            try:
+                breach = rule.on_tick(self.state, now)
+            except Exception as exc:
+                breach = self._rule_error(rule, exc)
+            if breach is not None:
+                self._on_breach(breach, now)
+            elif rule.name in self.alerting:
+                self._clear_alert(rule.name)
+        if not self.latch.tripped:
+            return
+        for venue, prog in self.progress.items():
+            if prog.job_id is not None:
+                continue
+            if prog.next_round_at_s is not None and now >= prog.next_round_at_s:
+                self._start_round(venue, prog, now, purpose="retry")
+            elif prog.verify_job_id is None and now - prog.last_verify_s >= self.repoll_interval_s:
+                prog.last_verify_s = now
+                self._submit(venue, prog, None, "poll")
+
+    # ------------------------------------------------------------------ reset / status
+    def _reset(self, cmd: ResetCommand, now: float) -> None:
+        if not self.latch.tripped:
+            self.audit.record("reset_noop", operator=cmd.operator, reason=cmd.reason, source=cmd.source)
+            log.info("reset_noop", operator=cmd.operator)
+            return
+        cleared = self.latch.reset(operator=cmd.operator, reason=cmd.reason, ts_wall_ms=self.clock.wall_ms())
+        try:
+            self.store.save(self.latch, durable=True)
+        except OSError as exc:
+            self._alarm("latch_persist", f"cannot write latch file: {exc}")
+        unflat = [v for v, p in self.progress.items() if not p.flat]
+        self.progress.clear()
+        self.alerting.clear()
+        for key in [k for k in self.alarms if k.startswith("unverified:")]:
+            del self.alarms[key]
+        if self.rule_factory is not None:
+            # Fresh baselines: a drawdown peak restarts from the current equity after reset.
+            self._set_rules(self.rule_factory())
+        self.audit.record("reset", operator=cmd.operator, reason=cmd.reason, source=cmd.source,
+                          cleared_trips=[t.trip_id for t in cleared], venues_not_confirmed_flat=unflat)
+        log.warning("RESET", operator=cmd.operator, reason=cmd.reason, cleared_trips=[t.trip_id for t in cleared],
+                    venues_not_confirmed_flat=unflat)
+
+    def _alarm(self, key: str, message: str) -> None:
+        if self.alarms.get(key) != message:
+            self.alarms[key] = message
+            self.audit.record("alarm", key=key, message=message)
+            log.error("ALARM", key=key, message=message)
+
+    def status(self) -> dict:
+        now = self.clock.monotonic_s()
+        venues = {}
+        for v in self.state.venues():
+            b = self.state.book(v)
+            p = self.progress.get(v)
+            venues[v] = {
+                "connected": b.connected,
+                "trusted": b.trusted,
+                "open_orders": len(b.orders),
+                "equity": None if b.equity is None else str(b.equity),
+                "equity_currency": b.equity_currency,
+                "last_seen_ago_s": None if b.last_seen_s is None else round(now - b.last_seen_s, 3),
+                "cancel_state": None if p is None else ("flat" if p.flat else
+                                                        ("cancelling" if p.job_id else "pending")),
+            }
+        rules = []
+        for r in self.rules:
+            try:
+                st = r.status(self.state, now)
+                rules.append({"name": st.name, "kind": st.kind, "observed": st.observed,
+                              "threshold": st.threshold, "breached": st.breached,
+                              "latch": r.latch})
+            except Exception as exc:
+                rules.append({"name": r.name, "kind": r.kind, "observed": f"error: {type(exc).__name__}",
+                              "threshold": "?", "breached": True, "latch": r.latch})
+        c = self.counters
+        return {
+            "state": self.latch.state.value,
+            "dry_run": self.dry_run,
+            "trips": [
+                {"trip_id": t.trip_id, "rule": t.rule, "kind": t.kind, "reason": t.reason,
+                 "observed": t.observed, "threshold": t.threshold, "source": t.source,
+                 "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
+                for t in self.latch.trips
+            ],
+            "last_reset": self.latch.last_reset,
+            "venues": venues,
+            "rules": rules,
+            "alarms": dict(self.alarms),
+            "counters": {
+                "events": c.events, "bad_frames": c.bad_frames, "trips": c.trips, "alerts": c.alerts,
+                "cancel_requests": c.cancel_requests, "cancel_failures": c.cancel_failures, "sweeps": c.sweeps,
+                "max_event_lag_ms": round(c.max_event_lag_s * 1000, 3),
+                "last_trip_to_first_cancel_ms": None if c.last_trip_to_first_cancel_s is None
+                else round(c.last_trip_to_first_cancel_s * 1000, 3),
+                "last_trip_to_flat_ms": None if c.last_trip_to_flat_s is None
+                else round(c.last_trip_to_flat_s * 1000, 3),
+            },
+        }
+
+    def all_flat(self) -> bool:
+        return bool(self.progress) and all(p.flat for p in self.progress.values())
+
+
+def decimal_str(d: Decimal | None) -> str | None:
+    return None if d is None else format(d, "f")
