@@ -112,7 +112,8 @@ class StaleHeartbeatRule:
             last = book.last_seen_s(cfg.source_name)
             if book.is_connected(cfg.source_name):
                 self._disconnected_since_s = None
-            elif self._disconnected_since_s is None:
+            elif self._disconnected_since_s is None and last is not None:
+                # Never-seen venues are judged by the grace period instead.
                 self._disconnected_since_s = now_s
         else:
             last = self._last_s
