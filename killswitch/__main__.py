@@ -1,0 +1,5 @@
+import sys
+
+from killswitch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,154 @@
+"""Command line: ``killswitch run | check | status | trip | reset | heartbeat | demo | sim``.
+
+Wrong usage exits 2 with a message (argparse). ``check`` exits 1 on an invalid config.
+The verbs that talk to a running daemon use its control socket (see killswitch.control).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_SOCKET = "/run/killswitch/control.sock"
+
+
+def _add_socket(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", default=None,
+                   help=f"control socket path (default: from -c CONFIG, else {DEFAULT_SOCKET})")
+    p.add_argument("-c", "--config", default=None, help="read the control socket path from this config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="killswitch", description="Risk kill-switch daemon for crypto trading accounts.")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    r.add_argument("--dry-run", action="store_true", help="evaluate and plan, send nothing")
+
+    c = sub.add_parser("check", help="validate a configuration and print what it will do")
+    c.add_argument("config", help="YAML configuration file")
+    c.add_argument("--no-secrets", action="store_true", help="do not try to resolve secret references")
+
+    s = sub.add_parser("status", help="show the daemon's state")
+    _add_socket(s)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    t = sub.add_parser("trip", help="trip the kill switch by hand (latched)")
+    _add_socket(t)
+    t.add_argument("--reason", required=True, help="why (audited)")
+    t.add_argument("--operator", default=None, help="who (default: $USER)")
+    t.add_argument("--venue", action="append", default=None, help="limit to this venue (repeatable)")
+    t.add_argument("--product", action="append", default=None, help="limit to this product (repeatable)")
+
+    rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
+    _add_socket(rs)
+    rs.add_argument("--operator", required=True, help="who resets (audited)")
+    rs.add_argument("--reason", required=True, help="why (audited)")
+
+    h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
+    _add_socket(h)
+    h.add_argument("source", help="heartbeat source name (as in the stale_heartbeat rule)")
+
+    d = sub.add_parser("demo", help="run the daemon against the built-in simulated venues")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--keep", action="store_true", help="keep the demo's state directory")
+
+    sm = sub.add_parser("sim", help="run one simulated exchange on loopback")
+    sm.add_argument("venue", choices=["oxfun", "vertex", "nado"])
+    sm.add_argument("--host", default="127.0.0.1")
+    sm.add_argument("--port", type=int, default=0, help="first port (0: any free)")
+    return p
+
+
+def _socket_path(args) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        from killswitch.config import ConfigError, load_config
+
+        try:
+            return load_config(args.config).daemon.control_socket
+        except ConfigError as exc:
+            print(f"killswitch: cannot read {args.config}:\n{exc}", file=sys.stderr)
+            raise SystemExit(2)
+    return Path(DEFAULT_SOCKET)
+
+
+def cmd_check(args) -> int:
+    from killswitch.config import ConfigError, check_secrets, load_config, summarize
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"\n{args.config}: INVALID", file=sys.stderr)
+        return 1
+    issues = [] if args.no_secrets else check_secrets(cfg)
+    print(summarize(cfg))
+    errors = [i for i in issues if getattr(i, "severity", "error") == "error"]
+    for i in issues:
+        print(f"{getattr(i, 'severity', 'error')}: {i}", file=sys.stderr)
+    if errors:
+        print(f"\n{args.config}: INVALID (secrets)", file=sys.stderr)
+        return 1
+    print(f"\n{args.config}: OK")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import dataclasses
+
+    import trio
+
+    from killswitch.config import ConfigError, load_config
+    from killswitch.daemon import Daemon
+    from killswitch.logs import configure_logging
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if args.dry_run:
+        cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, dry_run=True))
+    redactor = configure_logging(cfg.daemon.log_format)
+    services = []
+    try:
+        from killswitch.services import default_services
+    except ImportError:
+        default_services = None
+    if default_services is not None:
+        services = default_services(cfg)
+    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services).run())
+
+
+def cmd_control(args) -> int:
+    from killswitch import control
+
+    return control.run_cli(args, _socket_path(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verb == "check":
+        return cmd_check(args)
+    if args.verb == "run":
+        return cmd_run(args)
+    if args.verb in ("status", "trip", "reset", "heartbeat"):
+        return cmd_control(args)
+    if args.verb == "demo":
+        from killswitch.demo import main as demo_main
+
+        return demo_main(args)
+    if args.verb == "sim":
+        from killswitch.simcli import main as sim_main
+
+        return sim_main(args)
+    return 2  # pragma: no cover - argparse requires a verb
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

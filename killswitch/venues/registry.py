@@ -1,0 +1,31 @@
+"""Venue kinds -> session factories. Adding a venue is one folder and one line here."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from killswitch.clock import Clock
+from killswitch.secrets import Secret
+from killswitch.venues.base import OxfunConfig, VenueConfig, VenueSession, VertexConfig
+
+VENUE_KINDS = ("oxfun", "vertex", "nado")
+
+
+def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = None) -> dict[str, Secret]:
+    if isinstance(cfg, OxfunConfig):
+        return {"api_key": cfg.api_key.resolve(environ), "api_secret": cfg.api_secret.resolve(environ)}
+    if isinstance(cfg, VertexConfig):
+        return {"private_key": cfg.private_key.resolve(environ)}
+    raise ValueError(f"unknown venue config {type(cfg).__name__}")
+
+
+def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock) -> VenueSession:
+    if isinstance(cfg, OxfunConfig):
+        from killswitch.venues.oxfun.session import OxfunSession
+
+        return OxfunSession(cfg, api_key=credentials["api_key"], api_secret=credentials["api_secret"], clock=clock)
+    if isinstance(cfg, VertexConfig):
+        from killswitch.venues.vertex.session import VertexSession
+
+        return VertexSession(cfg, private_key=credentials["private_key"], clock=clock)
+    raise ValueError(f"unknown venue config {type(cfg).__name__}")
