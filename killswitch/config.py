@@ -217,6 +217,10 @@ class _TooLarge(Exception):
 
 
 def _yaml_issue(exc: yaml.YAMLError, display_name: str) -> ConfigIssue:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return ConfigIssue(display_name, 1, 1, "", f"YAML syntax error: {exc.reason} "
+                                                   f"(character #{exc.character:x} at offset {exc.position})"
+                           if isinstance(exc.character, int) else f"YAML syntax error: {exc.reason}")
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -227,8 +231,9 @@ def _yaml_issue(exc: yaml.YAMLError, display_name: str) -> ConfigIssue:
 
 def parse_yaml(text: str, display_name: str, issues: list[ConfigIssue]) -> YNode | None:
     """Compose ``text`` into located nodes; syntax problems become issues, never raise."""
-    loader = LineLoader(text, display_name, issues)
+    loader = None
     try:
+        loader = LineLoader(text, display_name, issues)  # the reader already checks characters
         return loader.located_document()
     except yaml.YAMLError as exc:
         issues.append(_yaml_issue(exc, display_name))
@@ -238,7 +243,8 @@ def parse_yaml(text: str, display_name: str, issues: list[ConfigIssue]) -> YNode
     except RecursionError:
         issues.append(ConfigIssue(display_name, 1, 1, "", "document nested too deeply"))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return None
 
 
@@ -965,7 +971,7 @@ def _cross_check(ctx: Ctx, acc: _Collected) -> dict[str, Path]:
             ctx.error(mark, path, f"duplicate venue name {name!r} (first at {seen_venues[name].file}:"
                                   f"{seen_venues[name].line})")
         seen_venues.setdefault(name, mark)
-    if not acc.venue_names and not any(i.key_path.startswith("venues") for i in ctx.issues):
+    if not acc.venue_names and not ctx.issues:
         ctx.error(Mark(acc.root_display, 1, 1), "venues", "no venues configured")
 
     seen_rules: dict[str, Mark] = {}

@@ -100,6 +100,14 @@ def _parse_threshold(node: Any) -> tuple[Decimal | None, Amount | None]:
     return None, amount
 
 
+def _parse_hhmm(node: Any) -> str:
+    value = getattr(node, "value", None)
+    # YAML 1.1 reads an unquoted 12:30 as the base-60 integer 750: insist on quotes.
+    if not isinstance(value, str) or not HHMM.fullmatch(value):
+        raise ValueError('must be a UTC time written "HH:MM" in quotes, e.g. daily_reset: "00:00"')
+    return value
+
+
 def parse_config(r: MapReader, common: dict) -> DrawdownConfig | None:
     threshold = r.convert("max_drawdown", None, _parse_threshold, required=True)
     aggregate = r.bool("aggregate", False)
@@ -114,8 +122,7 @@ def parse_config(r: MapReader, common: dict) -> DrawdownConfig | None:
             p.finish()
         elif hasattr(node, "entries") and len(node.entries) == 1 and "daily_reset" in node.entries:
             p = MapReader(r.ctx, node, r.key_path("peak"), r.base_dir)
-            text = p.str("daily_reset", required=True, pattern=HHMM,
-                         hint='must be a UTC time "HH:MM" (quoted)')
+            text = p.convert("daily_reset", None, _parse_hhmm, required=True)
             p.finish()
             peak = "daily_reset"
             if isinstance(text, str):
