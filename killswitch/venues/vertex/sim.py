@@ -41,7 +41,7 @@ class Faults:
     ignore_pings: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _SubConn:
     ep: wsmod.WsEndpoint
     send: trio.MemorySendChannel
@@ -145,11 +145,17 @@ class VertexSim:
             ep.answer_pings = not self.faults.ignore_pings
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._idle_watch, ep, nursery.cancel_scope)
-                if ep.target.startswith("/v1/ws"):
-                    await self._gateway_loop(ep)
-                else:
-                    await self._subscribe_loop(ep, nursery)
-                nursery.cancel_scope.cancel()
+                try:
+                    if ep.target.startswith("/v1/ws"):
+                        await self._gateway_loop(ep)
+                    else:
+                        await self._subscribe_loop(ep, nursery)
+                except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+                except Exception:  # a sim bug must not take the whole sim down
+                    log.exception("sim.connection_error", target=ep.target)
+                finally:
+                    nursery.cancel_scope.cancel()
         except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
@@ -236,9 +242,12 @@ class VertexSim:
             self._sub_conns.discard(conn)
 
     async def _writer(self, conn: _SubConn, recv: trio.MemoryReceiveChannel) -> None:
-        async for frame, kind in recv:
-            await conn.ep.send_text(frame)
-            self.stream_write_log.append((trio.current_time(), kind))
+        try:
+            async for frame, kind in recv:
+                await conn.ep.send_text(frame)
+                self.stream_write_log.append((trio.current_time(), kind))
+        except wsmod.WsClosed:
+            await conn.ep.abort()
 
     async def _enqueue(self, conn: _SubConn, reply: dict) -> None:
         await conn.send.send((orjson.dumps(reply), "reply"))

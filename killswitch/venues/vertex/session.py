@@ -1,0 +1,573 @@
+"""VertexSession: the trio shell around the pure Vertex/Nado wire layer.
+
+Two sockets: the v1 gateway (executes + queries, in-order replies) and the subscription
+socket (permessage-deflate, StreamAuthentication, order_update/fill/position_change).
+REST ``/execute`` and the trigger service are used over HTTP. Every cancel attempt gets a
+fresh nonce and signature; 2011/2012 are retried at once with a new nonce.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import replace
+from typing import Awaitable, Callable, Sequence
+
+import httpx
+import structlog
+import trio
+
+from killswitch.clock import Clock
+from killswitch.model import (
+    BadFrame,
+    CancelAttempted,
+    CancelCompleted,
+    EquityObserved,
+    OpenOrdersSnapshot,
+    OrderFilled,
+    OrderInfo,
+    OrderRef,
+    PositionObserved,
+    VenueAlive,
+    VenueAuthFailed,
+    VenueConnected,
+    VenueDisconnected,
+)
+from killswitch.secrets import Secret
+from killswitch.venues.base import (
+    AuthError,
+    OnSent,
+    OutcomeUnknown,
+    RateBudget,
+    VenueCapabilities,
+    VenueError,
+    VenueRejected,
+    VertexConfig,
+)
+
+from . import eip712
+from . import wire
+from . import ws as wsmod
+from .gateway import GatewayConn
+from .nonce import Nonce, NonceSource
+from .signing import FastSigner
+
+WALLET_LIMITS = ((60, 600), (10, 100))
+IP_LIMITS = ((60, 2400), (10, 400))
+MAX_TIME_RETRIES = 3  # attempts per request on 2011/2012
+STREAM_AUTH_AHEAD_MS = 50_000  # middle of (now, now+100 s]: tolerates +/-50 s of clock skew
+ALIVE_MIN_INTERVAL_S = 0.5
+EQUITY_MIN_SPACING_S = 0.25
+STREAMS = ("order_update", "fill", "position_change")
+_HEX_DIGEST = re.compile(r"0x[0-9a-fA-F]{64}")
+
+CAPABILITIES = VenueCapabilities(
+    cancel_all_cost=50,
+    cancel_products_cost_per_product=5,
+    cancel_orders_cost_per_request=0,
+    cancel_orders_cost_per_order=1,
+    # Weight is per digest whatever the batching, so bigger batches only save round trips;
+    # 100 = the wallet's whole 10 s window, so one request can never be over budget alone.
+    max_orders_per_request=100,
+    has_trigger_plane=True,
+    prefer_by_id_below=0,
+)
+
+
+class ContractMismatch(VenueRejected):
+    """The gateway's ``contracts`` query disagrees with the configured chain/endpoint."""
+
+
+class _Lost(Exception):
+    """The connection ended; reconnect."""
+
+
+class VertexSession:
+    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock) -> None:
+        if cfg.kind not in ("nado", "vertex"):
+            raise ValueError(f"venue {cfg.name}: kind must be 'nado' or 'vertex', not {cfg.kind!r}")
+        self.cfg = cfg
+        self.name = cfg.name
+        self.capabilities = CAPABILITIES
+        self._clock = clock
+        self._signer = FastSigner(private_key)
+        wallet = (cfg.wallet_address or self._signer.address).lower()
+        self._sender = eip712.sender_bytes(wallet, cfg.subaccount_name)
+        self._sender_hex = wire.hex0x(self._sender)
+        self._domain = eip712.Domain("Nado" if cfg.kind == "nado" else "Vertex", cfg.chain_id, cfg.endpoint_address)
+        self._nonces = NonceSource(recv_offset_ms=round(cfg.recv_window_s * 1000))
+        self._budget = RateBudget(WALLET_LIMITS, reserve=cfg.budget_reserve)
+        self._ip_budget = RateBudget(IP_LIMITS)
+        self._blocked_until_s = 0.0
+        self._gw: GatewayConn | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._products: tuple[int, ...] = tuple(cfg.products)
+        self._tracker = wire.PositionTracker()
+        self._equity_kick = trio.Event()
+        self._started = False
+        self._next_id = 1
+        self._last_alive_s = float("-inf")
+        self._sub_weight = 2 if cfg.kind == "nado" else 10
+        self._log = structlog.get_logger("killswitch.venue.vertex").bind(venue=cfg.name)
+
+    def __repr__(self) -> str:
+        return f"VertexSession(name={self.name!r}, kind={self.cfg.kind!r}, sender={self._sender_hex})"
+
+    @property
+    def sender_hex(self) -> str:
+        return self._sender_hex
+
+    # =====================================================================================
+    # run: connect, authenticate, subscribe, reconcile, forward; reconnect with backoff
+    # =====================================================================================
+
+    async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        b = self.cfg.backoff
+        attempt = 0
+        async with httpx.AsyncClient(timeout=self.cfg.request_timeout_s,
+                                     headers={"Accept-Encoding": "gzip, deflate"}) as http:
+            self._http = http
+            try:
+                while True:
+                    up_since = self._clock.monotonic_s()
+                    try:
+                        await self._connect_and_serve(send, task_status)
+                        reason = "connection ended"
+                    except (AuthError, ContractMismatch) as exc:
+                        if not self._started:
+                            raise
+                        self._log.error("venue.auth_failed", code=exc.code, error=str(exc))
+                        await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc),
+                                                        self._clock.monotonic_s()))
+                        reason = f"auth failed: {exc}"
+                    except (_Lost, VenueError, wsmod.WsClosed, wsmod.WsHandshakeRejected, wire.WireError,
+                            OSError, trio.TooSlowError, httpx.HTTPError) as exc:
+                        reason = f"{type(exc).__name__}: {exc}"
+                    self._gw = None
+                    if self._clock.monotonic_s() - up_since > b.max_s:
+                        attempt = 0
+                    delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
+                    delay *= 1 + random.uniform(-b.jitter, b.jitter)
+                    attempt += 1
+                    self._log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 3))
+                    await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
+                    await trio.sleep(delay)
+            finally:
+                self._http = None
+                self._gw = None
+
+    async def _connect_and_serve(self, send, task_status) -> None:
+        failure: list[BaseException] = []
+
+        async def guard(fn, *args):
+            try:
+                await fn(*args)
+                raise _Lost(f"{fn.__name__} returned")
+            except Exception as exc:  # the first failure tears the connection down
+                if not failure:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._setup(nursery, guard, send, task_status)
+            except Exception as exc:
+                if not failure:
+                    failure.append(exc)
+                nursery.cancel_scope.cancel()
+        gw, self._gw = self._gw, None
+        if gw is not None:
+            await gw.kill("session connection ended")
+        if failure:
+            raise failure[0]
+
+    async def _setup(self, nursery, guard, send, task_status) -> None:
+        cfg = self.cfg
+        t = cfg.request_timeout_s
+        gep = await wsmod.connect(cfg.gateway_ws_url, deflate=False, timeout_s=t)
+        gw = GatewayConn(gep, venue=self.name)
+        nursery.start_soon(guard, gw.reader)
+        nursery.start_soon(guard, self._pinger, gep)
+        self._gw = gw
+
+        if cfg.verify_contracts:
+            chain_id, endpoint, _ = wire.parse_contracts(await self._query(gw, "contracts"))
+            if chain_id != cfg.chain_id or endpoint != cfg.endpoint_address.lower():
+                raise ContractMismatch(
+                    f"venue {self.name}: gateway reports chain {chain_id} endpoint {endpoint}, config says "
+                    f"chain {cfg.chain_id} endpoint {cfg.endpoint_address.lower()} (check kind/chain_id/"
+                    f"endpoint_address, or set verify_contracts: false)",
+                    code="contracts", venue=self.name,
+                )
+        if not self._products:
+            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+
+        sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t)
+        nursery.start_soon(guard, self._pinger, sep)
+        buffered: list = []
+        await self._authenticate(sep, buffered)
+        await self._subscribe_all(sep, buffered)
+
+        # Reconcile after subscribing, so nothing falls between the snapshot and the stream.
+        orders = await self._fetch_open_orders(gw)
+        now_s = self._clock.monotonic_s()
+        products = None if not cfg.products else frozenset(str(p) for p in cfg.products)
+        await send.send(OpenOrdersSnapshot(self.name, orders, products, "reconcile", self._clock.wall_ms(), now_s))
+        info = wire.parse_subaccount_info(await self._query(gw, "subaccount_info", subaccount=self._sender_hex))
+        self._tracker = wire.PositionTracker()
+        self._tracker.seed(info)
+        await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
+                                       self._clock.monotonic_s()))
+        for ts, raw in buffered:
+            await self._forward(raw, ts, send)
+        await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
+        self._log.info("venue.connected", products=len(self._products), open_orders=len(orders))
+        if not self._started:
+            self._started = True
+            task_status.started()
+        nursery.start_soon(guard, self._stream_reader, sep, send)
+        nursery.start_soon(guard, self._equity_loop, gw, send)
+
+    def _take_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    async def _await_reply(self, ep: wsmod.WsEndpoint, rid: int, buffered: list) -> wire.StreamReply:
+        with trio.fail_after(self.cfg.request_timeout_s):
+            while True:
+                raw = await ep.receive()
+                ts = self._clock.monotonic_s()
+                try:
+                    msg = wire.parse_stream_bytes(raw)
+                except wire.WireError:
+                    buffered.append((ts, raw))
+                    continue
+                if isinstance(msg, wire.StreamReply) and msg.id == rid:
+                    return msg
+                buffered.append((ts, raw))
+
+    async def _authenticate(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+        expiration = self._clock.wall_ms() + STREAM_AUTH_AHEAD_MS
+        digest = self._domain.digest(eip712.hash_stream_authentication(self._sender, expiration))
+        rid = self._take_id()
+        await ep.send_text(wire.encode_authenticate(self._sender, expiration, self._signer.sign_digest(digest), rid))
+        reply = await self._await_reply(ep, rid, buffered)
+        if reply.error is not None:
+            raise AuthError(f"venue {self.name}: stream authentication refused: {reply.error}",
+                            code="stream_auth", venue=self.name)
+
+    async def _subscribe_all(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+        ids = []
+        # Deposits and withdrawals show up as position_change on the quote product (0).
+        wanted = [(s, p) for p in self._products for s in STREAMS] + [("position_change", 0)]
+        for stream, pid in dict.fromkeys(wanted):
+            if True:
+                rid = self._take_id()
+                ids.append((rid, stream, pid))
+                await ep.send_text(wire.encode_subscribe(stream, self._sender, pid, rid))
+        for rid, stream, pid in ids:
+            reply = await self._await_reply(ep, rid, buffered)
+            if reply.error is not None:
+                if "auth" in reply.error.lower():
+                    raise AuthError(f"venue {self.name}: {stream} subscription refused: {reply.error}",
+                                    code="stream_auth", venue=self.name)
+                raise VenueRejected(f"subscribe {stream}/{pid} refused: {reply.error}", venue=self.name)
+
+    async def _pinger(self, ep: wsmod.WsEndpoint) -> None:
+        # Protocol pings; a pong must come back before the next ping is due.
+        interval = self.cfg.ping_interval_s
+        sent_at = None
+        while True:
+            await trio.sleep(interval)
+            if sent_at is not None and ep.last_pong_s < sent_at:
+                await ep.abort()
+                raise _Lost(f"no pong within {interval} s on {ep.target}")
+            sent_at = trio.current_time()
+            await ep.ping()
+
+    async def _stream_reader(self, ep: wsmod.WsEndpoint, send) -> None:
+        while True:
+            raw = await ep.receive()
+            await self._forward(raw, self._clock.monotonic_s(), send)
+
+    async def _forward(self, raw, ts: float, send) -> None:
+        try:
+            msg = wire.parse_stream_bytes(raw)
+        except wire.WireError as exc:
+            sample = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
+            await send.send(BadFrame(self.name, str(exc), sample, ts))
+            return
+        events = wire.to_events(msg, venue=self.name, ts_recv_s=ts, tracker=self._tracker)
+        for ev in events:
+            await send.send(ev)
+        if events:
+            if any(isinstance(e, (OrderFilled, PositionObserved)) for e in events):
+                self._equity_kick.set()
+        elif ts - self._last_alive_s >= ALIVE_MIN_INTERVAL_S:
+            self._last_alive_s = ts
+            await send.send(VenueAlive(self.name, ts))
+
+    async def _equity_loop(self, gw: GatewayConn, send) -> None:
+        interval = self.cfg.equity_poll_interval_s
+        last = self._clock.monotonic_s()
+        while True:
+            with trio.move_on_after(interval):
+                await self._equity_kick.wait()
+            self._equity_kick = trio.Event()
+            now = self._clock.monotonic_s()
+            if now - last < EQUITY_MIN_SPACING_S:
+                await trio.sleep(EQUITY_MIN_SPACING_S - (now - last))
+            wait = self._ip_budget.wait_s(self._sub_weight, self._clock.monotonic_s())
+            if wait > 0:
+                await trio.sleep(wait)
+            last = self._clock.monotonic_s()
+            try:
+                data = await self._query(gw, "subaccount_info", subaccount=self._sender_hex)
+                info = wire.parse_subaccount_info(data)
+            except VenueRejected as exc:
+                self._log.warning("venue.equity_query_rejected", code=exc.code, error=str(exc))
+                continue
+            self._tracker.oracle_x18.update(info.oracle_x18)
+            await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
+                                           self._clock.monotonic_s()))
+
+    # =====================================================================================
+    # queries
+    # =====================================================================================
+
+    async def _query(self, gw: GatewayConn | None, qtype: str, **params):
+        self._ip_budget.charge(self._sub_weight if qtype == "subaccount_info" else 2, self._clock.monotonic_s())
+        body = wire.encode_query(qtype, **params)
+        if gw is not None and gw.alive:
+            resp = await gw.request(body, expect_request_type=f"query_{qtype}", timeout_s=self.cfg.request_timeout_s)
+        else:
+            resp = await self._post(f"{self.cfg.gateway_rest_url}/query", body)
+        if not resp.ok:
+            raise VenueRejected(f"query {qtype} failed: {resp.error}", code=str(resp.error_code or ""),
+                                venue=self.name)
+        return resp.data
+
+    async def _post(self, url: str, body: bytes, on_written: Callable[[], None] | None = None) -> wire.GatewayResponse:
+        http = self._http
+        own = http is None
+        if own:
+            http = httpx.AsyncClient(timeout=self.cfg.request_timeout_s, headers={"Accept-Encoding": "gzip, deflate"})
+        try:
+            with trio.fail_after(self.cfg.request_timeout_s):
+                if on_written is not None:
+                    on_written()  # httpx gives no hook after the write; report just before it
+                r = await http.post(url, content=body, headers={"Content-Type": "application/json"})
+        except (trio.TooSlowError, httpx.HTTPError) as exc:
+            raise OutcomeUnknown(f"POST {url}: {type(exc).__name__}", venue=self.name) from None
+        finally:
+            if own:
+                await http.aclose()
+        try:
+            return wire.parse_response_bytes(r.content)
+        except wire.WireError as exc:
+            raise OutcomeUnknown(f"POST {url}: HTTP {r.status_code}, unparsable body ({exc})", venue=self.name) from None
+
+    async def fetch_open_orders(self) -> tuple[OrderInfo, ...]:
+        return await self._fetch_open_orders(self._gw)
+
+    async def _fetch_open_orders(self, gw: GatewayConn | None) -> tuple[OrderInfo, ...]:
+        if not self._products:
+            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        try:
+            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=list(self._products))
+            engine = [o.to_info(self.name) for o in wire.parse_orders_query(data)]
+        except wire.WireError as exc:
+            raise OutcomeUnknown(f"orders reply malformed: {exc}", venue=self.name) from None
+        return tuple(engine) + await self._fetch_trigger_orders()
+
+    async def _fetch_trigger_orders(self) -> tuple[OrderInfo, ...]:
+        recv_time = self._clock.wall_ms() + min(self._nonces.recv_offset_ms, STREAM_AUTH_AHEAD_MS)
+        digest = self._domain.digest(eip712.hash_list_trigger_orders(self._sender, recv_time))
+        body = wire.encode_list_trigger_orders(self._sender, recv_time, self._signer.sign_digest(digest))
+        resp = await self._post(f"{self.cfg.trigger_url}/query", body)
+        if not resp.ok:
+            raise VenueRejected(f"list_trigger_orders failed: {resp.error}", code=str(resp.error_code or ""),
+                                venue=self.name)
+        try:
+            return tuple(o.to_info(self.name, is_trigger=True) for o in wire.parse_trigger_orders(resp.data))
+        except wire.WireError as exc:
+            raise OutcomeUnknown(f"trigger orders reply malformed: {exc}", venue=self.name) from None
+
+    # =====================================================================================
+    # cancels
+    # =====================================================================================
+
+    def budget_available(self, now_s: float) -> int | None:
+        if now_s < self._blocked_until_s:
+            return 0
+        return max(0, self._budget.available(now_s))
+
+    async def cancel_all_orders(self, *, include_triggers: bool, trip_id: int, on_sent: OnSent) -> list[CancelCompleted]:
+        return await self._cancel_products_both((), "cancel_all_orders", include_triggers, trip_id, on_sent)
+
+    async def cancel_products(
+        self, products: Sequence[str], *, include_triggers: bool, trip_id: int, on_sent: OnSent
+    ) -> list[CancelCompleted]:
+        try:
+            pids = tuple(sorted({int(p) for p in products}))
+        except ValueError:
+            return [self._completed(trip_id, "cancel_products", "-", "rejected", code="invalid_product",
+                                    message=f"not a product id: {list(products)}")]
+        if not pids:
+            return []
+        return await self._cancel_products_both(pids, "cancel_products", include_triggers, trip_id, on_sent)
+
+    async def _cancel_products_both(self, pids, verb, include_triggers, trip_id, on_sent) -> list[CancelCompleted]:
+        results: list[CancelCompleted] = []
+
+        async def engine():
+            results.extend(await self._cancel_products_once(pids, verb, False, trip_id, on_sent))
+
+        async def trigger():
+            results.extend(await self._cancel_products_once(pids, verb + ":trigger", True, trip_id, on_sent))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(engine)
+            if include_triggers:
+                n.start_soon(trigger)
+        return results
+
+    async def _cancel_products_once(self, pids, verb, trigger, trip_id, on_sent) -> list[CancelCompleted]:
+        weight = 0 if trigger else (50 if not pids else 5 * len(pids))
+
+        def build(nonce: Nonce):
+            digest = self._domain.digest(eip712.hash_cancellation_products(self._sender, pids, nonce.value))
+            body = wire.encode_cancel_product_orders(self._sender, pids, nonce.value, self._signer.sign_digest(digest))
+            return body, digest
+
+        return await self._attempts(verb, build, "execute_cancel_product_orders", trigger, weight, trip_id, on_sent,
+                                    products=tuple(str(p) for p in pids), n_orders=None, digests=())
+
+    async def cancel_orders(self, orders: Sequence[OrderRef], *, trip_id: int, on_sent: OnSent) -> list[CancelCompleted]:
+        groups: dict[bool, list[tuple[int, str]]] = {False: [], True: []}
+        bad = []
+        for o in orders:
+            try:
+                groups[o.is_trigger].append((int(o.product), o.venue_order_id.lower()))
+            except ValueError:
+                bad.append(o.venue_order_id)
+        results: list[CancelCompleted] = []
+        if bad:
+            results.append(self._completed(trip_id, "cancel_orders", "-", "rejected", code="invalid_product",
+                                           message=f"{len(bad)} orders with a non-numeric product"))
+        size = self.capabilities.max_orders_per_request
+
+        async with trio.open_nursery() as n:
+            for trigger, items in groups.items():
+                for i in range(0, len(items), size):
+                    n.start_soon(self._cancel_digests, items[i:i + size], trigger, trip_id, on_sent, results)
+        return results
+
+    async def _cancel_digests(self, items, trigger, trip_id, on_sent, results) -> None:
+        verb = "cancel_orders:trigger" if trigger else "cancel_orders"
+        remaining = list(items)
+        # A 2020 names the digests that are gone; the rest are re-cancelled with a fresh nonce.
+        for _ in range(MAX_TIME_RETRIES):
+            pids = [p for p, _ in remaining]
+            digests = [bytes.fromhex(d[2:]) for _, d in remaining]
+
+            def build(nonce: Nonce, pids=pids, digests=digests):
+                digest = self._domain.digest(eip712.hash_cancellation(self._sender, pids, digests, nonce.value))
+                body = wire.encode_cancel_orders(self._sender, pids, digests, nonce.value,
+                                                 self._signer.sign_digest(digest))
+                return body, digest
+
+            out = await self._attempts(verb, build, "execute_cancel_orders", trigger,
+                                       0 if trigger else len(remaining), trip_id, on_sent,
+                                       products=tuple(sorted({str(p) for p in pids})), n_orders=len(remaining),
+                                       digests=tuple(d for _, d in remaining))
+            results.extend(out)
+            last = out[-1]
+            if last.code != str(wire.ORDER_NOT_FOUND) or len(remaining) <= 1:
+                return
+            gone = set(last.gone_ids)
+            left = [(p, d) for p, d in remaining if d not in gone]
+            if not left or len(left) == len(remaining):
+                return
+            remaining = left
+
+    def _completed(self, trip_id, verb, request_id, outcome, *, code="", message="", cancelled=(), gone=(),
+                   t0: float | None = None) -> CancelCompleted:
+        now = self._clock.monotonic_s()
+        return CancelCompleted(self.name, trip_id, verb, request_id, outcome, code, message, tuple(cancelled),
+                               tuple(gone), 0.0 if t0 is None else now - t0, now)
+
+    async def _attempts(self, verb, build, expect_rt, trigger, weight, trip_id, on_sent, *, products, n_orders,
+                        digests) -> list[CancelCompleted]:
+        out: list[CancelCompleted] = []
+        for attempt in range(1, MAX_TIME_RETRIES + 1):
+            nonce = self._nonces.next(self._clock.wall_ms())  # fresh per attempt, at the attempt
+            body, digest = build(nonce)
+            request_id = str(nonce.value)
+            gw = self._gw
+            transport = "trigger" if trigger else ("ws" if gw is not None and gw.alive else "rest")
+            sent = CancelAttempted(
+                self.name, trip_id, verb, request_id, n_orders, products,
+                detail={"nonce": str(nonce.value), "recv_time_ms": nonce.recv_time_ms,
+                        "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
+            )
+
+            def written(sent=sent):
+                on_sent(replace(sent, ts_sent_s=self._clock.monotonic_s()))
+
+            t0 = self._clock.monotonic_s()
+            if weight:
+                self._budget.charge(weight, t0)
+            try:
+                if transport == "ws":
+                    resp = await gw.request(body, expect_request_type=expect_rt,
+                                            timeout_s=self.cfg.request_timeout_s, on_written=written)
+                elif transport == "rest":
+                    resp = await self._post(f"{self.cfg.gateway_rest_url}/execute", body, written)
+                else:
+                    resp = await self._post(f"{self.cfg.trigger_url}/execute", body, written)
+            except OutcomeUnknown as exc:
+                out.append(self._completed(trip_id, verb, request_id, "unknown", message=str(exc), t0=t0))
+                return out
+            if resp.ok:
+                try:
+                    cancelled = wire.parse_cancelled_orders(resp.data)
+                except wire.WireError as exc:
+                    out.append(self._completed(trip_id, verb, request_id, "unknown",
+                                               message=f"success with malformed data: {exc}", t0=t0))
+                    return out
+                out.append(self._completed(trip_id, verb, request_id, "ok", cancelled=cancelled, t0=t0))
+                return out
+            code = resp.error_code
+            scode = str(code) if code is not None else ""
+            if code in wire.LATE_EARLY_CODES and attempt < MAX_TIME_RETRIES:
+                self._log.warning("venue.cancel_recv_time", code=code, verb=verb, attempt=attempt)
+                out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode,
+                                           message=f"{resp.error} (retried with a fresh nonce)", t0=t0))
+                continue
+            if code in wire.RATE_LIMIT_CODES:
+                now = self._clock.monotonic_s()
+                # The strategy spends the same wallet budget unseen: assume it is exhausted
+                # until at least the 10 s window has rolled over.
+                retry_after = max(self._budget.wait_s(max(weight, 1), now), WALLET_LIMITS[1][0])
+                self._blocked_until_s = max(self._blocked_until_s, now + retry_after)
+                out.append(self._completed(trip_id, verb, request_id, "rate_limited", code=scode,
+                                           message=f"{resp.error}; retry after ~{retry_after:.1f} s", t0=t0))
+                return out
+            if code == wire.ORDER_NOT_FOUND:
+                named = {d.lower() for d in _HEX_DIGEST.findall(resp.error)} & set(digests)
+                gone = tuple(d for d in digests if d in named) if named else digests
+                out.append(self._completed(trip_id, verb, request_id, "ok", code=scode, message=resp.error,
+                                           gone=gone, t0=t0))
+                return out
+            if code in wire.AUTH_CODES:
+                self._log.error("venue.cancel_auth", code=code, verb=verb)
+                out.append(self._completed(trip_id, verb, request_id, "auth", code=scode, message=resp.error, t0=t0))
+                return out
+            if code in wire.MAINTENANCE_CODES:
+                out.append(self._completed(trip_id, verb, request_id, "unknown", code=scode,
+                                           message=f"maintenance: {resp.error}", t0=t0))
+                return out
+            out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode, message=resp.error, t0=t0))
+            return out
+        return out
