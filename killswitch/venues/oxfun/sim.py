@@ -20,6 +20,7 @@ Time checks use the injected :class:`Clock`, so tests can skew or autojump it.
 from __future__ import annotations
 
 import base64
+import hmac
 import itertools
 import os
 import re
@@ -306,11 +307,15 @@ class OxfunSim:
             async with trio.open_nursery() as nursery:
                 conn.nursery = nursery
                 nursery.start_soon(self._idle_watchdog, conn, nursery.cancel_scope)
-                while True:
-                    message = await ws.get_message()
-                    conn.last_rx_s = self.clock.monotonic_s()
-                    self.counters["frames_received"] += 1
-                    await self._on_message(conn, message)
+                try:
+                    while True:
+                        message = await ws.get_message()
+                        conn.last_rx_s = self.clock.monotonic_s()
+                        self.counters["frames_received"] += 1
+                        await self._on_message(conn, message)
+                except ConnectionClosed:
+                    pass
+                nursery.cancel_scope.cancel()
         except ConnectionClosed:
             pass
         finally:
@@ -969,6 +974,4 @@ def _dec(value: Any) -> Decimal | None:
 
 
 def _consteq(a: str, b: str) -> bool:
-    import hmac
-
     return hmac.compare_digest(a.encode(), b.encode())
