@@ -89,9 +89,9 @@ class ConfigIssue:
     severity: str = "error"  # error | warning
 
     def __str__(self) -> str:
-        prefix = "warning: " if self.severity == "warning" else ""
+        # Severity is left to the caller (`killswitch check` prefixes it).
         path = f"{self.key_path}: " if self.key_path else ""
-        return f"{self.file}:{self.line}:{self.column}: {prefix}{path}{self.message}"
+        return f"{self.file}:{self.line}:{self.column}: {path}{self.message}"
 
 
 class ConfigError(Exception):

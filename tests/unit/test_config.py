@@ -305,7 +305,7 @@ def test_cancel_products_not_watched_is_a_warning():
                                   "action: {cancel_products: [2, 9]}}\n", "rules.yaml")
     (warning,) = cfg.warnings
     assert warning.severity == "warning" and warning.line == 12 and "'9'" in warning.message
-    assert "warning:" in str(warning)
+    assert str(warning).startswith("rules.yaml:12:")
 
 
 def test_all_errors_at_once():
