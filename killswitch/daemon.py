@@ -100,6 +100,16 @@ class Daemon:
         self.executor: Executor | None = None
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
+        # Lifecycle listeners (systemd notify): sync callables fn(event, **fields) called on
+        # "reloading", "reloaded" (ok=bool) and "stopping". A failing listener is logged, never fatal.
+        self.listeners: list[Callable[..., None]] = []
+
+    def _emit(self, event: str, **fields) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(event, **fields)
+            except Exception as exc:  # a notify failure must not break reload or stop
+                log.error("listener_failed", listener_event=event, error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ construction
     def _build_sessions(self) -> dict[str, VenueSession]:
@@ -264,6 +274,15 @@ class Daemon:
     # ------------------------------------------------------------------ reload
     async def reload(self) -> bool:
         """Validate the config file again; apply rules on success, keep the old on error."""
+        self._emit("reloading")
+        ok = False
+        try:
+            ok = await self._reload()
+        finally:
+            self._emit("reloaded", ok=ok)
+        return ok
+
+    async def _reload(self) -> bool:
         self.reloads += 1
         path = self.config.source
         try:
@@ -287,6 +306,7 @@ class Daemon:
     # ------------------------------------------------------------------ stop
     async def _graceful_stop(self) -> None:
         self.stopping = True
+        self._emit("stopping")
         d = self.config.daemon
         assert self.engine is not None and self.executor is not None
         with trio.CancelScope(shield=True):
