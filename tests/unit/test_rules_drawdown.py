@@ -224,3 +224,12 @@ def test_status():
     assert st.observed_value == D("0.04") and not st.breached and "4.00%" in st.observed
     feed(rule, book, [95], t0=3)
     assert rule.status(book, 4.0).breached
+
+
+def test_cash_flow_currency_label_is_not_judged():
+    # DeclareCashFlow becomes CashFlowObserved with the default currency; the flow is taken
+    # in the venue's equity currency rather than tripping on a label.
+    rule, book = dd_rule(threshold="10"), FakeBook()
+    rule.on_event(EquityObserved("nd", D(100), "OX"), book, 0.0)
+    rule.on_event(CashFlowObserved("nd", D(-50)), book, 1.0)
+    assert rule.on_event(EquityObserved("nd", D(41), "OX"), book, 2.0) is None
