@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from killswitch.config import MapReader, RuleConfig, item_str, resolve_path
+from killswitch.config import MapReader, RuleConfig, item_str
 from killswitch.model import Breach, HeartbeatReceived, VenueConnected, VenueDisconnected
 from killswitch.rules.base import BookView, RuleStatus
 from killswitch.units import format_duration

@@ -487,8 +487,14 @@ FULL = BASE + textwrap.dedent("""\
     """)
 
 
-def test_full_config_loads():
-    assert len(load_config_text(FULL).rules) == 7
+def test_full_config_loads_and_every_kind_is_a_rule():
+    from killswitch.rules.base import Rule
+
+    cfg = load_config_text(FULL)
+    rules = build_rules(cfg)
+    assert len(rules) == 7 and all(isinstance(r, Rule) for r in rules)
+    assert {r.kind for r in rules} == {"drawdown", "stale_heartbeat", "max_open_orders", "order_rate",
+                                       "max_position", "reject_burst", "manual"}
 
 
 _TOKENS = ["", "0", "-1", "1.5", "5%", "0%", "200%", "1s", "-1s", "0s", "true", "null", "[]", "{}", "[1, 2]",
