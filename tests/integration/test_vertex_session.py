@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import orjson
 import pytest
 import trio
 
@@ -22,7 +21,6 @@ from killswitch.model import (
 )
 from killswitch.secrets import Secret
 from killswitch.venues.base import AuthError, VenueRejected
-from killswitch.venues.vertex import ws as wsmod
 from killswitch.venues.vertex.session import VertexSession
 from killswitch.venues.vertex.sim import VertexSim
 

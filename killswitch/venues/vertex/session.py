@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import replace
-from typing import Awaitable, Callable, Sequence
+from typing import Callable, Sequence
 
 import httpx
 import structlog

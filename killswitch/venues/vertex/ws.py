@@ -16,7 +16,6 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
     CloseConnection,
     Message,
     Ping,
