@@ -208,3 +208,27 @@ async def test_rest_faults_map_to_outcomes():
             with pytest.raises(OutcomeUnknown):
                 await h.session.fetch_open_orders()
             assert (await h.session.cancel_all_orders(include_triggers=True, trip_id=1, on_sent=noop))[0].outcome == "ok"
+
+
+async def test_push_before_ack_and_dropped_acks():
+    with trio.fail_after(10):
+        async with harness(request_timeout_s=0.3) as h:
+            await h.sim.inject_fault("push_before_ack")
+            ids = await h.sim.place_orders(h.api_key, market=BTC, price="50000", count=3)
+            res = await h.session.cancel_orders(refs(ids[:2], BTC), trip_id=1, on_sent=lambda a: None)
+            assert res[0].outcome == "ok" and res[0].cancelled_ids == tuple(sorted(ids[:2]))
+            await h.sim.inject_fault("drop_acks")
+            res = await h.session.cancel_orders(refs(ids[2:], BTC), trip_id=1, on_sent=lambda a: None)
+            assert res[0].outcome == "unknown" and res[0].code == "timeout"
+            assert h.sim.open_orders(h.api_key) == []  # it did act: unknown is not "failed"
+
+
+async def test_secrets_never_in_logs_or_repr(capsys):
+    with trio.fail_after(10):
+        async with harness() as h:
+            await h.session.cancel_all_orders(include_triggers=True, trip_id=1, on_sent=lambda a: None)
+            await h.sim.drop_connections(h.api_key)
+            await h.rec.wait_for(lambda: len(h.rec.of(VenueConnected)) >= 2)
+            out = capsys.readouterr()
+            assert h.api_secret not in out.out + out.err
+            assert h.api_secret not in repr(h.session.__dict__)

@@ -31,7 +31,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 import orjson
-import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
@@ -54,7 +53,6 @@ from killswitch.venues.oxfun.simbook import (
 )
 from killswitch.venues.simhttp import HttpServer, Request, Response
 
-log = structlog.get_logger("killswitch.sim.oxfun")
 
 DEFAULT_MARKS = {
     "BTC-USD-SWAP-LIN": Decimal("60000"),
