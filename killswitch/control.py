@@ -401,6 +401,10 @@ class ControlServer:
             await self._send(stream, error_reply(
                 f"permission denied: uid {peer.uid} is not root, the daemon's user, or in control_socket_group",
                 "permission_denied"))
+            # Let the client finish sending its request before we close, so it reads our reply
+            # instead of a broken pipe. Bounded: at most one request's worth, one second.
+            with trio.move_on_after(1.0):
+                await stream.receive_some(MAX_REQUEST_BYTES)
             return
         buf = bytearray()
         while True:
@@ -630,7 +634,10 @@ class ControlClient:
         self.connect()
         assert self._sock is not None
         try:
-            self._sock.sendall(orjson.dumps(obj) + b"\n")
+            try:
+                self._sock.sendall(orjson.dumps(obj) + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon may have refused us already: its reply is still readable
             while b"\n" not in self._buf:
                 chunk = self._sock.recv(65536)
                 if not chunk:
