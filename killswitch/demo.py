@@ -1,0 +1,354 @@
+"""`killswitch demo`: the real daemon against the built-in simulated exchanges, in under a
+minute, with no credentials and no network beyond 127.0.0.1.
+
+A scripted strategy trades on a simulated OX.FUN and a simulated Nado account while the
+daemon watches them, in three acts, each ending with a latched trip, the daemon cancelling
+everything and the simulators' own books showing zero open orders:
+
+1. the strategy loses money (marks / oracle prices fall) until the drawdown rule trips;
+2. the strategy goes silent (its heartbeat stops) until the stale-heartbeat rule trips;
+3. the strategy runs away (floods orders) until the order-rate rule trips; orders it keeps
+   sending after the trip are swept.
+
+Between acts the latch is reset through the engine's audited ResetCommand (operator "demo").
+Exit status 0 only if every act ended flat by the simulators' own open-order lists.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import orjson
+import trio
+
+from killswitch.audit import read_audit
+from killswitch.daemon import Daemon
+from killswitch.demo_report import PeakTracker, Printer, TripFigures, figures_from_audit, progress_line, trip_block
+from killswitch.demo_world import (
+    NADO_ENTRY_PRICE,
+    NADO_PRODUCT,
+    NADO_VENUE,
+    OX_ENTRY_PRICE,
+    OX_MARKET,
+    OX_VENUE,
+    DemoAccounts,
+    DemoPaths,
+    create_accounts,
+    sim_open_orders,
+    start_sims,
+    write_config,
+)
+from killswitch.logs import SecretRedactor, configure_logging
+from killswitch.model import HeartbeatReceived, ResetCommand
+from killswitch.venues.oxfun.sim import OxfunSim
+from killswitch.venues.vertex.sim import VertexSim
+
+STRATEGY = "demo-strategy"  # heartbeat source named in the demo rules
+HEARTBEAT_INTERVAL_S = 0.3
+PROGRESS_INTERVAL_S = 0.25
+POLL_S = 0.02
+ACT_TIMEOUT_S = 20.0
+FLAT_TIMEOUT_S = 15.0
+LOSS_STEP_S = 0.2
+OX_MARK_STEP = Decimal("250")  # 0.25% of the OX account's equity per step
+NADO_ORACLE_STEP = Decimal("5")  # 0.25% of the Nado account's equity per step
+FLOOD_INTERVAL_S = 0.025
+FLOOD_AFTER_TRIP_S = 0.4  # a runaway does not notice the trip at once: show the sweep
+BOOK_LEVELS = 3  # bids and asks per venue, well away from the marks so nothing fills
+TOTAL_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    name: str
+    title: str
+    focus_rules: tuple[str, ...]
+    expected_rule: str
+
+
+ACTS = (
+    Act("drawdown", "Act 1 - the strategy starts losing money", ("demo-drawdown",), "demo-drawdown"),
+    Act("silent", "Act 2 - the strategy goes silent", ("demo-strategy-alive",), "demo-strategy-alive"),
+    Act("runaway", "Act 3 - the strategy floods orders", ("demo-order-rate", "demo-open-orders"),
+        "demo-order-rate"),
+)
+
+
+class Strategy:
+    """The scripted 'trading strategy': quotes on both venues and heartbeats to the daemon."""
+
+    def __init__(self, ox: OxfunSim, nado: VertexSim, accounts: DemoAccounts, daemon: Daemon) -> None:
+        self.ox = ox
+        self.nado = nado
+        self.accounts = accounts
+        self.daemon = daemon
+        self.alive = True
+        self.ox_mark = OX_ENTRY_PRICE
+        self.nado_oracle = NADO_ENTRY_PRICE
+        self.placed = 0
+
+    async def heartbeat(self) -> None:
+        # The same event `killswitch heartbeat demo-strategy` delivers through the control socket.
+        while True:
+            if self.alive:
+                await self.daemon.send.send(HeartbeatReceived(STRATEGY, self.daemon.clock.monotonic_s()))
+            await trio.sleep(HEARTBEAT_INTERVAL_S)
+
+    async def quote(self) -> None:
+        for i in range(1, BOOK_LEVELS + 1):
+            await self.place_one(i)
+
+    async def place_one(self, i: int) -> None:
+        level = Decimal(i % 50 + 1)
+        await self.ox.place_orders(self.accounts.ox_api_key, market=OX_MARKET, side="BUY",
+                                   price=self.ox_mark * Decimal("0.9") - level * 10, qty="0.01")
+        self.nado.place_orders(self.accounts.nado_sender, product_id=NADO_PRODUCT,
+                               price=str(self.nado_oracle * Decimal("1.1") + level), qty="0.1", side="sell")
+        self.placed += 2
+
+    async def lose_step(self) -> None:
+        self.ox_mark -= OX_MARK_STEP
+        self.nado_oracle -= NADO_ORACLE_STEP
+        await self.ox.set_mark(OX_MARKET, self.ox_mark)
+        self.nado.set_oracle({NADO_PRODUCT: str(self.nado_oracle)})
+
+
+class DemoRun:
+    def __init__(self, printer: Printer, paths: DemoPaths) -> None:
+        self.p = printer
+        self.paths = paths
+        self.t0 = time.monotonic()
+        self.peaks = PeakTracker()
+        self.focus: tuple[str, ...] = ()
+        self.figures: list[TripFigures] = []
+        self.ox: OxfunSim | None = None
+        self.nado: VertexSim | None = None
+        self.accounts: DemoAccounts | None = None
+        self.daemon: Daemon | None = None
+        self.daemon_exit: int | None = None
+        self.startup_error: str | None = None
+
+    # -------------------------------------------------------------- observation
+    def sim_orders(self) -> dict[str, int]:
+        assert self.ox is not None and self.nado is not None and self.accounts is not None
+        return sim_open_orders(self.ox, self.nado, self.accounts)
+
+    def engine(self):
+        assert self.daemon is not None and self.daemon.engine is not None
+        return self.daemon.engine
+
+    async def monitor(self) -> None:
+        while True:
+            status = self.daemon.status()
+            self.p.progress(progress_line(time.monotonic() - self.t0, status, self.peaks, self.focus,
+                                          self.sim_orders()))
+            await trio.sleep(PROGRESS_INTERVAL_S)
+
+    async def wait_for(self, pred: Callable[[], bool], timeout_s: float) -> bool:
+        with trio.move_on_after(timeout_s):
+            while not pred():
+                await trio.sleep(POLL_S)
+            return True
+        return False
+
+    def venues_connected(self) -> bool:
+        st = self.daemon.status()
+        return all(v["connected"] for v in st["venues"].values())
+
+    def sims_flat(self) -> bool:
+        return all(n == 0 for n in self.sim_orders().values())
+
+    # -------------------------------------------------------------- acts
+    async def run_act(self, act: Act, strategy: Strategy, drive: Callable[[], Awaitable[None]]) -> TripFigures:
+        self.p.line()
+        self.p.line(act.title)
+        self.focus = act.focus_rules
+        engine = self.engine()
+        trips_before = len(engine.latch.trips)
+        sweeps_before = engine.counters.sweeps
+        error = None
+        tripped = False
+        async with trio.open_nursery() as n:
+            n.start_soon(drive)
+            tripped = await self.wait_for(lambda: engine.latch.tripped, ACT_TIMEOUT_S)
+            if not tripped:
+                error = f"no trip within {ACT_TIMEOUT_S:.0f}s"
+            else:
+                await self.wait_for(lambda: False, 0 if act.name != "runaway" else FLOOD_AFTER_TRIP_S)
+            n.cancel_scope.cancel()
+        flat = False
+        if tripped:
+            flat = await self.wait_for(lambda: self.sims_flat() and engine.all_flat(), FLAT_TIMEOUT_S)
+            if not flat:
+                error = f"not flat within {FLAT_TIMEOUT_S:.0f}s"
+        status = self.daemon.status()
+        self.p.progress(progress_line(time.monotonic() - self.t0, status, self.peaks, self.focus, self.sim_orders()))
+        fig = await self.collect(act, status, trips_before, sweeps_before, flat, error)
+        for line in trip_block(fig):
+            self.p.line(line)
+        return fig
+
+    async def collect(self, act: Act, status: dict, trips_before: int, sweeps_before: int, flat: bool,
+                      error: str | None) -> TripFigures:
+        trips = status["trips"][trips_before:] if len(status["trips"]) > trips_before else []
+        sim_orders = self.sim_orders()
+        flat = flat and all(n == 0 for n in sim_orders.values())
+        if not trips:
+            return TripFigures(act.name, act.title, None, None, None, None, None, {}, {}, None, None, None, {},
+                               sim_orders, False, error=error or "no trip")
+        trip = trips[0]
+        await self.daemon.audit.flush()
+        records = read_audit(self.paths.audit_log)
+        cancelled, requests, per_venue = figures_from_audit(records, trip["trip_id"])
+        counters = status["counters"]
+        firsts = [t["first_cancel_ms"] for t in per_venue.values() if t.get("first_cancel_ms") is not None]
+        flats = [t["flat_ms"] for t in per_venue.values() if t.get("flat_ms") is not None]
+        complete = len(flats) == len(status["venues"])
+        if trip["rule"] != act.expected_rule and error is None:
+            error = f"expected {act.expected_rule} to trip first, got {trip['rule']}"
+        return TripFigures(
+            act=act.name, title=act.title, trip_id=trip["trip_id"], rule=trip["rule"], rule_kind=trip["kind"],
+            observed=trip["observed"], threshold=trip["threshold"], cancelled=cancelled, cancel_requests=requests,
+            trip_to_first_cancel_ms=min(firsts) if firsts else counters["last_trip_to_first_cancel_ms"],
+            trip_to_flat_ms=max(flats) if complete else None, last_flat_ms=counters["last_trip_to_flat_ms"],
+            per_venue_ms=per_venue, sim_open_orders=sim_orders, flat=flat, swept=counters["sweeps"] - sweeps_before,
+            error=error,
+        )
+
+    async def reset(self, why: str) -> bool:
+        engine = self.engine()
+        await self.daemon.send.send(ResetCommand(operator="demo", reason=why, source="demo"))
+        ok = await self.wait_for(lambda: not engine.latch.tripped, 5.0)
+        self.peaks.clear()
+        self.p.line(f"  RESET by operator 'demo' (audited): {why}" if ok else "  RESET did not take effect")
+        return ok
+
+    # -------------------------------------------------------------- main
+    async def main(self, redactor: SecretRedactor) -> None:
+        async with trio.open_nursery() as nursery:
+            self.ox, self.nado = await start_sims(nursery)
+            self.accounts = await create_accounts(self.ox, self.nado)
+            self.p.line(f"simulated OX.FUN on {self.ox.ws_url}; simulated Nado on {self.nado.gateway_ws_url}")
+            config = write_config(self.paths, self.ox, self.nado)
+            self.daemon = Daemon(config, handle_signals=False, environ=self.accounts.env, redactor=redactor)
+            self.p.line(f"daemon starting with {self.paths.config} (logs: {self.paths.daemon_log})")
+            try:
+                await nursery.start(self._run_daemon)
+            except RuntimeError:
+                self.startup_error = f"daemon did not start (exit {self.daemon_exit}); see {self.paths.daemon_log}"
+                nursery.cancel_scope.cancel()
+                return
+            if not await self.wait_for(self.venues_connected, 10.0):
+                self.startup_error = "venues did not connect within 10s"
+            self.p.line(f"daemon READY: venues {', '.join(self.daemon.status()['venues'])}; "
+                        f"rules {', '.join(r['name'] for r in self.daemon.status()['rules'])}")
+            strategy = Strategy(self.ox, self.nado, self.accounts, self.daemon)
+            nursery.start_soon(strategy.heartbeat)
+            nursery.start_soon(self.monitor)
+            if self.startup_error is None:
+                await self.acts(strategy)
+            self.daemon.request_stop()
+            await self.wait_for(lambda: self.daemon_exit is not None, 10.0)
+            nursery.cancel_scope.cancel()
+
+    async def acts(self, strategy: Strategy) -> None:
+        async def losing() -> None:
+            await strategy.quote()
+            await trio.sleep(0.5)
+            self.p.line("  the strategy's positions move against it...")
+            while True:
+                await strategy.lose_step()
+                await trio.sleep(LOSS_STEP_S)
+
+        async def silent() -> None:
+            strategy.alive = True
+            await strategy.quote()
+            await trio.sleep(1.0)
+            self.p.line("  the strategy stops sending heartbeats...")
+            strategy.alive = False
+
+        async def runaway() -> None:
+            strategy.alive = True
+            await strategy.quote()
+            await trio.sleep(0.5)
+            self.p.line("  the strategy starts flooding orders...")
+            i = BOOK_LEVELS
+            while True:
+                i += 1
+                await strategy.place_one(i)
+                await trio.sleep(FLOOD_INTERVAL_S)
+
+        drives = {"drawdown": losing, "silent": silent, "runaway": runaway}
+        for n, act in enumerate(ACTS):
+            if n:
+                strategy.alive = True  # heartbeats resume before the reset, so act 2 does not re-trip
+                await self.wait_for(lambda: False, HEARTBEAT_INTERVAL_S * 2)
+                if not await self.reset(f"demo: act {n} done, re-arming"):
+                    break
+            fig = await self.run_act(act, strategy, drives[act.name])
+            self.figures.append(fig)
+            if not fig.flat:
+                break
+
+    async def _run_daemon(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.daemon_exit = await self.daemon.run(task_status=task_status)
+
+
+def summary(run: DemoRun, kept: bool, elapsed_s: float) -> dict:
+    acts_ok = len(run.figures) == len(ACTS) and all(f.flat for f in run.figures)
+    return {
+        "ok": acts_ok and run.startup_error is None,
+        "acts": [f.as_dict() for f in run.figures],
+        "startup_error": run.startup_error,
+        "daemon_exit": run.daemon_exit,
+        "elapsed_s": round(elapsed_s, 3),
+        "state_dir": str(run.paths.root),
+        "audit_log": str(run.paths.audit_log),
+        "daemon_log": str(run.paths.daemon_log),
+        "config": str(run.paths.config),
+        "kept": kept,
+    }
+
+
+def main(args) -> int:
+    json_mode = bool(getattr(args, "json", False))
+    keep = bool(getattr(args, "keep", False))
+    root = Path(tempfile.mkdtemp(prefix="killswitch-demo-"))
+    paths = DemoPaths.under(root)
+    printer = Printer(sys.stdout, quiet=json_mode)
+    run = DemoRun(printer, paths)
+    t0 = time.monotonic()
+    try:
+        with open(paths.daemon_log, "a", encoding="utf-8") as log_file:
+            redactor = configure_logging("json", stream=log_file)
+            printer.line("killswitch demo: the real daemon against simulated OX.FUN and Nado on 127.0.0.1")
+
+            async def bounded() -> None:
+                with trio.move_on_after(TOTAL_TIMEOUT_S):
+                    await run.main(redactor)
+
+            trio.run(bounded)
+        out = summary(run, keep, time.monotonic() - t0)
+        if json_mode:
+            sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        else:
+            printer.line()
+            if run.startup_error:
+                printer.line(f"problem: {run.startup_error}")
+            verdict = "every act ended FLAT (by the simulators' own order books)" if out["ok"] else "NOT all acts flat"
+            printer.line(f"demo finished in {out['elapsed_s']:.1f}s: {verdict}")
+            where = "" if keep else " (deleted at exit; run with --keep to inspect it)"
+            printer.line(f"audit log: {paths.audit_log}{where}")
+            if keep:
+                printer.line(f"state dir kept: {paths.root} (daemon log {paths.daemon_log}, config {paths.config})")
+        return 0 if out["ok"] else 1
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
