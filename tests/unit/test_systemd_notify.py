@@ -188,3 +188,64 @@ async def test_real_daemon_ready_after_venues_up_then_watchdog_and_stopping():
             await reader.wait_for("STOPPING", "1")
         finally:
             reader.close()
+
+
+# ---------------------------------------------------------------------------------- unit files
+
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+UNITS_DIR = Path(__file__).resolve().parents[2] / "systemd"
+UNITS = ["killswitch.service", "killswitch@.service"]
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze not installed (apt-get install systemd)")
+
+
+def _installable_copy(unit: str, dest: Path, name: str | None = None) -> Path:
+    # verify also checks that ExecStart's binary exists; point it at one that does.
+    text = (UNITS_DIR / unit).read_text().replace("/opt/killswitch/venv/bin/killswitch", "/bin/true")
+    path = dest / (name or unit)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("unit, name", [("killswitch.service", None), ("killswitch@.service", None),
+                                        ("killswitch@.service", "killswitch@desk1.service")])
+@needs_analyze
+def test_unit_verifies_cleanly(tmp_path, unit, name):
+    path = _installable_copy(unit, tmp_path, name)
+    res = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=30)
+    # verify exits 0 on unknown keys and bad values (it only warns), so any warning naming our
+    # file is a failure.
+    ours = [line for line in (res.stdout + res.stderr).splitlines() if path.name in line]
+    assert res.returncode == 0 and not ours, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_has_the_operational_contract(unit):
+    text = (UNITS_DIR / unit).read_text()
+    keys = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    assert keys["Type"] == "notify" and keys["NotifyAccess"] == "main" and keys["WatchdogSec"] == "10s"
+    assert keys["Restart"] == "always" and keys["RestartSec"] == "1"
+    assert keys["ExecReload"] == "/bin/kill -HUP $MAINPID" and keys["KillSignal"] == "SIGTERM"
+    assert int(keys["TimeoutStopSec"].rstrip("s")) > 10  # > default cancel_deadline
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices", "MemoryDenyWriteExecute",
+                "LockPersonality", "RestrictRealtime", "RestrictSUIDSGID", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups"):
+        assert keys[key] == "yes", key
+    assert keys["ProtectSystem"] == "strict" and keys["CapabilityBoundingSet"] == "" and keys["UMask"] == "0077"
+    assert keys["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+    assert "LoadCredential=" in text
+
+
+@needs_analyze
+def test_unit_security_exposure_is_low(tmp_path):
+    path = _installable_copy("killswitch.service", tmp_path)
+    res = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(path)], capture_output=True,
+                         text=True, timeout=30)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout + res.stderr)
+    if m is None:
+        pytest.skip("this systemd-analyze has no offline security mode")
+    assert float(m.group(1)) <= 2.5, res.stdout
