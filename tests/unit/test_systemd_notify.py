@@ -124,8 +124,7 @@ async def test_ready_only_after_daemon_ready_and_watchdog_gated_by_progress():
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(notify_service, d)
-                first = await reader.next()
-                assert first.get("STATUS", "").startswith("starting")
+                await reader.wait_for("STATUS", contains="starting")
                 # Engine progresses: pings come; READY does not before daemon.ready.
                 for _ in range(3):
                     d.engine.loop_iterations += 1
