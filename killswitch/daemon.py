@@ -59,6 +59,16 @@ class VenueRuntime:
     last_error: str = ""
 
 
+class _SetOnStarted:
+    """A task_status stand-in: the session's ``started()`` sets an event."""
+
+    def __init__(self, event: trio.Event) -> None:
+        self._event = event
+
+    def started(self, value: object = None) -> None:
+        self._event.set()
+
+
 def manual_scope_of(rules) -> object:
     for r in rules:
         if getattr(r, "kind", "") == "manual":
@@ -230,9 +240,9 @@ class Daemon:
             await trio.sleep(VENUE_RESTART_DELAY_S)
 
     async def _nursery_start_venue(self, rt: VenueRuntime) -> None:
-        async with trio.open_nursery() as n:
-            await n.start(rt.session.run, self.send)
-            rt.up.set()
+        # Called directly (no inner nursery) so a first-login AuthError reaches the
+        # supervisor unwrapped; ``started()`` marks the venue up.
+        await rt.session.run(self.send, task_status=_SetOnStarted(rt.up))
 
     async def _ticker(self) -> None:
         interval = self.config.daemon.tick_interval_s
