@@ -1,0 +1,239 @@
+"""Shared helpers for the reliability tests: the real Daemon in-process (with an injectable
+clock) against OxfunSim / VertexSim (Nado flavour) on 127.0.0.1:0, audit-log checks, and
+waits on conditions (never sleeps for luck).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import trio
+
+from killswitch.clock import Clock
+from killswitch.config import load_config_text
+from killswitch.daemon import Daemon
+from killswitch.model import TripCommand
+from killswitch.venues.oxfun.sim import OxfunSim
+from killswitch.venues.vertex.sim import VertexSim
+
+OX_MARKETS = ("BTC-USD-SWAP-LIN", "ETH-USD-SWAP-LIN")
+OX_VENUE = "ox-main"
+NADO_VENUE = "nado-main"
+NADO_PRODUCTS = (2, 4)
+DEFAULT_RULES = "  - {name: max-open, kind: max_open_orders, max: 100000}\n"
+
+
+def daemon_yaml(tmp_path: Path, venues_yaml: str, rules_yaml: str = DEFAULT_RULES, *,
+                cancel_deadline: str = "3s", repoll: str = "300ms", startup_timeout: str = "10s") -> str:
+    return (textwrap.dedent(f"""\
+        daemon:
+          state_dir: {tmp_path / 'state'}
+          control_socket: {tmp_path / 'control.sock'}
+          tick_interval: 50ms
+          repoll_interval: {repoll}
+          cancel_deadline: {cancel_deadline}
+          startup_timeout: {startup_timeout}
+          log_format: json
+        venues:
+        """) + venues_yaml + "rules:\n" + rules_yaml)
+
+
+# ------------------------------------------------------------------------------ venues
+
+
+@dataclass
+class OxWorld:
+    sim: OxfunSim
+    key: str
+    secret: str
+    env_prefix: str = "RL_OX"
+
+    def env(self) -> dict[str, str]:
+        return {f"{self.env_prefix}_KEY": self.key, f"{self.env_prefix}_SECRET": self.secret}
+
+    def venue_yaml(self, *, name: str = OX_VENUE, request_timeout: str = "1s", ping_interval: str = "1s",
+                   pong_timeout: str = "1s", poll_interval: str = "1s") -> str:
+        return textwrap.indent(textwrap.dedent(f"""\
+            - name: {name}
+              kind: oxfun
+              api_key: {{env: {self.env_prefix}_KEY}}
+              api_secret: {{env: {self.env_prefix}_SECRET}}
+              ws_url: {self.sim.ws_url}
+              rest_url: {self.sim.rest_url}
+              markets: [{', '.join(OX_MARKETS)}]
+              ping_interval: {ping_interval}
+              pong_timeout: {pong_timeout}
+              request_timeout: {request_timeout}
+              poll_interval: {poll_interval}
+              backoff: {{initial: 50ms, max: 300ms}}
+            """), "  ")
+
+    def open_orders(self) -> list[dict]:
+        return self.sim.open_orders(self.key)
+
+    async def place(self, n: int, market: str = OX_MARKETS[0], side: str = "BUY", price: str = "1") -> list[str]:
+        return await self.sim.place_orders(self.key, market=market, side=side, price=price, qty="1", count=n)
+
+
+async def start_ox(nursery: trio.Nursery, *, clock: Clock | None = None, **options: Any) -> OxWorld:
+    sim = OxfunSim(clock=clock, **options)
+    await nursery.start(sim.serve)
+    key, secret = sim.add_account(balances={"OX": "1000"})
+    return OxWorld(sim, key, secret)
+
+
+@dataclass
+class NadoWorld:
+    sim: VertexSim
+    account: dict
+    env_name: str = "RL_NADO_KEY"
+
+    @property
+    def sender(self) -> str:
+        return self.account["sender"]
+
+    def env(self) -> dict[str, str]:
+        return {self.env_name: self.account["private_key"]}
+
+    def venue_yaml(self, *, name: str = NADO_VENUE, request_timeout: str = "1s", ping_interval: str = "500ms",
+                   recv_window: str = "30s") -> str:
+        s = self.sim
+        return textwrap.indent(textwrap.dedent(f"""\
+            - name: {name}
+              kind: nado
+              private_key: {{env: {self.env_name}}}
+              gateway_ws_url: {s.gateway_ws_url}
+              subscribe_ws_url: {s.subscribe_ws_url}
+              gateway_rest_url: {s.gateway_rest_url}
+              trigger_url: {s.trigger_url}
+              chain_id: {s.chain_id}
+              endpoint_address: "{s.endpoint_address}"
+              products: [{', '.join(str(p) for p in NADO_PRODUCTS)}]
+              equity_poll_interval: 250ms
+              ping_interval: {ping_interval}
+              request_timeout: {request_timeout}
+              recv_window: {recv_window}
+              backoff: {{initial: 50ms, max: 300ms}}
+            """), "  ")
+
+    def open_count(self) -> int:
+        o = self.sim.open_orders(self.sender)
+        return len(o["orders"]) + len(o["trigger_orders"])
+
+    def place(self, n: int, product_id: int = NADO_PRODUCTS[0], *, trigger: bool = False, side: str = "buy") -> list[str]:
+        price = "1000" if side == "buy" else "100000"
+        return self.sim.place_orders(self.sender, product_id=product_id, price=price, qty="0.1", side=side,
+                                     count=n, trigger=trigger, price_step="1")
+
+
+async def start_nado(nursery: trio.Nursery, *, clock: Clock | None = None, **kwargs: Any) -> NadoWorld:
+    sim = VertexSim(flavour="nado", clock=clock, **kwargs)
+    await nursery.start(sim.serve)
+    account = sim.create_subaccount()
+    sim.set_balances(account["sender"], spot={0: "10000"})
+    return NadoWorld(sim, account)
+
+
+# ------------------------------------------------------------------------------ daemon
+
+
+@asynccontextmanager
+async def running_daemon(tmp_path: Path, text: str, environ: dict[str, str], *, clock: Clock | None = None):
+    """The real Daemon in-process (no signal handlers); stopped on exit."""
+    cfg_path = tmp_path / "killswitch.yaml"
+    cfg_path.write_text(text)
+    config = load_config_text(text, str(cfg_path))
+    daemon = Daemon(config, environ=environ, handle_signals=False, clock=clock)
+    async with trio.open_nursery() as nursery:
+        exit_code: list[int] = []
+
+        async def run(task_status=trio.TASK_STATUS_IGNORED):
+            exit_code.append(await daemon.run(task_status=task_status))
+
+        await nursery.start(run)
+        daemon.exit_code = exit_code  # type: ignore[attr-defined]
+        try:
+            yield daemon
+        finally:
+            daemon.request_stop()
+
+
+async def wait_for(predicate: Callable[[], Any], *, step_s: float = 0.01) -> Any:
+    while True:
+        value = predicate()
+        if value:
+            return value
+        await trio.sleep(step_s)
+
+
+async def trip(daemon: Daemon, reason: str = "reliability test") -> None:
+    await daemon.send.send(TripCommand(reason=reason, source="test", operator="tester"))
+
+
+def venue_flat(daemon: Daemon, venue: str) -> bool:
+    p = daemon.engine.progress.get(venue)
+    return p is not None and p.flat
+
+
+# ------------------------------------------------------------------------------ audit
+
+
+def read_audit_strict(path: Path) -> list[dict]:
+    """Every non-empty line must be one JSON object with ``event`` and an increasing ``seq``."""
+    recs = []
+    raw = Path(path).read_bytes()
+    assert raw == b"" or raw.endswith(b"\n"), "audit log ends with a partial line"
+    for i, line in enumerate(raw.splitlines()):
+        assert line.strip(), f"empty audit line {i + 1}"
+        rec = orjson.loads(line)  # raises on a corrupt line
+        assert isinstance(rec, dict) and isinstance(rec.get("event"), str), line[:200]
+        recs.append(rec)
+    return recs
+
+
+async def audit_records(daemon: Daemon) -> list[dict]:
+    await daemon.audit.flush()
+    return read_audit_strict(daemon.config.daemon.audit_log)
+
+
+def assert_trip_audit_complete(recs: list[dict], venue: str, *, need_cancel: bool = True) -> None:
+    """trip, cancel_sent, cancel_result and flat records for ``venue``, in a sound order.
+
+    By design the ``trip`` record is written *after* the first cancel is on the wire (the
+    trip path puts nothing slow before the first cancel), so the order checked is:
+    first cancel_sent < first cancel_result, trip < flat, and the last flat comes after the
+    last cancel_result of a trip round.
+    """
+    events = [r["event"] for r in recs]
+    seqs = [r.get("seq") for r in recs if "seq" in r]
+    assert "trip" in events, events
+    sent = [i for i, r in enumerate(recs) if r["event"] == "cancel_sent" and r.get("venue") == venue]
+    results = [i for i, r in enumerate(recs) if r["event"] == "cancel_result" and r.get("venue") == venue]
+    flats = [i for i, r in enumerate(recs) if r["event"] == "flat" and r.get("venue") == venue]
+    if need_cancel:
+        assert sent, f"no cancel_sent for {venue}: {events}"
+        assert results, f"no cancel_result for {venue}: {events}"
+        assert sent[0] < results[0]
+    assert flats, f"no flat for {venue}: {events}"
+    assert events.index("trip") < flats[-1]
+    if results:
+        assert results[0] < flats[-1]
+    # per-process seq numbers are increasing within one daemon run
+    runs: list[list[int]] = [[]]
+    for r in recs:
+        if r["event"] == "daemon_start":
+            runs.append([])
+        if "seq" in r:
+            runs[-1].append(r["seq"])
+    for run in runs:
+        assert run == sorted(run), "audit seq not increasing"
+    del seqs
+
+
+def alarm_records(recs: list[dict]) -> list[dict]:
+    return [r for r in recs if r["event"] == "alarm"]
