@@ -52,6 +52,7 @@ log = structlog.get_logger("killswitch.engine")
 
 FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the first cancel send
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
+UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,9 @@ class Engine:
             self.audit.record("venue_disconnected", venue=ev.venue, reason=ev.reason)
 
         is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False
+        # An order that *causes* a trip is already in that trip's plan: sweep only orders
+        # seen while the latch was already tripped.
+        was_tripped = self.latch.tripped
 
         for rule in self._by_type.get(t, ()):
             try:
@@ -269,7 +273,7 @@ class Engine:
                 self._clear_alert(rule.name)
 
         if self.latch.tripped:
-            if t is OrderOpened and is_new:
+            if t is OrderOpened and is_new and was_tripped:
                 self._sweep(ev.order, now)
             elif t is OpenOrdersSnapshot:
                 self._after_snapshot(ev, now)
@@ -437,7 +441,12 @@ class Engine:
             if ev.timed_out:
                 self._schedule_retry(ev.venue, prog, now, "cancel round hit its deadline")
             if prog.pending_sweep and self.latch.tripped:
-                self._launch_sweep(ev.venue, prog, list(prog.pending_sweep.values()))
+                # Only what is still open: the round may already have removed the rest.
+                still_open = self.state.book(ev.venue).orders
+                pending = [o for oid, o in prog.pending_sweep.items() if oid in still_open]
+                prog.pending_sweep.clear()
+                if pending:
+                    self._launch_sweep(ev.venue, prog, pending)
         elif prog.verify_job_id == ev.job_id:
             prog.verify_job_id = None
 
@@ -468,6 +477,7 @@ class Engine:
         remaining = self.state.open_orders(ev.venue, prog.scope)
         if not remaining:
             if not prog.flat and prog.job_id is None:
+                self.alarms.pop(f"unflat:{ev.venue}", None)
                 prog.flat = True
                 prog.flat_at_s = now
                 prog.round_no = 0
@@ -487,6 +497,11 @@ class Engine:
             if prog.round_no == 0:
                 self._start_round(ev.venue, prog, now, purpose="trip" if ev.purpose == "reconcile" else "retry")
             else:
+                if prog.round_no >= UNFLAT_ALARM_AFTER_ROUNDS:
+                    # Reachable (the snapshot came back) but the cancels are not taking effect:
+                    # keep retrying, and say so loudly.
+                    self._alarm(f"unflat:{ev.venue}", f"{ev.venue}: {len(remaining)} orders still open "
+                                                      f"after {prog.round_no} cancel rounds")
                 self._schedule_retry(ev.venue, prog, now, f"{len(remaining)} orders still open")
 
     # ------------------------------------------------------------------ ticks
@@ -525,7 +540,7 @@ class Engine:
         unflat = [v for v, p in self.progress.items() if not p.flat]
         self.progress.clear()
         self.alerting.clear()
-        for key in [k for k in self.alarms if k.startswith("unverified:")]:
+        for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:"))]:
             del self.alarms[key]
         if self.rule_factory is not None:
             # Fresh baselines: a drawdown peak restarts from the current equity after reset.
