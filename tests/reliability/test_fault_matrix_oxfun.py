@@ -347,3 +347,62 @@ async def test_clock_skew_plus_5s(tmp_path):
 
 async def test_clock_skew_minus_5s(tmp_path):
     await _skew(tmp_path, -5000)
+
+
+async def test_venue_unreachable_alarms_loudly(tmp_path):
+    """WS logins refused and REST in maintenance: nothing can be done or verified. The trip
+    stays latched and the daemon alarms (status + audit); when the venue returns, it goes flat."""
+    with trio.fail_after(25):
+        async with trio.open_nursery() as nursery:
+            w, text = await _setup(nursery, tmp_path)
+            async with running_daemon(tmp_path, text, w.env()) as d:
+                await wait_for(lambda: d.engine.state.open_count(OX_VENUE) == N)
+                await w.sim.inject_fault("refuse_logins", code="20000")
+                await w.sim.inject_fault("rest", mode="maintenance", count=10**6)
+                await w.sim.drop_connections(w.key)
+                await trip(d)
+                with trio.fail_after(10):
+                    await wait_for(lambda: f"unverified:{OX_VENUE}" in d.engine.alarms)
+                assert len(w.open_orders()) == N and not venue_flat(d, OX_VENUE)
+                assert d.status()["alarms"]
+                await w.sim.inject_fault("clear")
+                with trio.fail_after(10):
+                    await wait_for(lambda: _flat(w, d))
+                await wait_for(lambda: f"unverified:{OX_VENUE}" not in d.engine.alarms)
+                recs = await audit_records(d)
+            nursery.cancel_scope.cancel()
+    assert_trip_audit_complete(recs, OX_VENUE)
+    assert any(r["key"] == f"unverified:{OX_VENUE}" for r in alarm_records(recs))
+
+
+async def test_cancels_refused_forever_alarms(tmp_path):
+    """Snapshots work but every cancel (WS and REST) is refused: the daemon must alarm."""
+    with trio.fail_after(25):
+        async with trio.open_nursery() as nursery:
+            w, text = await _setup(nursery, tmp_path)
+            async with running_daemon(tmp_path, text, w.env()) as d:
+                await wait_for(lambda: d.engine.state.open_count(OX_VENUE) == N)
+                await w.sim.inject_fault("reject_cancels", code="000101")
+                real_cancel_all = w.sim._r_cancel_all
+                from killswitch.venues.simhttp import Response
+
+                async def refuse(req, acct):
+                    return Response.json({"success": False, "code": "000101", "message": "maintenance"}, 503)
+
+                w.sim._r_cancel_all = refuse
+                w.sim._r_cancel = refuse
+                w.sim._register_routes()
+                await trip(d)
+                with trio.fail_after(10):
+                    await wait_for(lambda: any(k.endswith(OX_VENUE) for k in d.engine.alarms))
+                assert len(w.open_orders()) == N
+                del w.sim._r_cancel_all, w.sim._r_cancel
+                w.sim._register_routes()
+                await w.sim.inject_fault("clear")
+                with trio.fail_after(10):
+                    await wait_for(lambda: _flat(w, d))
+                await wait_for(lambda: not any(k.endswith(OX_VENUE) for k in d.engine.alarms))
+                recs = await audit_records(d)
+            nursery.cancel_scope.cancel()
+    assert_trip_audit_complete(recs, OX_VENUE)
+    assert alarm_records(recs)
