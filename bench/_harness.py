@@ -1,0 +1,133 @@
+"""In-process benchmark harness: a simulated venue + the real Daemon on loopback websockets.
+
+Sim and daemon share one trio run (one thread), so the sim's hook timestamps
+(``trio.current_time()``) and the daemon's are on the same clock.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import trio
+
+from killswitch.config import load_config_text
+from killswitch.daemon import Daemon
+from killswitch.logs import configure_logging
+from killswitch.model import ResetCommand
+from killswitch.venues.oxfun.sim import OxfunSim
+from killswitch.venues.vertex.sim import VertexSim
+
+OX_MARKET = "BTC-USD-SWAP-LIN"
+NADO_PRODUCT = 2
+
+DAEMON_YAML = """
+daemon:
+  state_dir: {state}
+  control_socket: {state}/control.sock
+  tick_interval: {tick}
+  repoll_interval: 2s
+  cancel_deadline: 5s
+  startup_timeout: 10s
+  log_format: json
+venues:
+{venues}
+rules:
+{rules}
+"""
+
+
+def ox_venue_yaml(name: str, sim: OxfunSim, env_prefix: str) -> str:
+    return (f"  - name: {name}\n    kind: oxfun\n"
+            f"    api_key: {{env: {env_prefix}_KEY}}\n    api_secret: {{env: {env_prefix}_SECRET}}\n"
+            f"    ws_url: {sim.ws_url}\n    rest_url: {sim.rest_url}\n    markets: [{OX_MARKET}]\n"
+            f"    poll_interval: 30s\n")
+
+
+def nado_venue_yaml(name: str, sim: VertexSim, env_prefix: str, subaccount: str = "default",
+                    products: str = "[2]") -> str:
+    return (f"  - name: {name}\n    kind: nado\n    private_key: {{env: {env_prefix}_KEY}}\n"
+            f"    gateway_ws_url: {sim.gateway_ws_url}\n    subscribe_ws_url: {sim.subscribe_ws_url}\n"
+            f"    gateway_rest_url: {sim.gateway_rest_url}\n    trigger_url: {sim.trigger_url}\n"
+            f"    chain_id: {sim.chain_id}\n    endpoint_address: \"{sim.endpoint_address}\"\n"
+            f"    verify_contracts: false\n    subaccount_name: {subaccount}\n    products: {products}\n"
+            f"    equity_poll_interval: 30s\n")
+
+
+@dataclass(slots=True)
+class Rig:
+    kind: str  # oxfun | nado
+    daemon: Daemon
+    ox: OxfunSim | None = None
+    nado: VertexSim | None = None
+    ox_key: str = ""
+    nado_sender: str = ""
+
+    def sim_open(self) -> int:
+        if self.ox is not None:
+            return len(self.ox.accounts[self.ox_key].orders)
+        sub = self.nado.core.subaccount(self.nado_sender)
+        return len(sub.orders) + len(sub.trigger_orders)
+
+    async def place(self, n: int, *, start_level: int = 0) -> None:
+        """n resting orders (far from the mark, so nothing fills)."""
+        if self.ox is not None:
+            for i in range(n):
+                await self.ox.place_orders(self.ox_key, market=OX_MARKET, side="BUY",
+                                           price=str(30000 + (start_level + i) % 5000), qty="0.01")
+        else:
+            for i in range(n):
+                self.nado.place_orders(self.nado_sender, product_id=NADO_PRODUCT,
+                                       price=str(1000 + (start_level + i) % 500), qty="0.1")
+
+    async def wait(self, pred, timeout_s: float = 10.0, poll_s: float = 0.001) -> None:
+        with trio.fail_after(timeout_s):
+            while not pred():
+                await trio.sleep(poll_s)
+
+    async def rearm(self) -> None:
+        """Wait for flat (daemon's belief and the sim's book), then reset the latch."""
+        engine = self.daemon.engine
+        await self.wait(lambda: engine.all_flat() and self.sim_open() == 0)
+        await self.daemon.send.send(ResetCommand(operator="bench", reason="next round", source="bench"))
+        await self.wait(lambda: not engine.latch.tripped)
+
+
+@asynccontextmanager
+async def rig(kind: str, rules_yaml: str, *, tick: str = "100ms", handle_signals: bool = False,
+              log_path: Path | None = None) -> AsyncIterator[Rig]:
+    state = Path(tempfile.mkdtemp(prefix="ks-bench-"))
+    log_file = open(log_path or state / "daemon.log", "a", encoding="utf-8")
+    configure_logging("json", stream=log_file)
+    try:
+        async with trio.open_nursery() as nursery:
+            env: dict[str, str] = {}
+            if kind == "oxfun":
+                ox = OxfunSim()
+                await nursery.start(ox.serve, "127.0.0.1")
+                key, secret = ox.add_account()
+                env = {"BENCH_OX_KEY": key, "BENCH_OX_SECRET": secret}
+                venues = ox_venue_yaml("ox-bench", ox, "BENCH_OX")
+                r_kwargs: dict[str, Any] = {"ox": ox, "ox_key": key}
+            else:
+                nado = VertexSim(flavour="nado")
+                await nursery.start(nado.serve, "127.0.0.1")
+                sub = nado.create_subaccount()
+                nado.set_balances(sub["sender"], spot={0: "100000"})
+                env = {"BENCH_NADO_KEY": sub["private_key"]}
+                venues = nado_venue_yaml("nado-bench", nado, "BENCH_NADO")
+                r_kwargs = {"nado": nado, "nado_sender": sub["sender"]}
+            text = DAEMON_YAML.format(state=state, tick=tick, venues=venues, rules=rules_yaml)
+            config = load_config_text(text, str(state / "bench.yaml"))
+            daemon = Daemon(config, handle_signals=handle_signals, environ=env)
+            await nursery.start(daemon.run)
+            r = Rig(kind, daemon, **r_kwargs)
+            await r.wait(lambda: all(v["connected"] for v in daemon.status()["venues"].values()))
+            yield r
+            daemon.request_stop()
+            nursery.cancel_scope.cancel()
+    finally:
+        log_file.close()

@@ -1,0 +1,219 @@
+"""Trip latency: from the simulator writing the frame that breaches a rule to the simulator
+reading the first cancel for it, over real loopback websockets, with the real Daemon.
+
+Each trip: the sim books two orders for the account (rule ``max_open_orders: max 1``), so the
+second OrderOpened / order_update push is the breaching frame; its write time is taken by
+the sim's hook right after the frame is written, and the first cancel's time by the sim's
+hook when it reads the cancel (OX.FUN: WS ``cancelorders``; Nado: gateway ``execute``,
+including nonce + EIP-712 signing in the daemon). Then flat (daemon + sim book), audited
+ResetCommand, next trip. Sim and daemon run in one process and one trio run, so both
+timestamps come from the same clock.
+
+Second part: SIGUSR1 -> first cancel read by the sim. In-process: the daemon runs with its
+real signal handler; the benchmark sends ``os.kill(os.getpid(), SIGUSR1)`` and timestamps
+just before the kill.
+
+    .venv/bin/python bench/trip_latency.py [--venue oxfun|nado|both] [--trips 1000] [--runs 3]
+                                           [--signal-trips 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import statistics
+
+import trio
+
+from _harness import Rig, rig
+from _stats import Summary, reproduce_line, summarize, verdict
+
+RULES = """
+  - name: bench-open-orders
+    kind: max_open_orders
+    max: 1
+  - name: operator
+    kind: manual
+"""
+TARGETS_MS = {"oxfun": (0.5, 2.0), "nado": (0.7, 3.0)}  # (p50, p99)
+
+
+class Probe:
+    """Collects (breach frame written, first cancel read) times from the sim.
+
+    The sims' own "written" hooks (OxfunSim.on_push_written, VertexSim.stream_write_log) fire
+    after the awaited write returns, i.e. after a trio checkpoint: by then the daemon may
+    already have read the frame, tripped and sent the cancel, so those stamps can come out
+    *later* than the cancel. The probe therefore stamps immediately before the write call
+    (wrapping the sim instance's send path; the sim files are not modified). That includes
+    the sim's own frame encoding (and, for Nado, permessage-deflate) in the figure:
+    conservative. Cancel reads use the sims' hooks (stamped when the request is parsed).
+    """
+
+    def __init__(self, r: Rig) -> None:
+        self.r = r
+        self.open_writes: list[float] = []
+        self.cancel_reads: list[float] = []
+        self._exec_mark = 0
+        if r.ox is not None:
+            r.ox.on_cancel_received = self._ox_cancel
+            orig_send = r.ox._send
+
+            async def timed_send(conn, text: str, _orig=orig_send) -> bool:
+                if '"OrderOpened"' in text:
+                    self.open_writes.append(trio.current_time())
+                return await _orig(conn, text)
+
+            r.ox._send = timed_send
+        else:
+            self._wrap_nado_endpoints()
+
+    def _wrap_nado_endpoints(self) -> None:
+        for conn in list(self.r.nado._sub_conns):
+            ep = conn.ep
+            if getattr(ep, "_bench_wrapped", False):
+                continue
+            orig = ep.send_text
+
+            async def timed_send_text(frame, _orig=orig) -> None:
+                if b'"order_update"' in (frame if isinstance(frame, bytes) else frame.encode()):
+                    self.open_writes.append(trio.current_time())
+                await _orig(frame)
+
+            ep.send_text = timed_send_text
+            ep._bench_wrapped = True
+
+    def _ox_cancel(self, t: float, tag: str | None, n: int) -> None:
+        self.cancel_reads.append(t)
+
+    def start_round(self) -> None:
+        self.open_writes.clear()
+        self.cancel_reads.clear()
+        if self.r.nado is not None:
+            self._wrap_nado_endpoints()  # a reconnect would bring a new endpoint
+            self._exec_mark = len(self.r.nado.execute_log)
+
+    def _sync_nado(self) -> None:
+        ex = list(self.r.nado.execute_log)[self._exec_mark:]
+        self.cancel_reads = [t for t, name, _ in ex if name.startswith("execute_cancel")]
+
+    def first_cancel_after(self, t0: float) -> float | None:
+        if self.r.nado is not None:
+            self._sync_nado()
+        for t in self.cancel_reads:
+            if t >= t0:
+                return t
+        return None
+
+
+MISS_AFTER_S = 2.0
+
+
+async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[float]:
+    probe = Probe(r)
+    out = []
+    for i in range(n):
+        probe.start_round()
+        await r.place(2, start_level=i)
+        # The sim's writer task writes the pushes; wait until both frames went out.
+        await r.wait(lambda: len(probe.open_writes) >= 2)
+        t_breach = probe.open_writes[1]
+        with trio.move_on_after(MISS_AFTER_S):
+            await r.wait(lambda: probe.first_cancel_after(t_breach) is not None)
+        t_cancel = probe.first_cancel_after(t_breach)
+        if t_cancel is None:
+            # No cancel read after the breaching frame's write stamp: reported, never hidden.
+            if misses is not None:
+                misses.append(i)
+            await r.rearm()
+            continue
+        out.append(t_cancel - t_breach)
+        await r.rearm()
+    return out
+
+
+async def signal_trips(r: Rig, n: int, misses: list[int]) -> list[float]:
+    probe = Probe(r)
+    engine = r.daemon.engine
+    out = []
+    for i in range(n):
+        await r.place(1, start_level=i)
+        venue = next(iter(engine.state.venues()))
+        await r.wait(lambda: len(engine.state.book(venue).orders) == 1)
+        probe.start_round()
+        t0 = trio.current_time()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        with trio.move_on_after(MISS_AFTER_S):
+            await r.wait(lambda: probe.first_cancel_after(t0) is not None)
+        t_cancel = probe.first_cancel_after(t0)
+        if t_cancel is None:
+            misses.append(i)
+        else:
+            out.append(t_cancel - t0)
+        await r.rearm()
+    return out
+
+
+async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_misses: list[int]) -> tuple[list[float], list[float]]:
+    async with rig(kind, RULES, handle_signals=signal_n > 0) as r:
+        await rule_trips(r, 20, [])  # warm-up: imports, first signatures, caches
+        gc.collect()
+        rule = await rule_trips(r, trips, misses)
+        sig = await signal_trips(r, signal_n, sig_misses) if signal_n else []
+    return rule, sig
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--venue", choices=["oxfun", "nado", "both"], default="both")
+    ap.add_argument("--trips", type=int, default=1000, help="rule trips per run")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--signal-trips", type=int, default=200, help="SIGUSR1 trips per run (0: skip)")
+    args = ap.parse_args()
+    venues = ["oxfun", "nado"] if args.venue == "both" else [args.venue]
+    ok = True
+    for kind in venues:
+        runs: list[Summary] = []
+        sig_runs: list[Summary] = []
+        all_rule: list[float] = []
+        total_misses = 0
+        total_sig_misses = 0
+        for k in range(args.runs):
+            misses: list[int] = []
+            sig_misses: list[int] = []
+            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses)
+            total_sig_misses += len(sig_misses)
+            total_misses += len(misses)
+            runs.append(summarize(rule))
+            all_rule += rule
+            if sig:
+                sig_runs.append(summarize(sig))
+            print(f"{kind} run {k + 1}/{args.runs}: rule breach frame -> first cancel read: "
+                  f"{runs[-1].fmt('ms', 1e3)}")
+            if sig:
+                print(f"{kind} run {k + 1}/{args.runs}: SIGUSR1 -> first cancel read: {sig_runs[-1].fmt('ms', 1e3)}")
+        p50 = statistics.median(s.p50 for s in runs) * 1e3
+        p99 = statistics.median(s.p99 for s in runs) * 1e3
+        t50, t99 = TARGETS_MS[kind]
+        good = p50 <= t50 and p99 <= t99 and total_misses == 0
+        ok &= good
+        pooled = summarize(all_rule)
+        print(f"== {kind}: {len(all_rule)} trips over {args.runs} runs; median over runs p50={p50:.3f} ms "
+              f"p99={p99:.3f} ms (targets p50<={t50} ms, p99<={t99} ms) -> {verdict(good)}")
+        print(f"   pooled: {pooled.fmt('ms', 1e3)}; trips with no cancel read within {MISS_AFTER_S}s: "
+              f"{total_misses}")
+        if sig_runs:
+            s50 = statistics.median(s.p50 for s in sig_runs) * 1e3
+            s99 = statistics.median(s.p99 for s in sig_runs) * 1e3
+            print(f"   SIGUSR1 (in-process daemon, real signal handler) -> first cancel read: "
+                  f"median p50={s50:.3f} ms p99={s99:.3f} ms over {len(sig_runs)}x{args.signal_trips} trips; "
+                  f"no cancel read within {MISS_AFTER_S}s: {total_sig_misses}")
+    print("for scale: Hummingbot's kill switch checks every 10 s; Freqtrade's protections once per bot loop (~5 s)")
+    print(reproduce_line())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
