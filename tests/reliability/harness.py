@@ -237,3 +237,62 @@ def assert_trip_audit_complete(recs: list[dict], venue: str, *, need_cancel: boo
 
 def alarm_records(recs: list[dict]) -> list[dict]:
     return [r for r in recs if r["event"] == "alarm"]
+
+
+# ------------------------------------------------------------------------------ subprocess
+
+
+def audit_lines_lenient(path: Path) -> list[dict]:
+    """For a live (or killed) daemon: complete lines only; a torn last line is reported."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in raw.split(b"\n")[:-1]:  # the part after the last newline may be in flight
+        if line.strip():
+            out.append(orjson.loads(line))
+    return out
+
+
+async def kill9_midtrip_then_restart(tmp_path: Path, *, venue_yaml: str, env: dict[str, str], venue: str,
+                                     open_count: Callable[[], int], hold_cancels: Callable[[], Any],
+                                     release_cancels: Callable[[], Any], cancel_seen: Callable[[], bool],
+                                     place_more: Callable[[], Any]) -> list[dict]:
+    """``killswitch run`` as a child; SIGUSR1 trip; SIGKILL the moment the first cancel reaches
+    the venue (cancels held so nothing is done); a runaway strategy places more orders while it
+    is down; restart: TRIPPED, re-poll, sweep -> the venue's own book is empty."""
+    import signal
+
+    from tests.e2e.helpers import DaemonProcess, child_env
+
+    cfg = tmp_path / "killswitch.yaml"
+    cfg.write_text(daemon_yaml(tmp_path, venue_yaml))
+    audit_path = tmp_path / "state" / "audit.jsonl"
+    environ = child_env(tmp_path, **env)
+    n0 = open_count()
+    proc = DaemonProcess(cfg, environ, tmp_path / "daemon.log").start()
+    try:
+        await wait_for(lambda: any(r["event"] == "ready" for r in audit_lines_lenient(audit_path)), step_s=0.02)
+        hold_cancels()
+        proc.signal(signal.SIGUSR1)
+        await wait_for(cancel_seen, step_s=0.002)
+        proc.signal(signal.SIGKILL)
+        assert await proc.wait_exit(5) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    assert open_count() == n0  # the kill landed mid-trip: nothing cancelled yet
+    latch = orjson.loads((tmp_path / "state" / "latch.json").read_bytes())
+    assert latch["state"] == "tripped", latch
+    release_cancels()
+    await place_more()
+    assert open_count() > n0
+    proc = DaemonProcess(cfg, environ, tmp_path / "daemon.log").start()
+    try:
+        await wait_for(lambda: open_count() == 0 and any(
+            r["event"] == "flat" and r.get("venue") == venue for r in audit_lines_lenient(audit_path)
+            if r.get("seq") is not None), step_s=0.02)
+        recs = audit_lines_lenient(audit_path)
+    finally:
+        proc.kill()
+    return recs

@@ -406,3 +406,48 @@ async def test_cancels_refused_forever_alarms(tmp_path):
             nursery.cancel_scope.cancel()
     assert_trip_audit_complete(recs, OX_VENUE)
     assert alarm_records(recs)
+
+
+async def test_sigkill_mid_trip_then_restart(tmp_path):
+    """Subprocess ``python -m killswitch run``; SIGKILL as the first cancel frame arrives."""
+    from .harness import kill9_midtrip_then_restart
+
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            w, _ = await _setup(nursery, tmp_path)
+            seen = []
+            w.sim.on_cancel_received = lambda t, tag, n: seen.append(t)
+
+            def hold():  # inject_fault's effect, synchronously (before SIGUSR1 is sent)
+                w.sim.faults.reject_cancels_code = "000101"
+                w.sim.faults.rest_mode, w.sim.faults.rest_remaining = "maintenance", 10**6
+
+            def release():
+                w.sim.faults.reject_cancels_code = None
+                w.sim.faults.rest_mode, w.sim.faults.rest_remaining = None, 0
+
+            recs = await kill9_midtrip_then_restart(
+                tmp_path, venue_yaml=w.venue_yaml(), env=w.env(), venue=OX_VENUE,
+                open_count=lambda: len(w.open_orders()),
+                hold_cancels=hold, release_cancels=release,
+                cancel_seen=lambda: bool(seen),
+                place_more=lambda: w.place(5, OX_MARKETS[1], side="SELL", price="999999"))
+            nursery.cancel_scope.cancel()
+    _check_restart_audit(recs, OX_VENUE)
+
+
+def _check_restart_audit(recs, venue):
+    starts = [i for i, r in enumerate(recs) if r["event"] == "daemon_start"]
+    assert len(starts) == 2
+    first, second = recs[:starts[1]], recs[starts[1]:]
+    assert second[0]["latch"] == "tripped"
+    ev2 = [r["event"] for r in second]
+    assert "startup_tripped" in ev2 and "flat" in ev2
+    assert ev2.index("startup_tripped") < ev2.index("flat")
+    # Records still in the audit flusher's batch at SIGKILL are lost (the latch file, written
+    # to the page cache before the first cancel, is what survives); the restart's
+    # startup_tripped record names the trip that was in flight.
+    assert all(r["event"] != "flat" for r in first)
+    st = next(r for r in second if r["event"] == "startup_tripped")
+    assert st["trips"] == [1], st
+    assert any(r["event"] == "cancel_sent" and r.get("venue") == venue for r in second)

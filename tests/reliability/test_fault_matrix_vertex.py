@@ -394,3 +394,28 @@ async def test_cancels_refused_forever_alarms(tmp_path):
             nursery.cancel_scope.cancel()
     assert_trip_audit_complete(recs, NADO_VENUE)
     assert alarm_records(recs)
+
+
+async def test_sigkill_mid_trip_then_restart(tmp_path):
+    """Subprocess ``python -m killswitch run``; SIGKILL as the first cancel execute arrives."""
+    from .harness import kill9_midtrip_then_restart
+    from .test_fault_matrix_oxfun import _check_restart_audit
+
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            w, _ = await _setup(nursery, tmp_path)
+            base = []
+
+            def hold():
+                base.append(len(w.sim.execute_log))
+                w.sim.set_faults(maintenance_code=1004, maintenance_count=10**6)
+
+            async def more():
+                w.place(5, NADO_PRODUCTS[1], side="sell")
+
+            recs = await kill9_midtrip_then_restart(
+                tmp_path, venue_yaml=w.venue_yaml(), env=w.env(), venue=NADO_VENUE, open_count=w.open_count,
+                hold_cancels=hold, release_cancels=lambda: w.sim.set_faults(maintenance_count=0),
+                cancel_seen=lambda: len(w.sim.execute_log) > base[0], place_more=more)
+            nursery.cancel_scope.cancel()
+    _check_restart_audit(recs, NADO_VENUE)
