@@ -1,5 +1,3 @@
-import sys
+from killswitch.cli import entry
 
-from killswitch.cli import main
-
-sys.exit(main())
+entry()

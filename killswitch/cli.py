@@ -150,5 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse requires a verb
 
 
+def entry() -> None:
+    """Console-script entry: a closed stdout (``killswitch check x | head``) is not an error."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -632,6 +632,9 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         max_s = Decimal(100) if name == "recv_window_s" else MAX_DURATION_S
         return r.duration(key, default, max_s=max_s)
     if ftype == "str":
+        if name == "equity_currency":
+            # What the OX.FUN session can compute (venues/oxfun/equity.py CONVERSION_MARKETS).
+            return r.str(key, default, choices=("OX", "USD", "USDT"))
         value = r.str(key, default)
         if isinstance(value, str) and name.endswith("_url") and r.has(key):
             try:

@@ -46,3 +46,18 @@ def test_snapshot_replaces_and_zero_position_removes():
     assert b.compute().equity == D("2") + D("3")
     b.apply_positions([PositionEntry("A-USD-SWAP-LIN", D("0"), D("0"))])
     assert b.compute().equity == D("2")
+
+
+def test_equity_in_usd_converts_with_the_ox_usdt_mark():
+    from decimal import Decimal as D
+
+    from killswitch.venues.oxfun.equity import EquityBook
+
+    book = EquityBook()
+    book.balances = {"OX": D("1000")}
+    assert book.compute_in("USD").complete is False  # no OX-USDT mark yet: not published
+    assert "OX-USDT" in book.needed_markets("USD")
+    book.set_mark("OX-USDT", D("0.02"))
+    r = book.compute_in("USD")
+    assert r.complete and r.equity == D("20.00")
+    assert book.compute_in("OX").equity == D("1000")

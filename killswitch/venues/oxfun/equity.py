@@ -20,6 +20,9 @@ from typing import Iterable
 from killswitch.venues.oxfun.wire import BalanceEntry, PositionEntry
 
 EQUITY_ASSET = "OX"
+# Quote currencies equity can be reported in, and the market whose mark converts OX to it.
+# USD uses the OX-USDT mark (USDT taken 1:1 as USD, as OX.FUN's own USD figures do).
+CONVERSION_MARKETS = {"USD": "OX-USDT", "USDT": "OX-USDT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +99,25 @@ class EquityBook:
         mark = self.marks.get(market)
         return abs(qty) * mark if mark is not None else None
 
-    def needed_markets(self) -> frozenset[str]:
+    def needed_markets(self, currency: str = EQUITY_ASSET) -> frozenset[str]:
         """Markets whose marks the equity depends on (positions + conversion pairs)."""
         out = set(self.positions)
+        if currency != EQUITY_ASSET:
+            out.add(CONVERSION_MARKETS.get(currency, f"{EQUITY_ASSET}-{currency}"))
         for asset, total in self.balances.items():
             if asset != EQUITY_ASSET and total != 0:
                 out.add(f"{EQUITY_ASSET}-{asset}" if asset.startswith("USD") else f"{asset}-{EQUITY_ASSET}")
         return frozenset(out)
+
+    def compute_in(self, currency: str) -> EquityResult:
+        """Equity in ``currency``: the OX equity times the OX price in that currency."""
+        result = self.compute()
+        if currency == EQUITY_ASSET:
+            return result
+        rate = self.marks.get(CONVERSION_MARKETS.get(currency, f"{EQUITY_ASSET}-{currency}"))
+        if rate is None:
+            return EquityResult(result.equity, result.missing_prices + (f"{EQUITY_ASSET}->{currency}",))
+        return EquityResult(result.equity * rate, result.missing_prices)
 
     def compute(self) -> EquityResult:
         total = Decimal(0)

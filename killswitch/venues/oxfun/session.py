@@ -510,7 +510,7 @@ class OxfunSession:
 
     def _equity_changed(self, live: _Live) -> None:
         live.equity_dirty.set()
-        if not self._book.needed_markets() <= live.tickers:
+        if not self._book.needed_markets(self.cfg.equity_currency) <= live.tickers:
             live.tickers_changed.set()
 
     async def _pinger(self, live: _Live) -> None:
@@ -556,21 +556,22 @@ class OxfunSession:
             await trio.sleep(EQUITY_COALESCE_S)  # coalesce bursts; the next loop emits the latest
 
     async def _emit_equity(self, send: trio.MemorySendChannel) -> None:
-        result = self._book.compute()
+        currency = self.cfg.equity_currency
+        result = self._book.compute_in(currency)
         now = self._clock.monotonic_s()
         if not result.complete:
             if now - self._equity_warned_s > 30:
                 self._equity_warned_s = now
                 self._log.warning("equity_incomplete", missing_prices=list(result.missing_prices))
             return
-        await send.send(EquityObserved(self.name, result.equity, EQUITY_ASSET, self._clock.wall_ms(), now))
+        await send.send(EquityObserved(self.name, result.equity, currency, self._clock.wall_ms(), now))
 
     async def _ticker_sync(self, live: _Live) -> None:
         """Subscribe to the ticker of every market the equity depends on."""
         while True:
             await live.tickers_changed.wait()
             live.tickers_changed = trio.Event()
-            missing = sorted(self._book.needed_markets() - live.tickers)
+            missing = sorted(self._book.needed_markets(self.cfg.equity_currency) - live.tickers)
             if missing:
                 live.tickers.update(missing)
                 try:
