@@ -235,7 +235,10 @@ class Engine:
             return
         if t is DeclareCashFlow:
             self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
-            ev = CashFlowObserved(venue=ev.venue, amount=ev.amount, ts_event_ms=self.clock.wall_ms())
+            # In the venue's equity currency, so drawdown rules shift the right series.
+            currency = self.state.book(ev.venue).equity_currency or "USD"
+            ev = CashFlowObserved(venue=ev.venue, amount=ev.amount, currency=currency,
+                                  ts_event_ms=self.clock.wall_ms())
             t = CashFlowObserved
         if t is CancelCompleted:
             self._on_cancel_completed(ev, now)

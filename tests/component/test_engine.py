@@ -238,3 +238,25 @@ async def test_latch_is_on_disk_when_the_cancel_hits_the_wire(tmp_path, autojump
         assert seen_on_disk == [True]
         async with running(tmp_path, [FakeSession("ox")]) as h:
             assert h.engine.latch.tripped
+
+
+async def test_declared_cash_flow_uses_the_venue_equity_currency(tmp_path, autojump_clock):
+    from killswitch.model import CashFlowObserved, DeclareCashFlow
+
+    seen = []
+
+    class Spy(EquityFloorRule):
+        def on_event(self, ev, book, now_s):
+            if isinstance(ev, CashFlowObserved):
+                seen.append(ev)
+                return None
+            return super().on_event(ev, book, now_s)
+
+    with trio.fail_after(30):
+        ox = FakeSession("ox")
+        rule = Spy("floor", Decimal(0), watches=frozenset({EquityObserved, CashFlowObserved}))
+        async with running(tmp_path, [ox], [rule]) as h:
+            await h.send.send(EquityObserved("ox", Decimal(100), currency="OX"))
+            await h.send.send(DeclareCashFlow("ox", Decimal("-40"), operator="alice"))
+            await h.until(lambda: seen)
+        assert seen[0].currency == "OX" and seen[0].amount == Decimal("-40")
