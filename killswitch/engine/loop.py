@@ -50,6 +50,7 @@ from killswitch.venues.base import VenueCapabilities
 
 log = structlog.get_logger("killswitch.engine")
 
+FEED_ALARM_AFTER_S = 15.0  # a venue down (or never up) this long alarms even without a rule
 FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the first cancel send
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
@@ -156,6 +157,7 @@ class Engine:
         self._set_rules(rules)
         # Recorded breach timings for trip latency (monotonic seconds).
         self.trip_started_s: dict[int, float] = {}
+        self.started_s: float | None = None
 
     # ------------------------------------------------------------------ rules
     def _set_rules(self, rules: Iterable[Rule]) -> None:
@@ -508,7 +510,26 @@ class Engine:
                 self._schedule_retry(ev.venue, prog, now, f"{len(remaining)} orders still open")
 
     # ------------------------------------------------------------------ ticks
+    def _check_feeds(self, now: float) -> None:
+        """Fail closed on feeds: a venue that is down is at least an alarm (rules may trip)."""
+        if self.started_s is None:
+            self.started_s = now
+        for venue in self.state.venues():
+            b = self.state.book(venue)
+            key = f"feed:{venue}"
+            if b.connected:
+                if key in self.alarms:
+                    del self.alarms[key]
+                    self.audit.record("alarm_cleared", key=key)
+                    log.info("alarm_cleared", key=key)
+                continue
+            since = b.disconnected_since_s if b.disconnected_since_s is not None else self.started_s
+            if now - since >= FEED_ALARM_AFTER_S:
+                what = "never connected" if b.last_seen_s is None else "disconnected"
+                self._alarm(key, f"{venue}: feed {what} for more than {FEED_ALARM_AFTER_S:g}s")
+
     def _on_tick(self, now: float) -> None:
+        self._check_feeds(now)
         for rule in self._tick_rules:
             try:
                 breach = rule.on_tick(self.state, now)

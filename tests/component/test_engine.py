@@ -260,3 +260,18 @@ async def test_declared_cash_flow_uses_the_venue_equity_currency(tmp_path, autoj
             await h.send.send(DeclareCashFlow("ox", Decimal("-40"), operator="alice"))
             await h.until(lambda: seen)
         assert seen[0].currency == "OX" and seen[0].amount == Decimal("-40")
+
+
+async def test_a_feed_that_stays_down_alarms_and_clears_on_reconnect(tmp_path, autojump_clock):
+    from killswitch.model import VenueConnected, VenueDisconnected
+
+    with trio.fail_after(60):
+        ox = FakeSession("ox")
+        async with running(tmp_path, [ox]) as h:
+            await h.send.send(VenueDisconnected("ox", "1006", trio.current_time()))
+            await h.until(lambda: "feed:ox" in h.engine.alarms)
+            assert "disconnected" in h.engine.alarms["feed:ox"]
+            await h.send.send(VenueConnected("ox", trio.current_time()))
+            await h.until(lambda: "feed:ox" not in h.engine.alarms)
+            recs = await h.audit_records()
+        assert [r["key"] for r in recs if r["event"] in ("alarm", "alarm_cleared")] == ["feed:ox", "feed:ox"]
