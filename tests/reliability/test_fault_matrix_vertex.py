@@ -59,7 +59,7 @@ async def test_socket_dropped_mid_cancel_1006(tmp_path):
             async with running_daemon(tmp_path, text, w.env()) as d:
                 await _ready(w, d)
                 before = len(w.sim.execute_log)
-                w.sim.set_faults(delay_s=0.3, delay_count=1)  # hold the first cancel on the venue side
+                w.sim.set_faults(delay_s=0.5, delay_count=10)  # hold the cancels (gateway and trigger) on the venue side
                 await trip(d)
                 await wait_for(lambda: len(w.sim.execute_log) > before)
                 await w.sim.drop_connections("all")  # mid-cancel: no close frame
