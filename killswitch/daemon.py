@@ -139,6 +139,10 @@ class Daemon:
         sessions = self._build_sessions()
         self.venues = {name: VenueRuntime(s) for name, s in sessions.items()}
         latch = self.store.load()
+        try:
+            self.store.open_intent()  # the trip path then only pwrite()s
+        except OSError as exc:
+            raise StartupError(f"cannot open the latch in {self.store.state_dir}: {exc}", EXIT_CONFIG) from None
         rules = build_rules(self.config)
         d = self.config.daemon
         self.executor = Executor(sessions=sessions, send=self.send, audit=self.audit, clock=self.clock,
@@ -340,6 +344,7 @@ class Daemon:
             await self.audit.flush()
         finally:
             self.audit.close()
+            self.store.close()
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:

@@ -2,14 +2,18 @@
 
 Persistence is two-phase so nothing slow stands before the first cancel:
 
-1. ``save(durable=False)``: write a temp file and ``rename`` it over the latch file. No
-   fsync: ~tens of µs, and the new content is in the kernel's page cache, so a crash of
-   *this process* (SIGKILL, OOM, exception) right after still restarts TRIPPED.
+1. ``mark_tripped(trip_id)``: one ``pwrite`` of a fixed-size record into ``latch.intent``,
+   a file opened at start-up. ~1 µs, no open/rename/fsync; the record is in the kernel's
+   page cache, so a crash of *this process* (SIGKILL, OOM, exception) right after still
+   restarts TRIPPED. (A full atomic save measured ~120 µs p50 here, with millisecond
+   tails when the audit flusher fsyncs on the same filesystem.)
 2. the cancel goes on the wire;
-3. ``sync()`` (in a worker thread): fsync the file and its directory, so the latch also
-   survives power loss.
+3. ``save(durable=True)`` in a worker thread: the full ``latch.json`` (trips, scopes) is
+   written to a temp file, fsync'd and renamed; then the intent file is fsync'd too.
 
-A latch file that exists but cannot be parsed is treated as TRIPPED (fail closed).
+Loading: ``latch.json`` is the record; an intent naming a trip newer than it means a trip
+whose details were not saved yet: TRIPPED, scope everything (fail closed). A latch file
+that exists but cannot be parsed is treated as TRIPPED as well.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import orjson
 from killswitch.model import CancelScope, Side
 
 LATCH_FILE = "latch.json"
+INTENT_FILE = "latch.intent"
+INTENT_RECORD_BYTES = 128
 FORMAT_VERSION = 1
 
 
@@ -153,23 +159,75 @@ class LatchStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / LATCH_FILE
+        self.intent_path = self.state_dir / INTENT_FILE
+        self._intent_fd: int | None = None
 
+    # ---- fast path ---------------------------------------------------------------------
+    def open_intent(self) -> None:
+        if self._intent_fd is None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._intent_fd = os.open(self.intent_path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        if self._intent_fd is not None:
+            os.close(self._intent_fd)
+            self._intent_fd = None
+
+    def _write_intent(self, state: str, trip_id: int, ts_wall_ms: int) -> None:
+        self.open_intent()
+        rec = orjson.dumps({"state": state, "trip_id": trip_id, "ts_wall_ms": ts_wall_ms})
+        os.pwrite(self._intent_fd, rec.ljust(INTENT_RECORD_BYTES - 1) + b"\n", 0)
+
+    def mark_tripped(self, trip_id: int, ts_wall_ms: int) -> None:
+        """Phase 1 of a trip: ~1 µs, survives a crash of this process."""
+        self._write_intent("tripped", trip_id, ts_wall_ms)
+
+    # ---- full record -------------------------------------------------------------------
     def load(self) -> Latch:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return Latch()
+            latch = Latch()
+        else:
+            try:
+                latch = latch_from_bytes(data)
+            except Exception as exc:  # corrupt latch: fail closed, everything in scope
+                return Latch(state=LatchState.TRIPPED,
+                             corrupt_reason=f"unreadable latch file: {type(exc).__name__}: {exc}")
+        intent = self._read_intent()
+        if intent is not None and intent.get("state") == "tripped" and int(intent["trip_id"]) >= latch.next_trip_id:
+            # A trip went out (cancels may be on the wire) before its details were saved.
+            latch.state = LatchState.TRIPPED
+            latch.next_trip_id = int(intent["trip_id"]) + 1
+            latch.corrupt_reason = f"trip {intent['trip_id']} recovered from the trip intent (details not saved)"
+        return latch
+
+    def _read_intent(self) -> dict | None:
         try:
-            return latch_from_bytes(data)
-        except Exception as exc:  # corrupt latch: fail closed, everything in scope
-            return Latch(state=LatchState.TRIPPED, corrupt_reason=f"unreadable latch file: {type(exc).__name__}: {exc}")
+            raw = self.intent_path.read_bytes().strip()
+        except FileNotFoundError:
+            return None
+        if not raw:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {"state": "tripped", "trip_id": 1 << 62}  # unreadable intent: fail closed
 
     def save(self, latch: Latch, *, durable: bool) -> None:
+        self.save_bytes(latch_to_bytes(latch), durable=durable)
+        if not latch.tripped:
+            self._write_intent("armed", latch.next_trip_id - 1, 0)
+            if durable:
+                os.fsync(self._intent_fd)
+
+    def save_bytes(self, data: bytes, *, durable: bool) -> None:
+        """Atomic write of a serialised latch (callable from a worker thread)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, latch_to_bytes(latch))
+            os.write(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -177,15 +235,8 @@ class LatchStore:
         os.replace(tmp, self.path)
         if durable:
             self.sync_dir()
-
-    def sync(self) -> None:
-        """fsync the latch file and its directory (phase 2 of a trip)."""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.sync_dir()
+            if self._intent_fd is not None:
+                os.fsync(self._intent_fd)
 
     def sync_dir(self) -> None:
         fd = os.open(self.state_dir, os.O_RDONLY)

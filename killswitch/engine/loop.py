@@ -21,7 +21,7 @@ import trio
 
 from killswitch.audit import AuditLog
 from killswitch.clock import Clock
-from killswitch.engine.latch import Latch, LatchStore, TripRecord, scope_to_dict
+from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_bytes, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
 from killswitch.engine.state import BookState
 from killswitch.model import (
@@ -326,13 +326,14 @@ class Engine:
         rec = self.latch.trip(rule=rule, kind=kind, reason=reason, observed=observed, threshold=threshold,
                               scope=scope, source=source, ts_wall_ms=self.clock.wall_ms())
         self.trip_started_s[rec.trip_id] = now
-        # Phase 1 of persistence: page cache only (survives a process crash), then cancel.
+        # Phase 1 of persistence: ~1 µs into the page cache (survives a process crash);
+        # the full record is written and fsync'd after the first cancel is on the wire.
         try:
-            self.store.save(self.latch, durable=False)
+            self.store.mark_tripped(rec.trip_id, rec.ts_wall_ms)
             persisted = True
         except OSError as exc:
             persisted = False
-            self._alarm("latch_persist", f"cannot write latch file: {exc}")
+            self._alarm("latch_persist", f"cannot write latch intent: {exc}")
         self.counters.trips += 1
         for venue in self._venues_in(scope):
             prog = self.progress.get(venue)
@@ -355,7 +356,8 @@ class Engine:
                      venues=sorted(v for v, p in self.progress.items() if p.trip_id == rec.trip_id),
                      dry_run=self.dry_run)
         if persisted:
-            self.executor.spawn_sync(self.store.sync)
+            data = latch_to_bytes(self.latch)  # serialised now, written in a worker thread
+            self.executor.spawn_sync(lambda: self.store.save_bytes(data, durable=True))
 
     # ------------------------------------------------------------------ cancelling
     def _next_job_id(self) -> int:
