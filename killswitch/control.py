@@ -503,7 +503,7 @@ class ControlServer:
         return reply
 
     def _debug_wedge(self, req: dict, peer: PeerCred) -> dict:
-        """TEST HOOK (docs/operations.md "Testing the watchdog"): wedge the engine task.
+        """TEST HOOK (README "Testing the watchdog"): wedge the engine task.
 
         Enabled only when the daemon was started with KILLSWITCH_ENABLE_DEBUG_OPS=1. The next
         event the engine handles blocks synchronously for ``seconds`` (as a rule stuck in a

@@ -3,7 +3,7 @@
 Prints its URLs, a freshly generated test account (these credentials exist only inside
 this simulator process, which is why printing them is fine here and nowhere else) and a
 YAML venue snippet to paste into a killswitch config; then serves until Ctrl-C / SIGTERM.
-The admin API (``/admin/...``) is documented in docs/oxfun.md, docs/vertex-nado.md and
+The admin API (``/admin/...``) is documented in the README (venue sections) and
 summarised in docs/demo-and-benchmarks.md.
 """
 

@@ -1,6 +1,6 @@
 """drawdown: trip when equity falls too far below its peak.
 
-Semantics (see docs/config.md for the YAML):
+Semantics (see README "Configuration reference"):
 
 - One equity series per venue (``EquityObserved``); the rule breaches if any covered venue
   breaches. With ``aggregate: true`` there is one series instead: the sum of the latest

@@ -1,4 +1,4 @@
-"""EquityBook: exact Decimal math per docs/oxfun.md."""
+"""EquityBook: exact Decimal math per README "Venue: OX.FUN"."""
 
 from decimal import Decimal as D
 

@@ -1,4 +1,4 @@
-"""Pure account-equity book for OX.FUN (Decimal only; see docs/oxfun.md "Equity").
+"""Pure account-equity book for OX.FUN (Decimal only; see README "Venue: OX.FUN", Equity).
 
 equity_OX = sum_assets(total_a * price_OX(a)) + sum_positions(upnl_p)
 

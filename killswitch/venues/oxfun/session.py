@@ -5,7 +5,7 @@ over REST, then a reader that only reads, stamps, parses and forwards. Cancels b
 over the open websocket (``cancelorders``, <= 20 per frame, paced under 50 msg/s);
 bulk cancels are REST ``DELETE /v3/orders/cancel-all`` (there is no WS cancel-all). When
 the websocket is down, by-id cancels fall back to REST ``DELETE /v3/orders/cancel``
-(<= 8 orders per request). See docs/oxfun.md.
+(<= 8 orders per request). See README "Venue: OX.FUN".
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ It enforces what the real venue does (oxfun.md §10): Welcome+nonce greeting, HM
 authenticated socket of the account, cancel-all over REST with the ``CANCEL`` event, and
 REST signing (§7.1) with a timestamp window and 429 above 100 req/s per IP.
 
-Design choices where the venue is undocumented (see docs/oxfun.md "Simulator"):
+Design choices where the venue is undocumented (see README "Venue: OX.FUN"):
 - private op or private subscription before login -> failure envelope, code ``05001``
   ("Your operation authority is invalid"), configurable via ``unauth_code``;
 - REST bad signature -> HTTP 401 ``{"success":false,"code":"20000"}``; unknown key 20025;
