@@ -282,8 +282,9 @@ async def kill9_midtrip_then_restart(tmp_path: Path, *, venue_yaml: str, env: di
     finally:
         proc.kill()
     assert open_count() == n0  # the kill landed mid-trip: nothing cancelled yet
-    latch = orjson.loads((tmp_path / "state" / "latch.json").read_bytes())
-    assert latch["state"] == "tripped", latch
+    from killswitch.engine.latch import LatchStore
+
+    assert LatchStore(tmp_path / "state").load().tripped  # what the next start will see
     release_cancels()
     await place_more()
     assert open_count() > n0

@@ -449,5 +449,6 @@ def _check_restart_audit(recs, venue):
     # startup_tripped record names the trip that was in flight.
     assert all(r["event"] != "flat" for r in first)
     st = next(r for r in second if r["event"] == "startup_tripped")
-    assert st["trips"] == [1], st
+    # (full trip record, or, if killed before latch.json was written, the pre-opened trip intent)
+    assert st["trips"] == [1] or "trip 1" in st.get("reason", ""), st
     assert any(r["event"] == "cancel_sent" and r.get("venue") == venue for r in second)
