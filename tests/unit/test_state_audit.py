@@ -65,3 +65,13 @@ async def test_audit_appends_fsyncs_and_never_prints_secrets(tmp_path):
         audit2.record("daemon_start")
         audit2.close()
         assert len(read_audit(path)) == 3
+
+
+def test_records_reach_the_file_before_any_flush(tmp_path):
+    """write() happens in record(): a SIGKILL right after loses nothing (fsync comes later)."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, wall_ms=lambda: 1)
+    audit.open()
+    audit.record("cancel_sent", venue="v", nonce="1")
+    assert [r["event"] for r in read_audit(path)] == ["cancel_sent"]  # no flush, no close yet
+    audit.close()
