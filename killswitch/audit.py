@@ -21,6 +21,13 @@ import orjson
 import trio
 
 
+# Group commit: the flusher waits this long after a wake-up before its fsync. Records are
+# already in the page cache (written by record()), so this only delays power-loss
+# durability by milliseconds, and it keeps the worker-thread hand-off off the trip path
+# (profiled: 26% of the main thread during trips when every record woke the flusher).
+GROUP_COMMIT_S = 0.005
+
+
 def _default(obj: Any) -> Any:
     # Decimal, enums, frozensets, dataclasses-with-slots: render readably, never fail.
     if isinstance(obj, (set, frozenset)):
@@ -105,6 +112,7 @@ class AuditLog:
         try:
             while True:
                 await self._wakeup.wait()
+                await trio.sleep(GROUP_COMMIT_S)
                 self._wakeup = trio.Event()
                 await self.flush()
         finally:

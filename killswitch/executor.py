@@ -161,6 +161,9 @@ class Executor:
             for r in results:
                 await self.send.send(r)
 
+        if len(plan.steps) == 1:
+            await run_step(plan.steps[0])  # inline: one task hop less before the first send
+            return
         async with trio.open_nursery() as nursery:
             for step in plan.steps:
                 nursery.start_soon(run_step, step)
