@@ -4,7 +4,7 @@ Prints its URLs, a freshly generated test account (these credentials exist only 
 this simulator process, which is why printing them is fine here and nowhere else) and a
 YAML venue snippet to paste into a killswitch config; then serves until Ctrl-C / SIGTERM.
 The admin API (``/admin/...``) is documented in the README (venue sections) and
-summarised in docs/demo-and-benchmarks.md.
+summarised in README "Demo, simulators and benchmarks".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ OX.FUN frames shaped like real ones (right keys, hostile values), the config loa
 *valid* configs, and a nonce property over long runs. Parsers may only return typed results or
 raise their typed errors (``WireError`` / ``ConfigError``); anything else is a bug.
 
-Already covered elsewhere (referenced in docs/reliability.md): tests/unit/test_oxfun_wire.py
+Already covered elsewhere (referenced in README "Reliability and security"): tests/unit/test_oxfun_wire.py
 (parse_frame on random JSON/text), tests/unit/test_vertex_wire.py (stream/response/query
 parsers), tests/unit/test_config.py (random text, structured mutations), tests/unit/test_vertex_signing.py
 (fast signer == eth-account typed-data signer, every struct), tests/unit/test_vertex_nonce.py.
