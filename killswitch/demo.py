@@ -34,10 +34,8 @@ from killswitch.demo_report import PeakTracker, Printer, TripFigures, figures_fr
 from killswitch.demo_world import (
     NADO_ENTRY_PRICE,
     NADO_PRODUCT,
-    NADO_VENUE,
     OX_ENTRY_PRICE,
     OX_MARKET,
-    OX_VENUE,
     DemoAccounts,
     DemoPaths,
     create_accounts,

@@ -85,7 +85,6 @@ class Executor:
 
     # ---- jobs ------------------------------------------------------------------------
     async def _run_job(self, job: CancelJob, first_sent: trio.Event) -> None:
-        timed_out = False
         try:
             with trio.move_on_after(self.deadline_s, shield=True) as scope:
                 if job.plan is not None:
@@ -97,7 +96,6 @@ class Executor:
                     await self._verify(job)
                     await self.send.send(CancelJobFinished(job.venue, job.job_id, False, self.clock.monotonic_s()))
             if scope.cancelled_caught:
-                timed_out = True
                 log.error("cancel_job_deadline", venue=job.venue, job_id=job.job_id, deadline_s=self.deadline_s)
                 self.audit.record("cancel_job_deadline", venue=job.venue, job_id=job.job_id,
                                   trip_id=job.trip_id, deadline_s=self.deadline_s)

@@ -13,7 +13,6 @@ The trip path is ordered so nothing slow stands before the first cancel:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Callable, Iterable, Sequence
 
 import structlog
@@ -418,7 +417,6 @@ class Engine:
 
     def _on_cancel_completed(self, ev: CancelCompleted, now: float) -> None:
         self.counters.cancel_requests += 1
-        prog = self.progress.get(ev.venue)
         if ev.outcome not in ("ok", "dry_run"):
             self.counters.cancel_failures += 1
             log.warning("cancel_not_ok", venue=ev.venue, verb=ev.verb, outcome=ev.outcome, code=ev.code,
@@ -636,6 +634,3 @@ class Engine:
     def all_flat(self) -> bool:
         return bool(self.progress) and all(p.flat for p in self.progress.values())
 
-
-def decimal_str(d: Decimal | None) -> str | None:
-    return None if d is None else format(d, "f")

@@ -51,7 +51,7 @@ from killswitch.venues.base import (
     VenueRejected,
 )
 from killswitch.venues.oxfun import wire
-from killswitch.venues.oxfun.equity import EQUITY_ASSET, EquityBook
+from killswitch.venues.oxfun.equity import EquityBook
 
 CAPABILITIES = VenueCapabilities(
     cancel_all_cost=1,  # one REST request
