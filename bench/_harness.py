@@ -1,7 +1,12 @@
-"""In-process benchmark harness: a simulated venue + the real Daemon on loopback websockets.
+"""Benchmark harness: a simulated venue + the real daemon on loopback websockets.
 
-Sim and daemon share one trio run (one thread), so the sim's hook timestamps
-(``trio.current_time()``) and the daemon's are on the same clock.
+Two shapes:
+
+* ``proc_rig`` (the default for the figures): the sim and its probe run in this process, the
+  daemon runs as ``killswitch run`` in a child process (bench/_daemon_proc.py) on the other
+  core, and is observed through its control socket. Latency stamps are all taken here.
+* ``rig``: sim and Daemon share one trio run (one thread); used where a benchmark needs the
+  daemon's internals (the offline parse/engine costs) and as the pessimistic comparison.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from killswitch.logs import configure_logging
 from killswitch.model import ResetCommand, TripCommand
 from killswitch.venues.oxfun.sim import OxfunSim
 from killswitch.venues.vertex.sim import VertexSim
+
+from _daemon_proc import DaemonProcess, daemon_process
 
 OX_MARKET = "BTC-USD-SWAP-LIN"
 NADO_PRODUCT = 2
@@ -136,3 +143,59 @@ async def rig(kind: str, rules_yaml: str, *, tick: str = "100ms", handle_signals
             nursery.cancel_scope.cancel()
     finally:
         log_file.close()
+
+
+@dataclass(slots=True)
+class ProcRig:
+    """A sim in this process + the daemon in a child process (see module docstring)."""
+
+    kind: str  # oxfun | nado
+    daemon: DaemonProcess
+    venue: str
+    ox: OxfunSim | None = None
+    nado: VertexSim | None = None
+    ox_key: str = ""
+    nado_sender: str = ""
+
+    sim_open = Rig.sim_open
+    place = Rig.place
+    wait = Rig.wait
+
+    async def rearm(self) -> None:
+        """Wait for flat (daemon's verified belief and the sim's book), then reset the latch."""
+        st = await self.daemon.status()
+        if st["state"] != "tripped" and self.sim_open() > 0:
+            await self.daemon.trip("bench cleanup")
+        await self.wait(lambda: self.sim_open() == 0)
+        await self.daemon.wait_status(
+            lambda st: st["state"] == "tripped"
+            and all(v["cancel_state"] == "flat" for v in st["venues"].values()))
+        reply = await self.daemon.reset()
+        assert reply["ok"], reply
+
+
+@asynccontextmanager
+async def proc_rig(kind: str, rules_yaml: str, *, tick: str = "100ms", pin: bool = True,
+                   module: str = "killswitch.cli") -> AsyncIterator[ProcRig]:
+    async with trio.open_nursery() as nursery:
+        if kind == "oxfun":
+            ox = OxfunSim()
+            await nursery.start(ox.serve, "127.0.0.1")
+            key, secret = ox.add_account()
+            env = {"BENCH_OX_KEY": key, "BENCH_OX_SECRET": secret}
+            venue = "ox-bench"
+            venues = ox_venue_yaml(venue, ox, "BENCH_OX")
+            r_kwargs: dict[str, Any] = {"ox": ox, "ox_key": key}
+        else:
+            nado = VertexSim(flavour="nado")
+            await nursery.start(nado.serve, "127.0.0.1")
+            sub = nado.create_subaccount()
+            nado.set_balances(sub["sender"], spot={0: "100000"})
+            env = {"BENCH_NADO_KEY": sub["private_key"]}
+            venue = "nado-bench"
+            venues = nado_venue_yaml(venue, nado, "BENCH_NADO")
+            r_kwargs = {"nado": nado, "nado_sender": sub["sender"]}
+        text = DAEMON_YAML.replace("{tick}", tick).replace("{venues}", venues).replace("{rules}", rules_yaml)
+        async with daemon_process(text, env, pin=pin, module=module) as dp:
+            yield ProcRig(kind, dp, venue, **r_kwargs)
+        nursery.cancel_scope.cancel()

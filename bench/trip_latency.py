@@ -27,7 +27,7 @@ import statistics
 
 import trio
 
-from _harness import Rig, rig
+from _harness import ProcRig, Rig, proc_rig, rig
 from _stats import Summary, reproduce_line, summarize, verdict
 
 RULES = """
@@ -139,17 +139,22 @@ async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[fl
     return out
 
 
-async def signal_trips(r: Rig, n: int, misses: list[int]) -> list[float]:
+async def signal_trips(r, n: int, misses: list[int]) -> list[float]:
     probe = Probe(r)
-    engine = r.daemon.engine
     out = []
     for i in range(n):
         await r.place(1, start_level=i)
-        venue = next(iter(engine.state.venues()))
-        await r.wait(lambda: len(engine.state.book(venue).orders) == 1)
+        if isinstance(r, ProcRig):
+            await r.daemon.wait_status(lambda st: st["venues"][r.venue]["open_orders"] == 1)
+            pid = r.daemon.pid
+        else:
+            engine = r.daemon.engine
+            venue = next(iter(engine.state.venues()))
+            await r.wait(lambda: len(engine.state.book(venue).orders) == 1)
+            pid = os.getpid()
         probe.start_round()
         t0 = trio.current_time()
-        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(pid, signal.SIGUSR1)
         with trio.move_on_after(MISS_AFTER_S):
             await r.wait(lambda: probe.first_cancel_after(t0) is not None)
         t_cancel = probe.first_cancel_after(t0)
@@ -161,8 +166,10 @@ async def signal_trips(r: Rig, n: int, misses: list[int]) -> list[float]:
     return out
 
 
-async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_misses: list[int]) -> tuple[list[float], list[float]]:
-    async with rig(kind, RULES, handle_signals=signal_n > 0) as r:
+async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_misses: list[int],
+                  inproc: bool) -> tuple[list[float], list[float]]:
+    ctx = rig(kind, RULES, handle_signals=signal_n > 0) if inproc else proc_rig(kind, RULES)
+    async with ctx as r:
         await rule_trips(r, 20, [])  # warm-up: imports, first signatures, caches
         gc.collect()
         rule = await rule_trips(r, trips, misses)
@@ -177,6 +184,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--signal-trips", type=int, default=200, help="SIGUSR1 trips per run (0: skip)")
     ap.add_argument("--pace", type=float, default=0.0, help="seconds between trips (rate budgets)")
+    ap.add_argument("--inproc", action="store_true",
+                    help="daemon in this process and trio run (default: `killswitch run` child process)")
     args = ap.parse_args()
     PACE_S[0] = args.pace
     venues = ["oxfun", "nado"] if args.venue == "both" else [args.venue]
@@ -190,7 +199,7 @@ def main() -> int:
         for k in range(args.runs):
             misses: list[int] = []
             sig_misses: list[int] = []
-            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses)
+            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses, args.inproc)
             total_sig_misses += len(sig_misses)
             total_misses += len(misses)
             runs.append(summarize(rule))

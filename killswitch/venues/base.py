@@ -146,58 +146,84 @@ class RateBudget:
 
     Pure: callers pass ``now_s``. ``reserve`` weight is kept back from ordinary spending so
     cancels can always be charged (``for_cancel=True`` may use it).
+
+    Each window keeps its own queue of (time, weight) and a running sum, so checking and
+    charging are O(1) amortised however many requests the longest window holds (a 5-minute
+    REST window fills with thousands); only ``wait_s`` on an exhausted window walks it.
     """
 
-    __slots__ = ("_limits", "_events", "_reserve")
+    __slots__ = ("_windows", "_reserve")
 
     def __init__(self, limits: Sequence[tuple[float, int]], *, reserve: int = 0) -> None:
-        self._limits = tuple((float(w), int(cap)) for w, cap in limits)
-        self._events: deque[tuple[float, int]] = deque()
+        self._windows = tuple(_Window(float(w), int(cap)) for w, cap in limits)
         self._reserve = reserve
 
-    def _expire(self, now_s: float) -> None:
-        horizon = max(w for w, _ in self._limits)
-        ev = self._events
-        while ev and ev[0][0] <= now_s - horizon:
-            ev.popleft()
+    def _window(self, window_s: float) -> "_Window":
+        for win in self._windows:
+            if win.window_s == window_s:
+                return win
+        raise ValueError(f"no {window_s}s window in this budget")
 
     def used(self, window_s: float, now_s: float) -> int:
-        self._expire(now_s)
-        return sum(w for t, w in self._events if t > now_s - window_s)
+        win = self._window(float(window_s))
+        win.expire(now_s)
+        return win.total
 
     def available(self, now_s: float, *, for_cancel: bool = True) -> int:
-        self._expire(now_s)
         keep = 0 if for_cancel else self._reserve
-        return min(cap - self.used(w, now_s) for w, cap in self._limits) - keep
+        best: int | None = None
+        for win in self._windows:
+            win.expire(now_s)
+            free = win.cap - win.total
+            if best is None or free < best:
+                best = free
+        return (0 if best is None else best) - keep
 
     def try_charge(self, weight: int, now_s: float, *, for_cancel: bool = True) -> bool:
         if weight > self.available(now_s, for_cancel=for_cancel):
             return False
-        self._events.append((now_s, weight))
+        self.charge(weight, now_s)
         return True
 
     def charge(self, weight: int, now_s: float) -> None:
         """Record weight spent regardless of limits (what the venue will count anyway)."""
-        self._events.append((now_s, weight))
+        for win in self._windows:
+            win.events.append((now_s, weight))
+            win.total += weight
 
     def wait_s(self, weight: int, now_s: float) -> float:
         """Seconds until ``weight`` fits in every window (0 if it fits now)."""
-        self._expire(now_s)
         worst = 0.0
-        for window_s, cap in self._limits:
-            inside = [(t, w) for t, w in self._events if t > now_s - window_s]
-            excess = sum(w for _, w in inside) + weight - cap
+        for win in self._windows:
+            win.expire(now_s)
+            excess = win.total + weight - win.cap
             if excess <= 0:
                 continue
             freed = 0
-            for t, w in inside:
+            for t, w in win.events:
                 freed += w
                 if freed >= excess:
-                    worst = max(worst, t + window_s - now_s)
+                    worst = max(worst, t + win.window_s - now_s)
                     break
             else:
                 return float("inf")  # never fits (weight > cap)
         return worst
+
+
+class _Window:
+    __slots__ = ("window_s", "cap", "events", "total")
+
+    def __init__(self, window_s: float, cap: int) -> None:
+        self.window_s = window_s
+        self.cap = cap
+        self.events: deque[tuple[float, int]] = deque()
+        self.total = 0
+
+    def expire(self, now_s: float) -> None:
+        ev = self.events
+        horizon = now_s - self.window_s
+        while ev and ev[0][0] <= horizon:
+            self.total -= ev.popleft()[1]
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""`killswitch run` with trip-path trace points, for bench/trace_trip.py (never used in production).
+
+Wraps a few functions of the daemon's classes so each stage of a trip stamps
+``time.perf_counter()`` (CLOCK_MONOTONIC, the same clock in every process on Linux, so the
+benchmark process can line the stamps up with its own). Stamps are kept in memory and
+written as JSON lines to ``$KS_TRACE_OUT`` when the daemon exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import time
+
+import orjson
+
+STAMPS: list[tuple[str, float]] = []
+
+
+def _stamp(label: str) -> None:
+    STAMPS.append((label, time.perf_counter()))
+
+
+def _dump() -> None:
+    out = os.environ.get("KS_TRACE_OUT")
+    if out:
+        with open(out, "wb") as f:
+            f.write(orjson.dumps(STAMPS))
+
+
+def install() -> None:
+    import trio
+
+    from killswitch.engine.loop import Engine
+    from killswitch.executor import Executor
+    from killswitch.venues.oxfun import wire as ox_wire
+    from killswitch.venues.oxfun.session import OxfunSession
+
+    orig_recv = trio.SocketStream.receive_some
+
+    async def receive_some(self, max_bytes=None):
+        data = await orig_recv(self, max_bytes)
+        if data and b"OrderOpened" in data:
+            _stamp("a_socket_read")
+        return data
+
+    trio.SocketStream.receive_some = receive_some
+
+    orig_parse = ox_wire.parse_frame
+
+    def parse_frame(text, *a, **k):
+        if '"OrderOpened"' in text:
+            _stamp("b_session_got_message")
+        return orig_parse(text, *a, **k)
+
+    ox_wire.parse_frame = parse_frame
+
+    def wrap_sync(cls, name, label):
+        orig = getattr(cls, name)
+
+        def w(*a, **k):
+            _stamp(label + "_in")
+            try:
+                return orig(*a, **k)
+            finally:
+                _stamp(label + "_out")
+
+        setattr(cls, name, w)
+
+    def wrap_async(cls, name, label, pred=None):
+        orig = getattr(cls, name)
+
+        async def w(*a, **k):
+            hit = pred is None or pred(*a, **k)
+            if hit:
+                _stamp(label + "_in")
+            try:
+                return await orig(*a, **k)
+            finally:
+                if hit:
+                    _stamp(label + "_out")
+
+        setattr(cls, name, w)
+
+    wrap_sync(Engine, "_trip", "d_engine_trip")
+    wrap_sync(Engine, "_start_round", "e_start_round")
+    wrap_sync(Executor, "submit", "f_executor_submit")
+    wrap_async(Executor, "_run_job", "g_job")
+    wrap_async(OxfunSession, "_ws_send", "h_ws_send", lambda self, live, text: "cancelorder" in text)
+
+    orig_handle = Engine.handle
+
+    def handle(self, ev):
+        if type(ev).__name__ == "OrderOpened":
+            _stamp("c_engine_handle")
+        return orig_handle(self, ev)
+
+    Engine.handle = handle
+
+    if os.environ.get("KS_TRACE_SPIN"):
+        orig_run = Engine.run
+
+        async def run(self, receive, *, task_status=trio.TASK_STATUS_IGNORED):
+            async def spin():
+                while True:
+                    await trio.sleep(0)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(spin)
+                await orig_run(self, receive, task_status=task_status)
+
+        Engine.run = run
+
+
+def main() -> None:
+    install()
+    atexit.register(_dump)
+    from killswitch.cli import entry
+
+    sys.argv = ["killswitch"] + sys.argv[1:]
+    entry()
+
+
+if __name__ == "__main__":
+    main()

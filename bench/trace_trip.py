@@ -1,0 +1,76 @@
+"""Where the OX.FUN trip latency goes: per-stage breakdown, daemon in its own process.
+
+Same rounds as trip_latency.py (two orders, rule ``max_open_orders: max 1``), but the daemon
+child is bench/_trace_child.py (``killswitch run`` with trace points). For every trip the
+stages are placed on the sim's clock (both processes read CLOCK_MONOTONIC) relative to the
+sim writing the breaching frame, and the median of each stage is printed.
+
+    .venv/bin/python bench/trace_trip.py [--trips 300] [--pace 0.025]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import orjson
+import trio
+
+from _harness import proc_rig
+from _stats import reproduce_line
+from trip_latency import RULES, Probe
+
+
+async def run(trips: int, pace_s: float, out_path: str, rows: list) -> None:
+    os.environ["KS_TRACE_OUT"] = out_path
+    windows = []
+    async with proc_rig("oxfun", RULES, module="_trace_child") as r:
+        off = trio.current_time() - time.perf_counter()
+        probe = Probe(r)
+        for i in range(trips + 20):
+            probe.start_round()
+            await r.place(2, start_level=i)
+            await r.wait(lambda: len(probe.open_writes) >= 2)
+            tb = probe.open_writes[1]
+            await r.wait(lambda: probe.first_cancel_after(tb) is not None)
+            tc = probe.first_cancel_after(tb)
+            if i >= 20:
+                windows.append((probe.open_writes[0] - off, tb - off, tc - off))
+            await r.rearm()
+            await trio.sleep(pace_s)
+    stamps = orjson.loads(open(out_path, "rb").read())
+    j = 0
+    for t_first, tb, tc in windows:
+        row = {"z_sim_read_cancel": tc - tb}
+        while j < len(stamps) and stamps[j][1] < t_first:
+            j += 1
+        k = j
+        while k < len(stamps) and stamps[k][1] <= tc + 0.0005:
+            label, t = stamps[k]
+            row.setdefault(label, t - tb)  # first occurrence after the first push of the round
+            k += 1
+        rows.append(row)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trips", type=int, default=300)
+    ap.add_argument("--pace", type=float, default=0.025)
+    args = ap.parse_args()
+    out = tempfile.mktemp(prefix="ks-trace-", suffix=".json")
+    rows: list = []
+    trio.run(run, args.trips, args.pace, out, rows)
+    labels = sorted({k for r in rows for k in r}, key=lambda k: statistics.median(r[k] for r in rows if k in r))
+    print(f"{len(rows)} trips; stage times relative to the sim writing the breaching frame (median, p90):")
+    for k in labels:
+        v = sorted(r[k] for r in rows if k in r)
+        print(f"  {k:26s} {statistics.median(v) * 1e6:8.1f} us  p90 {v[int(len(v) * 0.9)] * 1e6:8.1f} us  n={len(v)}")
+    print(reproduce_line())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
