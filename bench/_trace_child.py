@@ -98,6 +98,23 @@ def install() -> None:
 
     Engine.handle = handle
 
+    if os.environ.get("KS_TRACE_TASKS"):
+        # Every task step and I/O wait, to see what runs between two trace points.
+        class Steps(trio.abc.Instrument):
+            def before_task_step(self, task):
+                STAMPS.append(("step:" + task.name.rsplit(".", 1)[-1], time.perf_counter()))
+
+            def before_io_wait(self, timeout):
+                STAMPS.append((f"io_wait:{timeout:.4f}", time.perf_counter()))
+
+        orig_run_eng = Engine.run
+
+        async def run_with_instrument(self, receive, *, task_status=trio.TASK_STATUS_IGNORED):
+            trio.lowlevel.add_instrument(Steps())
+            await orig_run_eng(self, receive, task_status=task_status)
+
+        Engine.run = run_with_instrument
+
     if os.environ.get("KS_TRACE_SPIN"):
         orig_run = Engine.run
 

@@ -43,6 +43,13 @@ async def run(trips: int, pace_s: float, out_path: str, rows: list) -> None:
             await trio.sleep(pace_s)
     stamps = orjson.loads(open(out_path, "rb").read())
     j = 0
+    if os.environ.get("KS_TRACE_TASKS"):
+        # print the full step sequence of a few trips
+        for t_first, tb, tc in windows[-3:]:
+            print("---- trip")
+            for label, t in stamps:
+                if tb - 0.0003 <= t <= tc + 0.0002:
+                    print(f"  {(t - tb) * 1e6:8.1f} us  {label}")
     for t_first, tb, tc in windows:
         row = {"z_sim_read_cancel": tc - tb}
         while j < len(stamps) and stamps[j][1] < t_first:

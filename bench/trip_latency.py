@@ -40,35 +40,81 @@ RULES = """
 TARGETS_MS = {"oxfun": (0.5, 2.0), "nado": (0.7, 3.0)}  # (p50, p99)
 
 
-class Probe:
-    """Collects (breach frame written, first cancel read) times from the sim.
+class StampedStream(trio.abc.HalfCloseableStream):
+    """The sim's side of the daemon's TCP stream, stamping at the socket boundary.
 
-    The sims' own "written" hooks (OxfunSim.on_push_written, VertexSim.stream_write_log) fire
-    after the awaited write returns, i.e. after a trio checkpoint: by then the daemon may
-    already have read the frame, tripped and sent the cancel, so those stamps can come out
-    *later* than the cancel. The probe therefore stamps immediately before the write call
-    (wrapping the sim instance's send path; the sim files are not modified). That includes
-    the sim's own frame encoding (and, for Nado, permessage-deflate) in the figure:
-    conservative. Cancel reads use the sims' hooks (stamped when the request is parsed).
+    ``send_all`` stamps immediately before the bytes of a breaching frame are handed to the
+    kernel; ``receive_some`` stamps as soon as bytes come back from the kernel. The figure
+    is then the daemon's part (plus loopback and wake-ups) with the sim's own websocket
+    encode/decode and dispatch left out on both ends.
     """
+
+    def __init__(self, inner, probe: "Probe") -> None:
+        self.inner = inner
+        self.probe = probe
+
+    async def send_all(self, data) -> None:
+        n = bytes(data).count(self.probe.breach_marker)
+        if n:
+            t = trio.current_time()
+            self.probe.open_writes.extend([t] * n)
+        await self.inner.send_all(data)
+
+    async def receive_some(self, max_bytes=None):
+        data = await self.inner.receive_some(max_bytes)
+        self.probe.last_read_s = trio.current_time()
+        return data
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class Probe:
+    """Collects (breach frame written, first cancel read) times, both taken in the sim.
+
+    OX.FUN: at the socket boundary of the daemon's connection (StampedStream): the breach
+    stamp right before the sim's ``send_all`` of the bytes holding the second OrderOpened;
+    the cancel stamp is the socket read that completed the first ``cancelorders`` frame,
+    i.e. the last ``receive_some`` return before the sim's cancel hook fired for it (a frame
+    split over two reads is stamped at the later one: conservative).
+
+    Nado: the breach stamp is taken right before the subscription endpoint's write call
+    (the sim's frame encoding and permessage-deflate included: conservative); cancel reads
+    come from the gateway's execute log (stamped when the request is parsed).
+    """
+
+    breach_marker = b'"OrderOpened"'
 
     def __init__(self, r: Rig) -> None:
         self.r = r
         self.open_writes: list[float] = []
         self.cancel_reads: list[float] = []
+        self.last_read_s = 0.0
         self._exec_mark = 0
         if r.ox is not None:
             r.ox.on_cancel_received = self._ox_cancel
-            orig_send = r.ox._send
-
-            async def timed_send(conn, text: str, _orig=orig_send) -> bool:
-                if '"OrderOpened"' in text:
-                    self.open_writes.append(trio.current_time())
-                return await _orig(conn, text)
-
-            r.ox._send = timed_send
+            self._wrap_ox_stream()
         else:
             self._wrap_nado_endpoints()
+
+    def _wrap_ox_stream(self) -> None:
+        acct = self.r.ox.accounts[self.r.ox_key]
+        for conn in self.r.ox._conns.values():
+            if conn.account is not acct:
+                continue
+            if isinstance(conn.ws._stream, StampedStream):
+                conn.ws._stream.probe = self
+            else:
+                conn.ws._stream = StampedStream(conn.ws._stream, self)
 
     def _wrap_nado_endpoints(self) -> None:
         for conn in list(self.r.nado._sub_conns):
@@ -86,11 +132,16 @@ class Probe:
             ep._bench_wrapped = True
 
     def _ox_cancel(self, t: float, tag: str | None, n: int) -> None:
-        self.cancel_reads.append(t)
+        # The read that was already pending when the stream got wrapped is not stamped; a
+        # stamp older than this round's breach write is that case: use the hook's own time.
+        fresh = self.open_writes and self.last_read_s >= self.open_writes[-1]
+        self.cancel_reads.append(self.last_read_s if fresh else t)
 
     def start_round(self) -> None:
         self.open_writes.clear()
         self.cancel_reads.clear()
+        if self.r.ox is not None:
+            self._wrap_ox_stream()  # a reconnect would bring a new connection
         if self.r.nado is not None:
             self._wrap_nado_endpoints()  # a reconnect would bring a new endpoint
             self._exec_mark = len(self.r.nado.execute_log)

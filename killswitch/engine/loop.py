@@ -7,7 +7,8 @@ decides, from the venue's own snapshots, when a venue is flat.
 
 The trip path is ordered so nothing slow stands before the first cancel:
 ``latch (page cache) -> executor.submit -> wait for the first request on the wire (bounded)
--> canonical log line, audit record, fsync of latch (worker thread)``.
+-> canonical log line, audit records (trip, then each cancel_plan), fsync of latch (worker
+thread)``.
 """
 
 from __future__ import annotations
@@ -334,6 +335,8 @@ class Engine:
             persisted = False
             self._alarm("latch_persist", f"cannot write latch intent: {exc}")
         self.counters.trips += 1
+        # Queued first so the audit reads trip, then each venue's cancel_plan (also deferred).
+        self._deferred.append(lambda: self._after_trip(rec, operator, persisted))
         for venue in self._venues_in(scope):
             prog = self.progress.get(venue)
             if prog is None or prog.flat or prog.job_id is None:
@@ -343,7 +346,6 @@ class Engine:
                 prog.scope = prog.scope.union(scope)
                 prog.trip_id = rec.trip_id
             self._start_round(venue, prog, now, purpose="trip")
-        self._deferred.append(lambda: self._after_trip(rec, operator, persisted))
 
     def _after_trip(self, rec: TripRecord, operator: str, persisted: bool) -> None:
         self.audit.record("trip", trip_id=rec.trip_id, rule=rec.rule, rule_kind=rec.kind, reason=rec.reason,
@@ -388,8 +390,16 @@ class Engine:
             prog.job_id = job.job_id
             if self.dry_run:
                 prog.dry_run_done = True
-            self.audit.record("cancel_plan", venue=venue, trip_id=prog.trip_id, job_id=job.job_id,
-                              round=prog.round_no, purpose=purpose, plan=plan.describe(), dry_run=self.dry_run)
+            trip_id, round_no = prog.trip_id, prog.round_no
+
+            def record() -> None:
+                self.audit.record("cancel_plan", venue=venue, trip_id=trip_id, job_id=job.job_id,
+                                  round=round_no, purpose=purpose, plan=plan.describe(), dry_run=self.dry_run)
+
+            if purpose == "trip":
+                self._deferred.append(record)  # after the first cancel is on the wire
+            else:
+                record()
         else:
             prog.verify_job_id = job.job_id
         first_sent = self.executor.submit(job)
