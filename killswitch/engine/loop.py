@@ -52,6 +52,7 @@ log = structlog.get_logger("killswitch.engine")
 
 FEED_ALARM_AFTER_S = 15.0  # a venue down (or never up) this long alarms even without a rule
 FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the first cancel send
+DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
 
@@ -186,6 +187,16 @@ class Engine:
         task_status.started()
         async for ev in receive:
             self.handle(ev)
+            # Drain what is already queued without a scheduler round per event; stop at a
+            # trip (first-send wait, deferred work) and after DRAIN_MAX events (fairness).
+            for _ in range(DRAIN_MAX):
+                if self._first_sent or self._deferred:
+                    break
+                try:
+                    ev = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                self.handle(ev)
             if self._first_sent:
                 # Let the executor put the first cancel on the wire before bookkeeping.
                 waits, self._first_sent = self._first_sent, []

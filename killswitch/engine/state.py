@@ -119,6 +119,16 @@ class BookState:
 
     def apply(self, ev: object, now_s: float) -> bool:
         """Apply one event. Returns True when an order was newly added (sweep candidate)."""
+        t = type(ev)
+        if t is OrderOpened:  # the two events of a busy order feed, first
+            b = self.book(ev.order.venue)
+            b.last_seen_s = now_s
+            return self._add(b, ev.order)
+        if t is OrderClosed:
+            b = self.book(ev.venue)
+            b.last_seen_s = now_s
+            self._remove(b, ev.venue_order_id)
+            return False
         venue = getattr(ev, "venue", None)
         if venue is None:
             if isinstance(ev, OrderOpened):

@@ -188,6 +188,77 @@ def test_order_matched_partial_and_full():
     assert full[1].reason is CloseReason.FILLED
 
 
+def test_multi_order_push_lands_every_element_in_order():
+    """The venue's ``data`` is a list: a push carrying several orders yields every one."""
+    items = [_order("OrderOpened", "OPEN", orderId=str(1000000000200 + i), price=str(9000 + i))["data"][0]
+             for i in range(8)]
+    items.append(_order("OrderClosed", "CANCELED_BY_USER", orderId="1000000000200")["data"][0])
+    items.append(_order("OrderMatched", "FILLED", orderId="1000000000201", matchQuantity="2", matchPrice="9001",
+                        remainQuantity="0")["data"][0])
+    items.append(_order("OrderModified", "OPEN", orderId="1000000000202", price="8000")["data"][0])
+    out = P({"table": "order", "data": items})
+    assert [type(e) for e in out] == [OrderOpened] * 8 + [OrderClosed, OrderFilled, OrderClosed, OrderOpened]
+    assert [e.order.venue_order_id for e in out[:8]] == [str(1000000000200 + i) for i in range(8)]
+    assert [e.order.price for e in out[:8]] == [Decimal(9000 + i) for i in range(8)]
+    assert all(e.is_new for e in out[:8]) and not out[-1].is_new and out[-1].order.price == Decimal("8000")
+    assert out[8].venue_order_id == "1000000000200" and out[8].reason is CloseReason.CANCELED
+    assert out[10].venue_order_id == "1000000000201" and out[10].reason is CloseReason.FILLED
+    assert P({"table": "order", "data": []}) == []
+    # One malformed element makes the whole push a BadFrame (nothing half-applied).
+    bad = P({"table": "order", "data": items[:3] + [{"notice": "OrderOpened", "orderId": "x"}]})
+    assert len(bad) == 1 and isinstance(bad[0], BadFrame)
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("1", True), ("0" * 20, True), ("9" * 21, False), ("", False), ("12a", False), ("-1", False), (" 1", False),
+    ("\u0661\u0662", False),  # Arabic-Indic digits: str.isdigit() says yes, the venue's ids are ASCII
+    ("\u00b2", False), (12, True), (-12, False), (True, False), (None, False), (1.0, False), ([1], False),
+])
+def test_order_id_validation(value, ok):
+    if ok:
+        assert wire.order_id_of(value) == str(value)
+    else:
+        with pytest.raises(wire.WireError):
+            wire.order_id_of(value)
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("BTC-USD-SWAP-LIN", True), ("OX-USDT", True), ("a" * 40, True), ("a" * 41, False), ("-BTC", False),
+    ("BTC USD", False), ("", False), (None, False), (5, False), (["BTC"], False), ({"a": 1}, False),
+])
+def test_market_validation_and_cache(value, ok):
+    for _ in range(2):  # the second call hits the cache of validated codes
+        if ok:
+            assert wire.market_of(value) == value
+        else:
+            with pytest.raises(wire.WireError):
+                wire.market_of(value)
+
+
+@pytest.mark.parametrize("value,expect", [
+    ("1594943491077", 1594943491077), ("0", 0), (None, 0), (1594943491077, 1594943491077),
+    ("9" * 16, 10**16 - 1), ("1" + "0" * 16, None), ("-1", None), ("1.5", None), (True, None), ("", None),
+])
+def test_timestamp_validation(value, expect):
+    if expect is None:
+        with pytest.raises(wire.WireError):
+            wire._ts_ms(value)
+    else:
+        assert wire._ts_ms(value) == expect
+
+
+@pytest.mark.parametrize("value,expect", [
+    (True, True), (False, False), ("true", True), ("false", False), ("True", True), ("FALSE", False),
+    (" true ", True), ("yes", None), (1, None), (0, None), (None, None),
+])
+def test_parse_bool(value, expect):
+    if expect is None:
+        with pytest.raises(wire.WireError):
+            wire.parse_bool(value)
+    else:
+        assert wire.parse_bool(value) is expect
+
+
 def test_cancel_acks_and_both_gone_paths():
     ok = P({"event": "cancelorder", "submitted": True, "tag": "456", "data": {"marketCode": "BTC-USD-SWAP-LIN", "orderId": "12"}})
     assert ok == [wire.CancelAck("456", True, "12", "BTC-USD-SWAP-LIN")]

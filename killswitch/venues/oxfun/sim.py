@@ -33,6 +33,7 @@ from typing import Any, Callable
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from wsproto.events import TextMessage
 
 from killswitch.clock import Clock
 from killswitch.venues.base import RateBudget
@@ -258,6 +259,92 @@ class OxfunSim:
             self.faults = SimFaults()
         else:
             raise ValueError(f"unknown fault {fault!r}")
+
+    # -- bulk order feed (benchmarks) ---------------------------------------------------
+
+    def order_feed(
+        self, api_key: str, *, market: str, n_orders: int, per_frame: int = 1, side: str = "BUY",
+        price: Any = "30000", price_levels: int = 1, tick: Any = "0.5", qty: Any = "0.01", close: bool = True,
+    ) -> list[str]:
+        """``n_orders`` orders placed (and, with ``close``, then cancelled by the user), as
+        the order-channel pushes the venue sends for them, encoded now so a benchmark can
+        time the sending alone. Nothing is sent: write them with :meth:`encode_pushes` /
+        :meth:`send_encoded` (or ``_push``). The account's book goes through the same
+        transitions, so with ``close`` it ends where it started; without, the orders rest.
+
+        ``per_frame`` orders share one push (the ``data`` list, §5.3): ``per_frame=1`` gives
+        OrderOpened(a), OrderClosed(a), OrderOpened(b), ... (one event per frame);
+        ``per_frame=k`` gives OrderOpened(k orders), OrderClosed(the same k), ...
+        Prices cycle over ``price_levels`` levels ``tick`` apart below/above ``price``.
+        """
+        acct = self._account(api_key)
+        q = _dec(qty) or Decimal(1)
+        base, step = _dec(price), _dec(tick) or Decimal(0)
+        sign = -1 if side.upper() == "BUY" else 1  # away from the mark: nothing fills
+        levels = [base + sign * step * i for i in range(max(1, price_levels))]
+        ts = self.clock.wall_ms()
+        frames: list[str] = []
+        dumps = orjson.dumps
+        k = 0
+        for start in range(0, n_orders, per_frame):
+            batch = []
+            for _ in range(min(per_frame, n_orders - start)):
+                batch.append(self._new_order(market, side.upper(), "LIMIT", levels[k % len(levels)], q, "GTC",
+                                             None, None, 13))
+                k += 1
+            for o in batch:
+                acct.orders[o.order_id] = o
+            acct.counters.orders_placed += len(batch)
+            frames.append(dumps({"table": "order", "data": [
+                order_payload(acct, o, "OrderOpened", "OPEN", ts) for o in batch]}).decode())
+            if not close:
+                continue
+            for o in batch:
+                del acct.orders[o.order_id]
+            acct.counters.orders_cancelled += len(batch)
+            frames.append(dumps({"table": "order", "data": [
+                order_payload(acct, o, "OrderClosed", "CANCELED_BY_USER", ts) for o in batch]}).decode())
+        return frames
+
+    def encode_pushes(self, api_key: str, texts: list[str], *, chunk_bytes: int = 1 << 16) -> list[tuple[_Conn, list[bytes]]]:
+        """Websocket frames for ``texts``, for every authenticated socket of the account,
+        encoded by that connection's own wsproto encoder (the bytes ``send_message`` would
+        write), grouped into chunks of whole frames of about ``chunk_bytes``."""
+        acct = self._account(api_key)
+        out = []
+        for conn in [c for c in self._conns.values() if c.account is acct]:
+            proto = conn.ws._wsproto  # trio-websocket 0.12 keeps its wsproto connection here
+            if getattr(getattr(proto, "connection", None), "_proto", None) is not None and proto.connection._proto.extensions:
+                raise RuntimeError("a websocket extension is negotiated: frames cannot be pre-encoded")
+            chunks: list[bytes] = []
+            cur: list[bytes] = []
+            size = 0
+            for text in texts:
+                data = proto.send(TextMessage(data=text))
+                cur.append(data)
+                size += len(data)
+                if size >= chunk_bytes:
+                    chunks.append(b"".join(cur))
+                    cur, size = [], 0
+            if cur:
+                chunks.append(b"".join(cur))
+            out.append((conn, chunks))
+        return out
+
+    async def send_encoded(self, encoded: list[tuple[_Conn, list[bytes]]], n_frames: int) -> None:
+        """Write frames from :meth:`encode_pushes`. Each chunk is written under the
+        connection's send lock, so a concurrent push (ticker, pong) lands between frames."""
+        for conn, chunks in encoded:
+            ws = conn.ws
+            stream = ws._stream
+            lock = ws._stream_lock
+            try:
+                for chunk in chunks:
+                    async with lock:
+                        await stream.send_all(chunk)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue
+            self.counters["pushes_sent"] += n_frames
 
     async def drop_connections(self, api_key: str | None = None) -> int:
         """Abort sockets without a close frame (the client sees 1006)."""

@@ -337,8 +337,10 @@ def _str_field(d: Mapping, key: str) -> str:
 
 
 def parse_bool(value: Any, what: str = "flag") -> bool:
-    if isinstance(value, bool):
-        return value
+    if value is True or value == "true":
+        return True
+    if value is False or value == "false":
+        return False
     if isinstance(value, str):
         low = value.strip().lower()
         if low == "true":
@@ -349,9 +351,12 @@ def parse_bool(value: Any, what: str = "flag") -> bool:
 
 
 def parse_decimal(value: Any, what: str = "number") -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if type(value) is str:  # the venue's own form: every number in a push is a string
+        text = value
+    elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise WireError(f"{what} is not a number")
-    text = repr(value) if isinstance(value, float) else str(value)
+    else:
+        text = repr(value) if isinstance(value, float) else str(value)
     if len(text) > 64:
         raise WireError(f"{what} too long")
     try:
@@ -364,6 +369,9 @@ def parse_decimal(value: Any, what: str = "number") -> Decimal:
 
 
 def order_id_of(value: Any) -> str:
+    # [0-9]{1,20} without the regex for the usual string (isdigit alone admits non-ASCII digits).
+    if type(value) is str and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise WireError("orderId missing")
     text = str(value)
@@ -372,9 +380,19 @@ def order_id_of(value: Any) -> str:
     return text
 
 
+# Market codes already validated: an account trades a handful, so the regex runs once per
+# code. Bounded, so a hostile stream of distinct codes cannot grow it.
+_MARKETS_SEEN: dict[str, None] = {}
+_MARKETS_SEEN_MAX = 4096
+
+
 def market_of(value: Any) -> str:
+    if type(value) is str and value in _MARKETS_SEEN:
+        return value
     if not isinstance(value, str) or not _MARKET_RE.fullmatch(value):
         raise WireError("marketCode missing or malformed")
+    if type(value) is str and len(_MARKETS_SEEN) < _MARKETS_SEEN_MAX:
+        _MARKETS_SEEN[value] = None
     return value
 
 
@@ -414,6 +432,8 @@ def _tag_of(d: Mapping) -> str | None:
 
 
 def _ts_ms(value: Any) -> int:
+    if type(value) is str and 0 < len(value) <= 16 and value.isascii() and value.isdigit():
+        return int(value)  # < 10**16 by its length
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -494,36 +514,53 @@ _TRIGGER_TYPES = frozenset({"STOP_LIMIT", "STOP_MARKET"})
 # --------------------------------------------------------------------------------------
 
 
+# The hot path builds these positionally (keywords cost ~0.6 us per order); fail at import,
+# not silently, if the model's field order ever changes.
+_ORDER_INFO_FIELDS = ("venue", "product", "venue_order_id", "client_order_id", "side", "price", "qty_remaining",
+                      "is_trigger", "reduce_only", "ts_event_ms")
+if tuple(OrderInfo.__dataclass_fields__) != _ORDER_INFO_FIELDS:  # pragma: no cover
+    raise ImportError("killswitch.model.OrderInfo fields changed; update oxfun.wire.order_info_from")
+if tuple(OrderClosed.__dataclass_fields__) != ("venue", "product", "venue_order_id", "reason", "ts_event_ms",
+                                               "ts_recv_s"):  # pragma: no cover
+    raise ImportError("killswitch.model.OrderClosed fields changed; update oxfun.wire._parse_order_item")
+if tuple(OrderOpened.__dataclass_fields__) != ("order", "ts_recv_s", "is_new"):  # pragma: no cover
+    raise ImportError("killswitch.model.OrderOpened fields changed; update oxfun.wire._parse_order_item")
+
+
 def order_info_from(d: Mapping, venue: str, *, rest: bool = False) -> OrderInfo:
-    order_id = order_id_of(d.get("orderId"))
-    market = market_of(d.get("marketCode"))
-    order_type = d.get("orderType")
-    triggered_raw = d.get("isTriggered")
+    get = d.get
+    order_id = order_id_of(get("orderId"))
+    market = market_of(get("marketCode"))
+    triggered_raw = get("isTriggered")
     triggered = True if triggered_raw is None else parse_bool(triggered_raw, "isTriggered")
     remaining = _opt_decimal(d, "remainQuantity")
     if remaining is None:
         remaining = _opt_decimal(d, "quantity")
     return OrderInfo(
-        venue=venue,
-        product=market,
-        venue_order_id=order_id,
-        client_order_id=_opt_str_id(d.get("clientOrderId")),
-        side=_side_of(d.get("side")),
-        price=_opt_decimal(d, "price") if d.get("price") is not None else _opt_decimal(d, "stopPrice"),
-        qty_remaining=remaining,
-        is_trigger=order_type in _TRIGGER_TYPES and not triggered,
-        reduce_only=False,  # OX.FUN v2 has no reduce-only flag on orders
-        ts_event_ms=_ts_ms(d.get("lastModifiedAt") if rest else d.get("timestamp")),
+        venue,
+        market,
+        order_id,
+        _opt_str_id(get("clientOrderId")),
+        _side_of(get("side")),
+        _opt_decimal(d, "price") if get("price") is not None else _opt_decimal(d, "stopPrice"),
+        remaining,
+        get("orderType") in _TRIGGER_TYPES and not triggered,
+        False,  # reduce_only: OX.FUN v2 has no reduce-only flag on orders
+        _ts_ms(get("lastModifiedAt") if rest else get("timestamp")),
     )
 
 
-def _parse_order_item(d: Mapping, venue: str, ts_recv_s: float) -> list:
-    d = _obj(d, "order item")
+def _parse_order_item(d: Any, venue: str, ts_recv_s: float, out: list) -> None:
+    """One element of an ``order`` push's ``data`` list -> its events, appended to ``out``."""
+    if type(d) is not dict:
+        d = _obj(d, "order item")
     notice = d.get("notice")
     if notice == "OrderOpened":
-        return [OrderOpened(order_info_from(d, venue), ts_recv_s=ts_recv_s, is_new=True)]
+        out.append(OrderOpened(order_info_from(d, venue), ts_recv_s, True))
+        return
     if notice == "OrderModified":
-        return [OrderOpened(order_info_from(d, venue), ts_recv_s=ts_recv_s, is_new=False)]
+        out.append(OrderOpened(order_info_from(d, venue), ts_recv_s, False))
+        return
     order_id = order_id_of(d.get("orderId"))
     market = market_of(d.get("marketCode"))
     ts = _ts_ms(d.get("timestamp"))
@@ -531,21 +568,22 @@ def _parse_order_item(d: Mapping, venue: str, ts_recv_s: float) -> list:
     if not isinstance(status, str) or len(status) > 64:
         raise WireError("status missing")
     if notice == "OrderClosed":
-        return [OrderClosed(venue, market, order_id, close_reason(status), ts_event_ms=ts, ts_recv_s=ts_recv_s)]
+        out.append(OrderClosed(venue, market, order_id, close_reason(status), ts, ts_recv_s))
+        return
     if notice == "OrderMatched":
         qty = parse_decimal(d.get("matchQuantity"), "matchQuantity")
         price = parse_decimal(d.get("matchPrice"), "matchPrice")
         remaining = _opt_decimal(d, "remainQuantity")
-        out: list = [
+        out.append(
             OrderFilled(
                 venue, market, order_id, _side_of(d.get("side")), qty, price,
                 remaining=remaining, ts_event_ms=ts, ts_recv_s=ts_recv_s,
             )
-        ]
+        )
         # No separate OrderClosed is documented for fills: FILLED ends the order.
         if status == "FILLED" or (remaining is not None and remaining == 0):
-            out.append(OrderClosed(venue, market, order_id, CloseReason.FILLED, ts_event_ms=ts, ts_recv_s=ts_recv_s))
-        return out
+            out.append(OrderClosed(venue, market, order_id, CloseReason.FILLED, ts, ts_recv_s))
+        return
     raise WireError("unknown order notice")
 
 
@@ -555,9 +593,11 @@ def _parse_table(frame: dict, venue: str, ts_recv_s: float) -> list:
     if not isinstance(data, list):
         raise WireError("table data is not a list")
     if table == "order":
+        # Every element of a push lands (the venue may put several orders in one push);
+        # one malformed element makes the whole frame a BadFrame, as before.
         out: list = []
         for item in data:
-            out.extend(_parse_order_item(item, venue, ts_recv_s))
+            _parse_order_item(item, venue, ts_recv_s, out)
         return out
     if table == "balance":
         entries = []
