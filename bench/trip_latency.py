@@ -46,20 +46,28 @@ class Probe:
     The sims' own "written" hooks (OxfunSim.on_push_written, VertexSim.stream_write_log) fire
     after the awaited write returns, i.e. after a trio checkpoint: by then the daemon may
     already have read the frame, tripped and sent the cancel, so those stamps can come out
-    *later* than the cancel. The probe therefore stamps immediately before the write call
-    (wrapping the sim instance's send path; the sim files are not modified). That includes
-    the sim's own frame encoding (and, for Nado, permessage-deflate) in the figure:
-    conservative. Cancel reads use the sims' hooks (stamped when the request is parsed).
+    *later* than the cancel. The probe therefore stamps immediately before the write call.
+    That includes the sim's own frame encoding (and, for Nado, permessage-deflate) in the
+    figure: conservative. Cancel reads use the sims' hooks (stamped when the request is parsed).
+
+    OX.FUN: wraps the sim instance's ``_send``. Nado: ``VertexSim.on_stream_send`` (called by
+    the sim's per-connection writer right before every stream frame is written, on every
+    connection including ones opened by a reconnect) and ``VertexSim.on_execute``. Earlier
+    versions wrapped ``send_text`` on the endpoints that existed at round start and marked them
+    as wrapped; a second Probe (the measured phase after the warm-up one) then skipped every
+    endpoint, so its list never filled and the harness stalled.
+    Only one Probe is active per sim: a new one replaces the hooks of the previous one.
     """
 
     def __init__(self, r: Rig) -> None:
         self.r = r
         self.open_writes: list[float] = []
         self.cancel_reads: list[float] = []
-        self._exec_mark = 0
+        self._changed = trio.Event()
         if r.ox is not None:
             r.ox.on_cancel_received = self._ox_cancel
-            orig_send = r.ox._send
+            orig_send = getattr(r.ox, "_bench_orig_send", r.ox._send)
+            r.ox._bench_orig_send = orig_send
 
             async def timed_send(conn, text: str, _orig=orig_send) -> bool:
                 if '"OrderOpened"' in text:
@@ -68,22 +76,20 @@ class Probe:
 
             r.ox._send = timed_send
         else:
-            self._wrap_nado_endpoints()
+            r.nado.on_stream_send = self._nado_stream_send
+            r.nado.on_execute = self._nado_execute
 
-    def _wrap_nado_endpoints(self) -> None:
-        for conn in list(self.r.nado._sub_conns):
-            ep = conn.ep
-            if getattr(ep, "_bench_wrapped", False):
-                continue
-            orig = ep.send_text
+    def _nado_stream_send(self, t: float, kind: str, frame: bytes) -> None:
+        # Only the "placed" pushes of this round's orders; the "cancelled" ones of a
+        # previous round's cancel cannot be mistaken for a breach.
+        if kind == "order_update" and b'"reason":"placed"' in frame:
+            self.open_writes.append(t)
+            self._changed.set()
 
-            async def timed_send_text(frame, _orig=orig) -> None:
-                if b'"order_update"' in (frame if isinstance(frame, bytes) else frame.encode()):
-                    self.open_writes.append(trio.current_time())
-                await _orig(frame)
-
-            ep.send_text = timed_send_text
-            ep._bench_wrapped = True
+    def _nado_execute(self, t: float, request_type: str) -> None:
+        if request_type.startswith("execute_cancel"):
+            self.cancel_reads.append(t)
+            self._changed.set()
 
     def _ox_cancel(self, t: float, tag: str | None, n: int) -> None:
         self.cancel_reads.append(t)
@@ -91,21 +97,23 @@ class Probe:
     def start_round(self) -> None:
         self.open_writes.clear()
         self.cancel_reads.clear()
-        if self.r.nado is not None:
-            self._wrap_nado_endpoints()  # a reconnect would bring a new endpoint
-            self._exec_mark = len(self.r.nado.execute_log)
-
-    def _sync_nado(self) -> None:
-        ex = list(self.r.nado.execute_log)[self._exec_mark:]
-        self.cancel_reads = [t for t, name, _ in ex if name.startswith("execute_cancel")]
 
     def first_cancel_after(self, t0: float) -> float | None:
-        if self.r.nado is not None:
-            self._sync_nado()
         for t in self.cancel_reads:
             if t >= t0:
                 return t
         return None
+
+    async def wait_for(self, pred, timeout_s: float = 10.0) -> None:
+        """Until ``pred()``. Nado: woken by the sim hooks (no polling task competing with the
+        sim for the bench process's core); OX.FUN: the rig's 1 ms poll, as before."""
+        if self.r.nado is None:
+            await self.r.wait(pred, timeout_s)
+            return
+        with trio.fail_after(timeout_s):
+            while not pred():
+                self._changed = trio.Event()
+                await self._changed.wait()
 
 
 MISS_AFTER_S = 2.0
@@ -122,10 +130,10 @@ async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[fl
         probe.start_round()
         await r.place(2, start_level=i)
         # The sim's writer task writes the pushes; wait until both frames went out.
-        await r.wait(lambda: len(probe.open_writes) >= 2)
+        await probe.wait_for(lambda: len(probe.open_writes) >= 2)
         t_breach = probe.open_writes[1]
         with trio.move_on_after(MISS_AFTER_S):
-            await r.wait(lambda: probe.first_cancel_after(t_breach) is not None)
+            await probe.wait_for(lambda: probe.first_cancel_after(t_breach) is not None)
         t_cancel = probe.first_cancel_after(t_breach)
         if t_cancel is None:
             # No cancel read after the breaching frame's write stamp: reported, never hidden.
@@ -156,7 +164,7 @@ async def signal_trips(r, n: int, misses: list[int]) -> list[float]:
         t0 = trio.current_time()
         os.kill(pid, signal.SIGUSR1)
         with trio.move_on_after(MISS_AFTER_S):
-            await r.wait(lambda: probe.first_cancel_after(t0) is not None)
+            await probe.wait_for(lambda: probe.first_cancel_after(t0) is not None)
         t_cancel = probe.first_cancel_after(t0)
         if t_cancel is None:
             misses.append(i)
