@@ -88,12 +88,21 @@ class WsEndpoint:
             data = self._conn.send(event)
         except LocalProtocolError as exc:
             raise WsClosed(f"cannot send: {exc}") from None
-        async with self._send_lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self.closed = True
-                raise WsClosed(f"send failed: {type(exc).__name__}") from None
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            # Free: take it without ``Lock.acquire``'s scheduler round (it yields even when
+            # the lock is free). ``send_all`` below still checkpoints, after the bytes are
+            # handed to the kernel.
+            lock.acquire_nowait()
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.closed = True
+            raise WsClosed(f"send failed: {type(exc).__name__}") from None
+        finally:
+            lock.release()
 
     async def send_text(self, data: bytes | str) -> None:
         await self._send(TextMessage(data=data.decode() if isinstance(data, bytes) else data))
