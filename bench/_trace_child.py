@@ -30,6 +30,9 @@ def _dump() -> None:
 
 
 def install() -> None:
+    if os.environ.get("KS_TRACE_VENUE") == "nado":
+        install_nado()
+        return
     import trio
 
     from killswitch.engine.loop import Engine
@@ -114,6 +117,121 @@ def install() -> None:
             await orig_run_eng(self, receive, task_status=task_status)
 
         Engine.run = run_with_instrument
+
+    if os.environ.get("KS_TRACE_SPIN"):
+        orig_run = Engine.run
+
+        async def run(self, receive, *, task_status=trio.TASK_STATUS_IGNORED):
+            async def spin():
+                while True:
+                    await trio.sleep(0)
+
+            async with trio.open_nursery() as n:
+                n.start_soon(spin)
+                await orig_run(self, receive, task_status=task_status)
+
+        Engine.run = run
+
+
+def install_nado() -> None:
+    """Nado trip path. Stream frames are deflate-compressed on the socket, so the socket read
+    is attributed at the websocket layer: the last ``receive_some`` of the endpoint that
+    returned a ``placed`` order_update. Labels ending in ``_in``/``_out`` bracket a call."""
+    import trio
+
+    from killswitch.engine.loop import Engine
+    from killswitch.executor import Executor
+    from killswitch.venues.vertex import wire as vx_wire
+    from killswitch.venues.vertex import ws as vx_ws
+    from killswitch.venues.vertex.gateway import GatewayConn
+    from killswitch.venues.vertex.nonce import NonceSource
+    from killswitch.venues.vertex.session import VertexSession
+    from killswitch.venues.vertex.signing import FastSigner
+
+    last_read: dict[int, float] = {}
+    orig_recv = trio.SocketStream.receive_some
+
+    async def receive_some(self, max_bytes=None):
+        data = await orig_recv(self, max_bytes)
+        last_read[id(self)] = time.perf_counter()
+        return data
+
+    trio.SocketStream.receive_some = receive_some
+
+    orig_send_all = trio.SocketStream.send_all
+
+    async def send_all(self, data):
+        _stamp("l_socket_send_all_in")
+        try:
+            return await orig_send_all(self, data)
+        finally:
+            _stamp("l_socket_send_all_out")
+
+    trio.SocketStream.send_all = send_all
+
+    orig_ws_receive = vx_ws.WsEndpoint.receive
+
+    async def ws_receive(self):
+        msg = await orig_ws_receive(self)
+        if isinstance(msg, str) and '"reason":"placed"' in msg:
+            t = last_read.get(id(self._stream))
+            if t is not None:
+                STAMPS.append(("a_socket_read", t))
+            _stamp("b_ws_message")
+        return msg
+
+    vx_ws.WsEndpoint.receive = ws_receive
+
+    orig_to_events = vx_wire.to_events
+
+    def to_events(msg, *a, **k):
+        _stamp("c_to_events_in")
+        try:
+            return orig_to_events(msg, *a, **k)
+        finally:
+            _stamp("c_to_events_out")
+
+    vx_wire.to_events = to_events
+
+    orig_handle = Engine.handle
+
+    def handle(self, ev):
+        if type(ev).__name__ == "OrderOpened":
+            _stamp("d_engine_handle")
+        return orig_handle(self, ev)
+
+    Engine.handle = handle
+
+    def wrap_sync(cls, name, label):
+        orig = getattr(cls, name)
+
+        def w(*a, **k):
+            _stamp(label + "_in")
+            try:
+                return orig(*a, **k)
+            finally:
+                _stamp(label + "_out")
+
+        setattr(cls, name, w)
+
+    def wrap_async_in(cls, name, label):
+        orig = getattr(cls, name)
+
+        async def w(*a, **k):
+            _stamp(label)
+            return await orig(*a, **k)
+
+        setattr(cls, name, w)
+
+    wrap_sync(Engine, "_trip", "e_engine_trip")
+    wrap_sync(Executor, "submit", "f_executor_submit")
+    wrap_async_in(Executor, "_run_job", "g_job_task")
+    wrap_async_in(VertexSession, "cancel_orders", "h_session_cancel_orders")
+    wrap_async_in(VertexSession, "_cancel_products_both", "h_session_cancel_products")
+    wrap_async_in(VertexSession, "_cancel_digests", "i_cancel_digests_task")
+    wrap_sync(NonceSource, "next", "j_nonce")
+    wrap_sync(FastSigner, "sign_digest", "j_sign")
+    wrap_async_in(GatewayConn, "request", "k_gateway_request")
 
     if os.environ.get("KS_TRACE_SPIN"):
         orig_run = Engine.run

@@ -1,11 +1,18 @@
-"""Where the OX.FUN trip latency goes: per-stage breakdown, daemon in its own process.
+"""Where the trip latency goes (OX.FUN or Nado): per-stage breakdown, daemon in its own process.
 
 Same rounds as trip_latency.py (two orders, rule ``max_open_orders: max 1``), but the daemon
 child is bench/_trace_child.py (``killswitch run`` with trace points). For every trip the
 stages are placed on the sim's clock (both processes read CLOCK_MONOTONIC) relative to the
 sim writing the breaching frame, and the median of each stage is printed.
 
-    .venv/bin/python bench/trace_trip.py [--trips 300] [--pace 0.025]
+    .venv/bin/python bench/trace_trip.py [--venue oxfun|nado] [--trips 300] [--pace 0.025]
+
+Nado (``--venue nado``, use ``--pace 0.2``: a round costs 2 wallet weight of 100 / 10 s):
+daemon-side stages before the trip (socket read, websocket message, parse, engine) are the
+*last* stamp before the engine's ``_trip`` of the round, later ones the *first* after it, so
+the first (non-breaching) frame of a round is never mistaken for the breaching one. Sim-side
+stages are stamped in this process: ``s_sim_write_done`` (the breaching frame's write
+returned), ``y_sim_socket_read`` (the read that delivered the cancel), ``z_sim_read_cancel``.
 """
 
 from __future__ import annotations
@@ -62,14 +69,89 @@ async def run(trips: int, pace_s: float, out_path: str, rows: list) -> None:
         rows.append(row)
 
 
+async def run_nado(trips: int, pace_s: float, out_path: str, rows: list) -> None:
+    os.environ["KS_TRACE_OUT"] = out_path
+    os.environ["KS_TRACE_VENUE"] = "nado"
+    last_read: dict[int, float] = {}
+    orig_recv = trio.SocketStream.receive_some
+
+    async def receive_some(self, max_bytes=None):
+        data = await orig_recv(self, max_bytes)
+        last_read[id(self)] = trio.current_time()
+        return data
+
+    trio.SocketStream.receive_some = receive_some
+    windows = []
+    try:
+        async with proc_rig("nado", RULES, module="_trace_child") as r:
+            off = trio.current_time() - time.perf_counter()
+            probe = Probe(r)
+            sim = r.nado
+            exec_reads: list[float] = []
+            orig_on_execute = sim.on_execute
+
+            def on_execute(t, rt):
+                if rt.startswith("execute_cancel"):
+                    exec_reads.append(max((last_read.get(id(ep._stream), 0.0) for ep in sim._gateway_conns),
+                                          default=0.0))
+                orig_on_execute(t, rt)
+
+            sim.on_execute = on_execute
+            for i in range(trips + 20):
+                probe.start_round()
+                exec_reads.clear()
+                mark = len(sim.stream_write_log)
+                await r.place(2, start_level=i)
+                await probe.wait_for(lambda: len(probe.open_writes) >= 2)
+                tb = probe.open_writes[1]
+                await probe.wait_for(lambda: probe.first_cancel_after(tb) is not None)
+                tc = probe.first_cancel_after(tb)
+                k = probe.cancel_reads.index(tc)
+                t_sock = exec_reads[k] if k < len(exec_reads) else float("nan")
+                done = [t for t, kind in list(sim.stream_write_log)[mark:] if kind == "order_update" and t >= tb]
+                if i >= 20:
+                    windows.append((probe.open_writes[0] - off, tb - off, tc - off,
+                                    {"s_sim_write_done": (done[0] - tb) if done else float("nan"),
+                                     "y_sim_socket_read": t_sock - tb}))
+                await r.rearm()
+                await trio.sleep(pace_s)
+    finally:
+        trio.SocketStream.receive_some = orig_recv
+    stamps = orjson.loads(open(out_path, "rb").read())
+    j = 0
+    for t_first, tb, tc, sim_side in windows:
+        row = {"z_sim_read_cancel": tc - tb, **sim_side}
+        while j < len(stamps) and stamps[j][1] < t_first:
+            j += 1
+        k = j
+        t_trip = None
+        while k < len(stamps) and stamps[k][1] <= tc + 0.0005:
+            if stamps[k][0] == "e_engine_trip_in":
+                t_trip = stamps[k][1]
+                break
+            k += 1
+        if t_trip is None:
+            continue
+        for label, t in stamps[j:k]:
+            if label[0] in "abcd":
+                row[label] = t - tb  # last one before the trip
+        while k < len(stamps) and stamps[k][1] <= tc + 0.0005:
+            label, t = stamps[k]
+            row.setdefault(label, t - tb)
+            k += 1
+        rows.append(row)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--venue", choices=["oxfun", "nado"], default="oxfun")
     ap.add_argument("--trips", type=int, default=300)
-    ap.add_argument("--pace", type=float, default=0.025)
+    ap.add_argument("--pace", type=float, default=None, help="default: 0.025 (oxfun), 0.2 (nado)")
     args = ap.parse_args()
+    pace = args.pace if args.pace is not None else (0.2 if args.venue == "nado" else 0.025)
     out = tempfile.mktemp(prefix="ks-trace-", suffix=".json")
     rows: list = []
-    trio.run(run, args.trips, args.pace, out, rows)
+    trio.run(run_nado if args.venue == "nado" else run, args.trips, pace, out, rows)
     labels = sorted({k for r in rows for k in r}, key=lambda k: statistics.median(r[k] for r in rows if k in r))
     print(f"{len(rows)} trips; stage times relative to the sim writing the breaching frame (median, p90):")
     for k in labels:

@@ -41,7 +41,7 @@ TARGETS_MS = {"oxfun": (0.5, 2.0), "nado": (0.7, 3.0)}  # (p50, p99)
 
 
 class StampedStream(trio.abc.HalfCloseableStream):
-    """The sim's side of the daemon's TCP stream, stamping at the socket boundary.
+    """The OX.FUN sim's side of the daemon's TCP stream, stamping at the socket boundary.
 
     ``send_all`` stamps immediately before the bytes of a breaching frame are handed to the
     kernel; ``receive_some`` stamps as soon as bytes come back from the kernel. The figure
@@ -85,11 +85,15 @@ class Probe:
     stamp right before the sim's ``send_all`` of the bytes holding the second OrderOpened;
     the cancel stamp is the socket read that completed the first ``cancelorders`` frame,
     i.e. the last ``receive_some`` return before the sim's cancel hook fired for it (a frame
-    split over two reads is stamped at the later one: conservative).
+    split over two reads is stamped at the later one: conservative). The read that was
+    already pending when the stream got wrapped is not stamped; the hook's own time is used
+    for it (see ``_ox_cancel``).
 
-    Nado: the breach stamp is taken right before the subscription endpoint's write call
-    (the sim's frame encoding and permessage-deflate included: conservative); cancel reads
-    come from the gateway's execute log (stamped when the request is parsed).
+    Nado: ``VertexSim.on_stream_send`` (called by the sim's per-connection writer right
+    before every stream frame is written, on every connection including ones opened by a
+    reconnect; the sim's encoding and permessage-deflate are inside the figure:
+    conservative) and ``VertexSim.on_execute`` (stamped when the gateway parses the request).
+    Only one Probe is active per sim: a new one replaces the hooks of the previous one.
     """
 
     breach_marker = b'"OrderOpened"'
@@ -99,12 +103,13 @@ class Probe:
         self.open_writes: list[float] = []
         self.cancel_reads: list[float] = []
         self.last_read_s = 0.0
-        self._exec_mark = 0
+        self._changed = trio.Event()
         if r.ox is not None:
             r.ox.on_cancel_received = self._ox_cancel
             self._wrap_ox_stream()
         else:
-            self._wrap_nado_endpoints()
+            r.nado.on_stream_send = self._nado_stream_send
+            r.nado.on_execute = self._nado_execute
 
     def _wrap_ox_stream(self) -> None:
         acct = self.r.ox.accounts[self.r.ox_key]
@@ -116,24 +121,21 @@ class Probe:
             else:
                 conn.ws._stream = StampedStream(conn.ws._stream, self)
 
-    def _wrap_nado_endpoints(self) -> None:
-        for conn in list(self.r.nado._sub_conns):
-            ep = conn.ep
-            if getattr(ep, "_bench_wrapped", False):
-                continue
-            orig = ep.send_text
+    def _nado_stream_send(self, t: float, kind: str, frame: bytes) -> None:
+        # Only the "placed" pushes of this round's orders; the "cancelled" ones of a
+        # previous round's cancel cannot be mistaken for a breach.
+        if kind == "order_update" and b'"reason":"placed"' in frame:
+            self.open_writes.append(t)
+            self._changed.set()
 
-            async def timed_send_text(frame, _orig=orig) -> None:
-                if b'"order_update"' in (frame if isinstance(frame, bytes) else frame.encode()):
-                    self.open_writes.append(trio.current_time())
-                await _orig(frame)
-
-            ep.send_text = timed_send_text
-            ep._bench_wrapped = True
+    def _nado_execute(self, t: float, request_type: str) -> None:
+        if request_type.startswith("execute_cancel"):
+            self.cancel_reads.append(t)
+            self._changed.set()
 
     def _ox_cancel(self, t: float, tag: str | None, n: int) -> None:
-        # The read that was already pending when the stream got wrapped is not stamped; a
-        # stamp older than this round's breach write is that case: use the hook's own time.
+        # A stamp older than this round's breach write is the unstamped pending read (see
+        # class docstring): use the hook's own time, which is later (conservative).
         fresh = self.open_writes and self.last_read_s >= self.open_writes[-1]
         self.cancel_reads.append(self.last_read_s if fresh else t)
 
@@ -142,21 +144,23 @@ class Probe:
         self.cancel_reads.clear()
         if self.r.ox is not None:
             self._wrap_ox_stream()  # a reconnect would bring a new connection
-        if self.r.nado is not None:
-            self._wrap_nado_endpoints()  # a reconnect would bring a new endpoint
-            self._exec_mark = len(self.r.nado.execute_log)
-
-    def _sync_nado(self) -> None:
-        ex = list(self.r.nado.execute_log)[self._exec_mark:]
-        self.cancel_reads = [t for t, name, _ in ex if name.startswith("execute_cancel")]
 
     def first_cancel_after(self, t0: float) -> float | None:
-        if self.r.nado is not None:
-            self._sync_nado()
         for t in self.cancel_reads:
             if t >= t0:
                 return t
         return None
+
+    async def wait_for(self, pred, timeout_s: float = 10.0) -> None:
+        """Until ``pred()``. Nado: woken by the sim hooks (no polling task competing with the
+        sim for the bench process's core); OX.FUN: the rig's 1 ms poll, as before."""
+        if self.r.nado is None:
+            await self.r.wait(pred, timeout_s)
+            return
+        with trio.fail_after(timeout_s):
+            while not pred():
+                self._changed = trio.Event()
+                await self._changed.wait()
 
 
 MISS_AFTER_S = 2.0
@@ -173,10 +177,10 @@ async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[fl
         probe.start_round()
         await r.place(2, start_level=i)
         # The sim's writer task writes the pushes; wait until both frames went out.
-        await r.wait(lambda: len(probe.open_writes) >= 2)
+        await probe.wait_for(lambda: len(probe.open_writes) >= 2)
         t_breach = probe.open_writes[1]
         with trio.move_on_after(MISS_AFTER_S):
-            await r.wait(lambda: probe.first_cancel_after(t_breach) is not None)
+            await probe.wait_for(lambda: probe.first_cancel_after(t_breach) is not None)
         t_cancel = probe.first_cancel_after(t_breach)
         if t_cancel is None:
             # No cancel read after the breaching frame's write stamp: reported, never hidden.
@@ -207,7 +211,7 @@ async def signal_trips(r, n: int, misses: list[int]) -> list[float]:
         t0 = trio.current_time()
         os.kill(pid, signal.SIGUSR1)
         with trio.move_on_after(MISS_AFTER_S):
-            await r.wait(lambda: probe.first_cancel_after(t0) is not None)
+            await probe.wait_for(lambda: probe.first_cancel_after(t0) is not None)
         t_cancel = probe.first_cancel_after(t0)
         if t_cancel is None:
             misses.append(i)

@@ -245,3 +245,47 @@ def test_recover_rejects_bad_signatures():
 def test_signer_repr_has_no_key():
     key = "0x" + "ab" * 32
     assert "ab" * 8 not in repr(FastSigner(Secret(key)))
+
+
+# -- keccak256: the direct C call is the same function as pycryptodome's wrapper ------------
+
+def test_keccak_direct_path_is_in_use_and_known_answer():
+    assert eip712.keccak256 is not eip712._keccak256_reference  # the fast path loaded
+    assert eip712.keccak256(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=700))
+def test_keccak_direct_matches_reference(data):
+    assert eip712.keccak256(data) == eip712._keccak256_reference(data)
+
+
+def test_keccak_direct_is_per_thread():
+    import threading
+
+    inputs = [bytes([i]) * (i * 7) for i in range(64)]
+    want = [eip712._keccak256_reference(x) for x in inputs]
+    errors = []
+
+    def worker():
+        for _ in range(200):
+            for x, w in zip(inputs, want):
+                if eip712.keccak256(x) != w:
+                    errors.append(x)
+                    return
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_u32_array_cache_does_not_change_hashes_or_accept_bad_values():
+    for pids in ([], [2], [2, 2], [1, 2, 3], [2**32 - 1]):
+        ref = eip712._keccak256_reference(b"".join(p.to_bytes(32, "big") for p in pids))
+        assert eip712._u32_array(pids) == ref
+        assert eip712._u32_array(tuple(pids)) == ref  # cached
+    with pytest.raises(ValueError):
+        eip712._u32_array([2**32])

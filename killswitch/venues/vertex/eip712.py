@@ -11,15 +11,73 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import ctypes
+import threading
+
 from Crypto.Hash import keccak as _keccak_mod
 
 DOMAIN_VERSION = "0.0.1"
 _U256 = 1 << 256
 
 
-def keccak256(data: bytes) -> bytes:
-    # pycryptodome's C keccak is the fastest keccak in the venv (eth_hash wraps it anyway).
+def _keccak256_reference(data: bytes) -> bytes:
+    # pycryptodome's C keccak through its Python wrapper (~4 us a call, mostly wrapper).
     return _keccak_mod.new(digest_bits=256, data=data).digest()
+
+
+def _direct_keccak256():
+    """The same C keccak, called directly (~1.7 us): one reusable state per thread.
+
+    Returns None when pycryptodome's library cannot be loaded this way (the wrapper path is
+    used then). Checked against the wrapper at import (known-answer: empty input, a block
+    boundary, a long input).
+    """
+    try:
+        lib = ctypes.CDLL(_keccak_mod._raw_keccak_lib._name)
+        vp = ctypes.c_void_p
+        lib.keccak_init.argtypes = [ctypes.POINTER(vp), ctypes.c_size_t, ctypes.c_uint8]
+        lib.keccak_reset.argtypes = [vp]
+        lib.keccak_absorb.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t]
+        lib.keccak_digest.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint8]
+        lib.keccak_destroy.argtypes = [vp]
+    except Exception:
+        return None
+    reset, absorb, digest = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
+    local = threading.local()
+
+    class _State:
+        __slots__ = ("ptr", "out")
+
+        def __init__(self) -> None:
+            self.ptr = vp()
+            if lib.keccak_init(ctypes.byref(self.ptr), 64, 24):  # capacity 512 bits, 24 rounds
+                raise RuntimeError("keccak_init failed")
+            self.out = ctypes.create_string_buffer(32)
+
+        def __del__(self) -> None:
+            lib.keccak_destroy(self.ptr)
+
+    def keccak256(data: bytes) -> bytes:
+        try:
+            st = local.st
+        except AttributeError:
+            st = local.st = _State()
+        ptr = st.ptr
+        reset(ptr)
+        absorb(ptr, data, len(data))
+        digest(ptr, st.out, 32, 1)  # padding 0x01: Keccak, not SHA-3
+        return st.out.raw
+
+    try:
+        for probe in (b"", b"\x01" * 135, b"\x02" * 136, b"\x03" * 137, bytes(range(256)) * 4):
+            if keccak256(probe) != _keccak256_reference(probe):
+                return None
+    except Exception:
+        return None
+    return keccak256
+
+
+keccak256 = _direct_keccak256() or _keccak256_reference
 
 
 def _u(value: int, bits: int) -> bytes:
@@ -105,8 +163,18 @@ class Domain:
         return Domain(self.name, self.chain_id, verifying_contract, self.version)
 
 
+_U32_ARRAY_CACHE: dict[tuple[int, ...], bytes] = {}
+
+
 def _u32_array(values: Sequence[int]) -> bytes:
-    return keccak256(b"".join(_u(v, 32) for v in values))
+    # Product id lists repeat (the same few products on every cancel): hash each once.
+    key = tuple(values)
+    h = _U32_ARRAY_CACHE.get(key)
+    if h is None:
+        h = keccak256(b"".join(_u(v, 32) for v in key))
+        if len(_U32_ARRAY_CACHE) < 4096:
+            _U32_ARRAY_CACHE[key] = h
+    return h
 
 
 def hash_cancellation_products(sender: bytes, product_ids: Sequence[int], nonce: int) -> bytes:

@@ -65,7 +65,12 @@ class GatewayConn:
         if not self.alive:
             raise OutcomeUnknown(f"gateway connection down: {self.dead_reason}", venue=self.venue)
         p = _Pending(expect_request_type)
-        async with self._write_lock:
+        lock = self._write_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # free: no scheduler round before the frame is on the wire
+        try:
             self._pending.append(p)
             # Shielded: a half-written frame would corrupt the stream for everyone.
             with trio.CancelScope(shield=True):
@@ -78,6 +83,8 @@ class GatewayConn:
                 if cs.cancelled_caught:
                     await self.kill("send timed out")
                     raise OutcomeUnknown("send timed out", venue=self.venue)
+        finally:
+            lock.release()
         if on_written is not None:
             on_written()
         with trio.move_on_after(timeout_s):

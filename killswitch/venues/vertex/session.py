@@ -426,10 +426,12 @@ class VertexSession:
         async def trigger():
             results.extend(await self._cancel_products_once(pids, verb + ":trigger", True, trip_id, on_sent))
 
+        if not include_triggers:
+            await engine()  # inline: no task hop before the request is on the wire
+            return results
         async with trio.open_nursery() as n:
-            n.start_soon(engine)
-            if include_triggers:
-                n.start_soon(trigger)
+            n.start_soon(trigger)  # runs once this task yields, i.e. after the engine-plane send
+            await engine()
         return results
 
     async def _cancel_products_once(self, pids, verb, trigger, trip_id, on_sent) -> list[CancelCompleted]:
@@ -457,10 +459,19 @@ class VertexSession:
                                            message=f"{len(bad)} orders with a non-numeric product"))
         size = self.capabilities.max_orders_per_request
 
+        batches = [(items[i:i + size], trigger) for trigger, items in groups.items()
+                   for i in range(0, len(items), size)]
+        if not batches:
+            return results
+        if len(batches) == 1:
+            # The common trip: one request, sent from this task (no task hop before the wire).
+            await self._cancel_digests(batches[0][0], batches[0][1], trip_id, on_sent, results)
+            return results
         async with trio.open_nursery() as n:
-            for trigger, items in groups.items():
-                for i in range(0, len(items), size):
-                    n.start_soon(self._cancel_digests, items[i:i + size], trigger, trip_id, on_sent, results)
+            for batch, trigger in batches[1:]:
+                n.start_soon(self._cancel_digests, batch, trigger, trip_id, on_sent, results)
+            # The first batch from this task: on the wire before the others start.
+            await self._cancel_digests(batches[0][0], batches[0][1], trip_id, on_sent, results)
         return results
 
     async def _cancel_digests(self, items, trigger, trip_id, on_sent, results) -> None:

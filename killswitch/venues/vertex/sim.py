@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import structlog
@@ -74,6 +74,13 @@ class VertexSim:
         # Hooks for tests and benchmarks (trio time).
         self.execute_log: deque = deque(maxlen=100_000)  # (t_recv_s, request_type, sender)
         self.stream_write_log: deque = deque(maxlen=100_000)  # (t_written_s, event type)
+        # Called right before a stream frame is handed to the socket (before the websocket
+        # framing and permessage-deflate), on every subscription connection, including ones
+        # opened by a reconnect: ``on_stream_send(t_s, kind, frame_bytes)``.
+        self.on_stream_send: Callable[[float, str, bytes], None] | None = None
+        # Called when an execute has been read and parsed, before it is processed:
+        # ``on_execute(t_s, request_type)`` (same stamp as ``execute_log``).
+        self.on_execute: Callable[[float, str], None] | None = None
         self.rejected_handshakes = 0
         self._nonce_rand = 0
         self._setup_routes()
@@ -201,7 +208,10 @@ class VertexSim:
     async def _execute(self, body: Any, *, trigger: bool) -> dict | None:
         name = next(iter(body), "unknown") if isinstance(body, dict) and body else "unknown"
         f = self.faults
-        self.execute_log.append((trio.current_time(), f"execute_{name}", _sender_of(body)))
+        t_recv = trio.current_time()
+        self.execute_log.append((t_recv, f"execute_{name}", _sender_of(body)))
+        if self.on_execute is not None:
+            self.on_execute(t_recv, f"execute_{name}")
         if f.delay_count > 0:
             f.delay_count -= 1
             await trio.sleep(f.delay_s)
@@ -244,6 +254,9 @@ class VertexSim:
     async def _writer(self, conn: _SubConn, recv: trio.MemoryReceiveChannel) -> None:
         try:
             async for frame, kind in recv:
+                hook = self.on_stream_send
+                if hook is not None:
+                    hook(trio.current_time(), kind, frame)
                 await conn.ep.send_text(frame)
                 self.stream_write_log.append((trio.current_time(), kind))
         except wsmod.WsClosed:

@@ -92,8 +92,9 @@ class WsEndpoint:
         if lock.locked():
             await lock.acquire()
         else:
-            # A free trio.Lock still yields in acquire(); taking it without a checkpoint
-            # lets the bytes reach the kernel before any other task runs (trip path).
+            # Free: take it without ``Lock.acquire``'s scheduler round (it yields even when
+            # the lock is free). ``send_all`` below still checkpoints, after the bytes are
+            # handed to the kernel.
             lock.acquire_nowait()
         try:
             await self._stream.send_all(data)
