@@ -6,9 +6,10 @@ A. wire (the target): the sim runs in this process (CPU 0), the daemon is a real
    book size the sim rests ``book`` orders *before* the daemon starts, so the daemon's
    startup REST reconcile (``GET /v3/orders/working``) loads them; the daemon's status must
    show ``open_orders == book`` before anything is timed.
-   The feed is ``OxfunSim.order_feed``: orders opened and then cancelled, as the
-   order-channel pushes the venue sends (``per_frame`` orders per push; the ``data`` list
-   of a push is a list, §5.3 of docs/venues/oxfun.md). It is pre-encoded into websocket
+   The REST drift poll (O(book) per poll) is set to 1 h so it stays out of the timed window.
+   The feed is ``OxfunSim.order_feed``: orders opened and then cancelled (500 price levels),
+   as the order-channel pushes the venue sends: one order per push, and ``--batch`` orders
+   per push (a push's ``data`` is a list, §5.3 of docs/venues/oxfun.md). It is pre-encoded into websocket
    frames by the connection's own wsproto encoder and written in ~64 KiB chunks of whole
    frames (``OxfunSim.encode_pushes`` / ``send_encoded``), so the sender costs little.
    The stream ends with one deliberately malformed frame: the daemon counts it in
@@ -27,7 +28,7 @@ Each book size gets its own daemon process (A) / book preload (B, C): a flat cos
 across the two sizes shows the book work is O(1) per event.
 
     KS_BENCH_STATE_PARENT=/dev/shm .venv/bin/python bench/throughput.py \
-        [--events 40000] [--books 1000,100000] [--runs 3] [--batch 10] [--poll-ms 20]
+        [--events 40000] [--books 1000,100000] [--runs 3] [--batch 10] [--poll-ms 20] [--pyspy PREFIX]
 """
 
 from __future__ import annotations
