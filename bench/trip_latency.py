@@ -218,6 +218,7 @@ async def signal_trips(r, n: int, misses: list[int]) -> list[float]:
         else:
             out.append(t_cancel - t0)
         await r.rearm()
+        await trio.sleep(PACE_S[0])  # same budget reasoning as rule_trips
     return out
 
 
