@@ -1,20 +1,22 @@
 """Trip latency: from the simulator writing the frame that breaches a rule to the simulator
-reading the first cancel for it, over real loopback websockets, with the real Daemon.
+reading the first cancel for it, over real loopback websockets, with the real daemon.
+
+Shape (default): the sim and its probe run in this process; the daemon runs as
+``killswitch run`` in a child process pinned to the other core (bench/_daemon_proc.py) and
+is driven through its control socket. Both stamps of a trip are taken here, on one clock.
+``--inproc`` runs the Daemon inside this trio run instead (one core for both: pessimistic).
 
 Each trip: the sim books two orders for the account (rule ``max_open_orders: max 1``), so the
-second OrderOpened / order_update push is the breaching frame; its write time is taken by
-the sim's hook right after the frame is written, and the first cancel's time by the sim's
-hook when it reads the cancel (OX.FUN: WS ``cancelorders``; Nado: gateway ``execute``,
-including nonce + EIP-712 signing in the daemon). Then flat (daemon + sim book), audited
-ResetCommand, next trip. Sim and daemon run in one process and one trio run, so both
-timestamps come from the same clock.
+second OrderOpened / order_update push is the breaching frame. See ``Probe`` for exactly
+where each venue's two stamps are taken (OX.FUN: the sim's socket boundary; Nado: the
+sim's stream writer and gateway parser, which is conservative). Then flat (daemon and sim
+book), an audited reset over the control socket, a pause (``--pace``, rate budgets), next.
 
-Second part: SIGUSR1 -> first cancel read by the sim. In-process: the daemon runs with its
-real signal handler; the benchmark sends ``os.kill(os.getpid(), SIGUSR1)`` and timestamps
-just before the kill.
+Second part: SIGUSR1 -> first cancel read by the sim: ``os.kill(daemon_pid, SIGUSR1)``,
+stamped just before the kill; the daemon's real signal handler does the rest.
 
     .venv/bin/python bench/trip_latency.py [--venue oxfun|nado|both] [--trips 1000] [--runs 3]
-                                           [--signal-trips 200]
+                                           [--signal-trips 200] [--pace S] [--inproc]
 """
 
 from __future__ import annotations
@@ -279,7 +281,7 @@ def main() -> int:
         if sig_runs:
             s50 = statistics.median(s.p50 for s in sig_runs) * 1e3
             s99 = statistics.median(s.p99 for s in sig_runs) * 1e3
-            print(f"   SIGUSR1 (in-process daemon, real signal handler) -> first cancel read: "
+            print(f"   SIGUSR1 (real signal handler) -> first cancel read: "
                   f"median p50={s50:.3f} ms p99={s99:.3f} ms over {len(sig_runs)}x{args.signal_trips} trips; "
                   f"no cancel read within {MISS_AFTER_S}s: {total_sig_misses}")
     print("for scale: Hummingbot's kill switch checks every 10 s; Freqtrade's protections once per bot loop (~5 s)")
