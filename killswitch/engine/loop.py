@@ -7,7 +7,8 @@ decides, from the venue's own snapshots, when a venue is flat.
 
 The trip path is ordered so nothing slow stands before the first cancel:
 ``latch (page cache) -> executor.submit -> wait for the first request on the wire (bounded)
--> canonical log line, audit record, fsync of latch (worker thread)``.
+-> canonical log line, audit records (trip, then each cancel_plan), fsync of latch (worker
+thread)``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ log = structlog.get_logger("killswitch.engine")
 
 FEED_ALARM_AFTER_S = 15.0  # a venue down (or never up) this long alarms even without a rule
 FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the first cancel send
+DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
 
@@ -185,6 +187,16 @@ class Engine:
         task_status.started()
         async for ev in receive:
             self.handle(ev)
+            # Drain what is already queued without a scheduler round per event; stop at a
+            # trip (first-send wait, deferred work) and after DRAIN_MAX events (fairness).
+            for _ in range(DRAIN_MAX):
+                if self._first_sent or self._deferred:
+                    break
+                try:
+                    ev = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                self.handle(ev)
             if self._first_sent:
                 # Let the executor put the first cancel on the wire before bookkeeping.
                 waits, self._first_sent = self._first_sent, []
@@ -334,6 +346,8 @@ class Engine:
             persisted = False
             self._alarm("latch_persist", f"cannot write latch intent: {exc}")
         self.counters.trips += 1
+        # Queued first so the audit reads trip, then each venue's cancel_plan (also deferred).
+        self._deferred.append(lambda: self._after_trip(rec, operator, persisted))
         for venue in self._venues_in(scope):
             prog = self.progress.get(venue)
             if prog is None or prog.flat or prog.job_id is None:
@@ -343,7 +357,6 @@ class Engine:
                 prog.scope = prog.scope.union(scope)
                 prog.trip_id = rec.trip_id
             self._start_round(venue, prog, now, purpose="trip")
-        self._deferred.append(lambda: self._after_trip(rec, operator, persisted))
 
     def _after_trip(self, rec: TripRecord, operator: str, persisted: bool) -> None:
         self.audit.record("trip", trip_id=rec.trip_id, rule=rec.rule, rule_kind=rec.kind, reason=rec.reason,
@@ -372,8 +385,10 @@ class Engine:
         book = self.state.book(venue)
         prog.round_no += 1
         in_scope = self.state.open_orders(venue, prog.scope)
+        # A scope that covers every known order (the usual global trip) needs no second copy.
+        all_known = in_scope if len(in_scope) == len(book.orders) else self.state.open_orders(venue)
         plan = plan_cancels(
-            venue=venue, scope=prog.scope, in_scope=in_scope, all_known=self.state.open_orders(venue),
+            venue=venue, scope=prog.scope, in_scope=in_scope, all_known=all_known,
             caps=caps, trusted=book.trusted and book.connected, round_no=prog.round_no,
             budget_available=self.budget(venue, now),
         )
@@ -388,8 +403,16 @@ class Engine:
             prog.job_id = job.job_id
             if self.dry_run:
                 prog.dry_run_done = True
-            self.audit.record("cancel_plan", venue=venue, trip_id=prog.trip_id, job_id=job.job_id,
-                              round=prog.round_no, purpose=purpose, plan=plan.describe(), dry_run=self.dry_run)
+            trip_id, round_no = prog.trip_id, prog.round_no
+
+            def record() -> None:
+                self.audit.record("cancel_plan", venue=venue, trip_id=trip_id, job_id=job.job_id,
+                                  round=round_no, purpose=purpose, plan=plan.describe(), dry_run=self.dry_run)
+
+            if purpose == "trip":
+                self._deferred.append(record)  # after the first cancel is on the wire
+            else:
+                record()
         else:
             prog.verify_job_id = job.job_id
         first_sent = self.executor.submit(job)
