@@ -122,7 +122,7 @@ def cmd_run(args) -> int:
         default_services = None
     if default_services is not None:
         services = default_services(cfg)
-    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services).run())
+    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True).run())
 
 
 def cmd_control(args) -> int:
