@@ -17,7 +17,7 @@ The two simulated exchanges run in this (the benchmark) process; the daemon runs
   cancel read (all accounts have a cancel on the wire), trip -> the last cancel request read
   before the sims were flat, trip -> both sims' books hold zero open orders, trip -> the
   daemon reports every venue ``cancel_state == "flat"`` (control-socket status, polled every
-  20 ms once the sims are flat, so the poll does not compete with the cancels);
+  50 ms once the sims are flat, so the poll does not compete with the cancels);
 * rate-limit rejections counted by the sims from the trip to the end of the run: OX.FUN WS
   20007 replies, REST HTTP 429 (any route, per-IP 100/s), Nado error 1000 (wallet weight).
 
@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
+import signal
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -50,6 +52,57 @@ RSS_TARGET_MB = 300.0
 WIRE_TARGET_S = 0.5
 FLAT_TARGET_S = 2.0
 OX_CANCEL_ROUTES = ("/v3/orders/cancel-all", "/v3/orders/cancel")
+
+
+class BenchNadoSim(VertexSim):
+    """The Nado sim, with its push fan-out made cheap for a 100-subaccount run.
+
+    ``VertexSim`` publishes a cancel's pushes synchronously inside the execute: for every
+    push it scans every subscription socket (50 subaccounts x 1000 orders = 50,000 set
+    lookups, ~10 ms) and queues the frame, before it reads anything else. On one core the
+    sim then read the 50 cancels ~10 ms apart: the sim, not the daemon, set the figure.
+    Here (1) the subscribers of a (stream, subaccount, product) are matched once per
+    execute, and (2) the queuing runs in one publisher task right after the execute, in
+    execute order. Same frames, same sockets, same order per socket, same drop-when-full
+    rule; the response may now be written before the pushes are queued (they were never
+    ordered on the wire: different sockets).
+    """
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *, task_status=trio.TASK_STATUS_IGNORED):
+        self._pub_send, pub_recv = trio.open_memory_channel(math.inf)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publisher, pub_recv)
+            await nursery.start(super().serve, host, port)
+            task_status.started(self)
+
+    def _publish(self, pushes) -> None:
+        if pushes:
+            self._pub_send.send_nowait(pushes)
+
+    async def _publisher(self, recv) -> None:
+        async for pushes in recv:
+            self._publish_now(pushes)
+            await trio.lowlevel.checkpoint()
+
+    def _publish_now(self, pushes) -> None:
+        conns = list(self._sub_conns)
+        targets: dict = {}
+        for p in pushes:
+            key = (p.stream, p.subaccount, p.product_id)
+            to = targets.get(key)
+            if to is None:
+                wide = (p.stream, p.subaccount, None)
+                to = targets[key] = [c for c in conns if key in c.streams or wide in c.streams]
+            if not to:
+                continue
+            frame = orjson.dumps(p.event)
+            for conn in to:
+                try:
+                    conn.send.send_nowait((frame, p.stream))
+                except trio.WouldBlock:
+                    conn.ep.closed = True
+                except trio.BrokenResourceError:
+                    pass
 
 
 class SimProbe:
@@ -117,12 +170,61 @@ class SimProbe:
         return sorted(out)
 
 
-async def one_run(n_ox: int, n_nado: int, n_orders: int) -> dict:
+def cpu_s(pid: int | str = "self") -> float:
+    """utime + stime of a process, seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class GcPauses:
+    """Garbage-collector pauses in this process (gc.callbacks), for the trip window."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, int, float]] = []  # (start, generation, seconds)
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((self._t, info["generation"], time.perf_counter() - self._t))
+
+    def summary(self, since: float) -> dict:
+        ps = [(g, d) for t, g, d in self.pauses if t >= since]
+        return {"n": len(ps), "gen2": sum(1 for g, _ in ps if g == 2),
+                "total_ms": round(1000 * sum(d for _, d in ps), 1),
+                "max_ms": round(1000 * max((d for _, d in ps), default=0.0), 1)}
+
+
+def _start_pyspy(daemon_pid: int) -> list:
+    """KS_BENCH_PYSPY=DIR: sample the daemon (and this process) during the trip (diagnosis only)."""
+    out_dir = os.environ.get("KS_BENCH_PYSPY")
+    if not out_dir:
+        return []
+    import subprocess
+    import sys
+
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    procs = []
+    which = os.environ.get("KS_BENCH_PYSPY_WHICH", "daemon,bench").split(",")
+    for label, pid in (("daemon", daemon_pid), ("bench", os.getpid())):
+        if label not in which:
+            continue
+        procs.append(subprocess.Popen([spy, "record", "--rate", "1000", "--pid", str(pid), "--duration", os.environ.get("KS_BENCH_PYSPY_S", "4"),
+                                       "--format", "raw", "--nonblocking", "-o", os.path.join(out_dir, f"{label}.txt")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.3)  # let py-spy attach before the trip
+    return procs
+
+
+async def one_run(n_ox: int, n_nado: int, n_orders: int, tracemalloc_out: str = "") -> dict:
     out: dict = {}
     async with trio.open_nursery() as nursery:
         ox = OxfunSim()
         await nursery.start(ox.serve, "127.0.0.1")
-        nado = VertexSim(flavour="nado")
+        nado = BenchNadoSim(flavour="nado")
         await nursery.start(nado.serve, "127.0.0.1")
         env: dict[str, str] = {}
         venues = []
@@ -160,7 +262,10 @@ async def one_run(n_ox: int, n_nado: int, n_orders: int) -> dict:
         total = sim_open()
         out["orders_total"] = total
         probe = SimProbe(ox, nado, ox_names, nado_names)
+        # The sims' books (100k orders) are long-lived: out of the collector's way, so the
+        # sims do not stall for 100-280 ms gen-2 collections while they read the cancels.
         gc.collect()
+        gc.freeze()
         out["bench_rss_mb"] = round(rss_mb(), 1)
 
         text = DAEMON_YAML.replace("{tick}", "100ms").replace("{venues}", "".join(venues)).replace("{rules}", RULES)
@@ -170,51 +275,103 @@ async def one_run(n_ox: int, n_nado: int, n_orders: int) -> dict:
             return bool(st.get("ready")) and all(v["connected"] for v in vs) \
                 and sum(v["open_orders"] for v in vs) >= total
 
+        gc_out = os.path.join(os.environ.get("KS_BENCH_STATE_PARENT") or "/tmp", f"ks-scale-gc-{os.getpid()}.json")
+        os.environ["KS_GC_OUT"] = gc_out
         t = time.perf_counter()
-        async with daemon_process(text, env, pin=True, ready=ready) as dp:
+        module = "_mem_child" if tracemalloc_out else "_gc_child"
+        if tracemalloc_out:
+            os.environ["KS_TRACEMALLOC_OUT"] = tracemalloc_out
+        async with daemon_process(text, env, pin=True, ready=ready, module=module) as dp:
             out["startup_s"] = round(time.perf_counter() - t, 2)
             out["daemon_pid"] = dp.pid
             await trio.sleep(1.0)
-            st = await dp.status()
-            out["engine_open"] = sum(v["open_orders"] for v in st["venues"].values())
-            out["rss_ready_mb"] = round(dp.rss_mb(), 1)
-            out["hwm_ready_mb"] = round(dp.rss_mb("VmHWM"), 1)
+            if tracemalloc_out:
+                st = await dp.status()
+                out["engine_open"] = sum(v["open_orders"] for v in st["venues"].values())
+                out["rss_traced_mb"] = round(dp.rss_mb(), 1)
+                os.kill(dp.pid, signal.SIGUSR2)
+                with trio.fail_after(120):
+                    while not os.path.exists(tracemalloc_out) or os.path.getsize(tracemalloc_out) == 0:
+                        await trio.sleep(0.5)
+                    await trio.sleep(2)
+            else:
+                st = await dp.status()
+                out["engine_open"] = sum(v["open_orders"] for v in st["venues"].values())
+                out["rss_ready_mb"] = round(dp.rss_mb(), 1)
+                out["hwm_ready_mb"] = round(dp.rss_mb("VmHWM"), 1)
 
-            probe.arm()
-            t0 = trio.current_time()
-            reply = await dp.trip("scale bench")
-            out["trip_reply_s"] = round(trio.current_time() - t0, 4)
-            assert reply.get("ok"), reply
-            t_sim_flat = t_daemon_flat = None
-            with trio.move_on_after(30):
-                while sim_open():
-                    await trio.sleep(0.002)
-                t_sim_flat = trio.current_time() - t0
-                while True:
-                    st = await dp.status()
-                    if all(v["cancel_state"] == "flat" for v in st["venues"].values()):
-                        t_daemon_flat = trio.current_time() - t0
-                        break
-                    await trio.sleep(0.02)
-            out["t_sim_flat_s"] = None if t_sim_flat is None else round(t_sim_flat, 3)
-            out["t_daemon_flat_s"] = None if t_daemon_flat is None else round(t_daemon_flat, 3)
-            if t_daemon_flat is None:
-                out["not_flat"] = {n: v["cancel_state"] for n, v in st["venues"].items() if v["cancel_state"] != "flat"}
-            await trio.sleep(1.0)  # late verifications / re-polls also count against the rate limits
-            out["rss_after_mb"] = round(dp.rss_mb(), 1)
-            out["hwm_mb"] = round(dp.rss_mb("VmHWM"), 1)
-            st = await dp.status()
-            out["daemon_counters"] = {k: st["counters"][k] for k in ("cancel_requests", "cancel_failures", "sweeps")}
-            audit = dp.state_dir / "audit.jsonl"
-            verbs: Counter = Counter()
-            for line in open(audit, "rb"):
-                if b'"cancel_sent"' in line:
-                    rec = orjson.loads(line)
-                    verbs[f"{rec.get('verb')}/{rec.get('transport', '?')}"] += 1
-            out["audit_cancel_sent"] = dict(verbs)
-            out["state_dir"] = str(dp.state_dir)
+                out["loadavg_1m_before_trip"] = round(os.getloadavg()[0], 2)  # others' processes share the 2 cores
+                spies = _start_pyspy(dp.pid)
+                probe.arm()
+                gcp = GcPauses()
+                gc.disable()  # the sims' own collector pauses are not the daemon's latency (re-enabled below)
+                cpu0 = (cpu_s(dp.pid), cpu_s())
+                t0_perf = time.perf_counter()
+                t0 = trio.current_time()
+                reply = await dp.trip("scale bench")
+                out["trip_reply_s"] = round(trio.current_time() - t0, 4)
+                assert reply.get("ok"), reply
+                t_sim_flat = t_daemon_flat = None
+                progress: list[tuple[float, int, int]] = []  # (t, OX pushes written, Nado stream frames written)
 
+                async def sample_pushes() -> None:
+                    while True:
+                        progress.append((round(trio.current_time() - t0, 3), ox.counters["pushes_sent"],
+                                         len(nado.stream_write_log)))
+                        await trio.sleep(0.25)
+
+                nursery.start_soon(sample_pushes)
+                with trio.move_on_after(30):
+                    while sim_open():
+                        await trio.sleep(0.002)
+                    t_sim_flat = trio.current_time() - t0
+                    cpu_sim_flat = (cpu_s(dp.pid), cpu_s())
+                    while True:
+                        st = await dp.status()
+                        if all(v["cancel_state"] == "flat" for v in st["venues"].values()):
+                            t_daemon_flat = trio.current_time() - t0
+                            cpu_flat = (cpu_s(dp.pid), cpu_s())
+                            out["cpu_s_daemon_bench_until_sim_flat"] = [round(a - b, 2) for a, b in zip(cpu_sim_flat, cpu0)]
+                            out["cpu_s_daemon_bench_until_daemon_flat"] = [round(a - b, 2) for a, b in zip(cpu_flat, cpu0)]
+                            break
+                        await trio.sleep(0.05)
+                gc.enable()
+                out["bench_gc_until_daemon_flat"] = gcp.summary(t0_perf)
+                out["t_sim_flat_s"] = None if t_sim_flat is None else round(t_sim_flat, 3)
+                out["t_daemon_flat_s"] = None if t_daemon_flat is None else round(t_daemon_flat, 3)
+                if t_daemon_flat is None:
+                    out["not_flat"] = {n: v["cancel_state"] for n, v in st["venues"].items() if v["cancel_state"] != "flat"}
+                out["sim_pushes_written_t_ox_nado"] = progress[::4]
+                await trio.sleep(1.0)  # late verifications / re-polls also count against the rate limits
+                for spy in spies:
+                    await trio.to_thread.run_sync(spy.wait)
+                out["rss_after_mb"] = round(dp.rss_mb(), 1)
+                out["hwm_mb"] = round(dp.rss_mb("VmHWM"), 1)
+                st = await dp.status()
+                out["daemon_counters"] = {k: st["counters"][k] for k in ("cancel_requests", "cancel_failures", "sweeps")}
+                audit = dp.state_dir / "audit.jsonl"
+                verbs: Counter = Counter()
+                for line in open(audit, "rb"):
+                    if b'"cancel_sent"' in line:
+                        rec = orjson.loads(line)
+                        verbs[f"{rec.get('verb')}/{rec.get('transport', '?')}"] += 1
+                out["audit_cancel_sent"] = dict(verbs)
+                out["state_dir"] = str(dp.state_dir)
+        if tracemalloc_out:  # the daemon was stopped on leaving the block above
+            nursery.cancel_scope.cancel()
+            return out
+
+        with open(gc_out, "rb") as f:
+            pauses = orjson.loads(f.read())
+        os.unlink(gc_out)
+        window = [(g, d) for t, g, d, _c in pauses if t0_perf <= t <= t0_perf + (t_daemon_flat or 30)]
+        out["daemon_gc_until_daemon_flat"] = {
+            "n": len(window), "gen2": sum(1 for g, _ in window if g == 2),
+            "total_ms": round(1000 * sum(d for _, d in window), 1),
+            "max_ms": round(1000 * max((d for _, d in window), default=0.0), 1)}
         reads = probe.all_reads()
+        with open(os.path.join(out["state_dir"], "sim_reads.json"), "wb") as f:
+            f.write(orjson.dumps([(ts - t0, name, kind) for ts, name, kind in reads]))
         first: dict[str, float] = {}
         for ts, name, _kind in reads:
             first.setdefault(name, ts - t0)
@@ -241,14 +398,39 @@ def judge(out: dict, n_accounts: int) -> dict:
     }
 
 
+def tracemalloc_report(out: dict, path: str) -> int:
+    import tracemalloc
+
+    snap = tracemalloc.Snapshot.load(path).filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    total = sum(st.size for st in snap.statistics("filename"))
+    print(f"daemon VmRSS under tracemalloc {out['rss_traced_mb']} MB; traced {total / 2**20:.1f} MiB "
+          f"({out['engine_open']} orders in the book)")
+    with open(path + ".rss") as f:
+        print(f.read())
+    for key in ("filename", "lineno"):
+        print(f"-- top by {key}")
+        for st in snap.statistics(key)[:25]:
+            print(f"  {st.size / 2**20:8.2f} MiB {st.count:9d} blocks  {st.traceback}")
+    print("-- top 8 allocation sites with their stacks")
+    for st in snap.statistics("traceback")[:8]:
+        print(f"  {st.size / 2**20:8.2f} MiB {st.count:9d} blocks")
+        for line in st.traceback.format(limit=8):
+            print("     " + line)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ox", type=int, default=50)
     ap.add_argument("--nado", type=int, default=50)
     ap.add_argument("--orders", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--tracemalloc", metavar="FILE", default="",
+                    help="diagnosis: snapshot the daemon's allocations once ready into FILE, print the top, no trip")
     args = ap.parse_args()
     n_accounts = args.ox + args.nado
+    if args.tracemalloc:
+        return tracemalloc_report(trio.run(one_run, args.ox, args.nado, args.orders, args.tracemalloc), args.tracemalloc)
     runs = []
     for i in range(args.runs):
         out = trio.run(one_run, args.ox, args.nado, args.orders)
