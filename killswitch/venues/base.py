@@ -203,7 +203,8 @@ class RateBudget:
             for t, w in win.events:
                 freed += w
                 if freed >= excess:
-                    worst = max(worst, t + win.window_s - now_s)
+                    # Never 0 while it does not fit now: t + window can round to now_s.
+                    worst = max(worst, t + win.window_s - now_s, 1e-9)
                     break
             else:
                 return float("inf")  # never fits (weight > cap)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from killswitch.venues.base import RateBudget
@@ -21,6 +21,7 @@ def naive_available(log, now_s, reserve=0):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 3, allow_nan=False), st.integers(1, 4)), max_size=60))
+@example([(2.0156715838782017e-187, 1), (0.5, 1), (0.5, 4)])  # t + window rounded to now: wait was 0
 def test_matches_naive_model(steps):
     b = RateBudget(LIMITS, reserve=2)
     log = []
