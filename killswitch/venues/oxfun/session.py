@@ -40,6 +40,7 @@ from killswitch.model import (
     VenueDisconnected,
 )
 from killswitch.secrets import Secret
+from killswitch.venues.tls import shared_ssl_context
 from killswitch.venues.base import (
     AuthError,
     OnSent,
@@ -52,7 +53,6 @@ from killswitch.venues.base import (
 )
 from killswitch.venues.oxfun import wire
 from killswitch.venues.oxfun.equity import EquityBook
-from killswitch.venues.tls import shared_ssl_context
 
 CAPABILITIES = VenueCapabilities(
     cancel_all_cost=1,  # one REST request
