@@ -124,3 +124,46 @@ def test_venue_http_clients_share_one_verifying_tls_context():
     nado = make_session(VertexConfig(name="n", private_key=SecretRef("env", "P")),
                         {"private_key": Secret("0x" + "11" * 32)}, Clock(), {})
     assert nado is not None
+
+
+class _BatchCounter(trio.abc.Instrument):
+    """Counts scheduler batches (the run loop polls for I/O between two batches)."""
+
+    def __init__(self) -> None:
+        self.batch = 0
+
+    def before_io_wait(self, timeout) -> None:
+        self.batch += 1
+
+
+async def test_sessions_sharing_a_rest_budget_do_not_queue_when_it_is_free():
+    """Thirty accounts' REST cancels all leave in the same scheduler batch: the shared pace lock
+    is only taken when the budget is short (taking it, even free, costs a round while held)."""
+    shared: dict = {}
+    sessions = [make_session(_ox(f"a{i}", "https://api.ox.fun"), CREDS, Clock(), shared) for i in range(30)]
+    counter = _BatchCounter()
+    sent_in_batch: list[int] = []
+
+    class FakeClient:
+        def build_request(self, verb, url, content=None):
+            import httpx
+            return httpx.Request(verb, "https://api.ox.fun" + url, content=content)
+
+        async def send(self, request):
+            sent_in_batch.append(counter.batch)
+            raise __import__("httpx").ConnectError("not really sending")
+
+    for s in sessions:
+        s._http = FakeClient()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                for s in sessions:
+                    n.start_soon(s._rest, "DELETE", "/v3/orders/cancel-all")
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert len(sent_in_batch) == 30
+    assert max(sent_in_batch) - min(sent_in_batch) <= 1
+    # And the budget is shared: 30 charged against every session on the host.
+    assert sessions[0]._rest_budget.used(1.2, trio.current_time()) == 30

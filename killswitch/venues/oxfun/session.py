@@ -620,11 +620,18 @@ class OxfunSession:
         on_written: Callable[[], None] | None = None,
     ) -> _RestReply:
         client = self._client()
-        async with self._rest_pace_lock:
-            wait_s = self._rest_budget.wait_s(1, self._clock.monotonic_s())
-            if wait_s > 0:
-                await trio.sleep(wait_s)
-            self._rest_budget.charge(1, self._clock.monotonic_s())
+        now = self._clock.monotonic_s()
+        if not self._rest_pace_lock.locked() and self._rest_budget.wait_s(1, now) == 0:
+            # Fast path, no yield (as in _ws_send). The lock is shared by every session on
+            # this REST host: acquiring it, even free, costs a scheduler round *while held*,
+            # so a 50-account trip went through it one request per round.
+            self._rest_budget.charge(1, now)
+        else:
+            async with self._rest_pace_lock:
+                wait_s = self._rest_budget.wait_s(1, self._clock.monotonic_s())
+                if wait_s > 0:
+                    await trio.sleep(wait_s)
+                self._rest_budget.charge(1, self._clock.monotonic_s())
         query_string = wire.encode_query(query)
         body_text = wire.encode_json_body(body) if body is not None else ""
         url = path + (f"?{query_string}" if query_string else "")
