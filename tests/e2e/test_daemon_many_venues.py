@@ -166,4 +166,4 @@ async def test_sessions_sharing_a_rest_budget_do_not_queue_when_it_is_free():
     assert len(sent_in_batch) == 30
     assert max(sent_in_batch) - min(sent_in_batch) <= 1
     # And the budget is shared: 30 charged against every session on the host.
-    assert sessions[0]._rest_budget.used(1.2, trio.current_time()) == 30
+    assert sessions[0]._rest_budget.used(1.5, trio.current_time()) == 30
