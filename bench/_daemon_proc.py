@@ -138,13 +138,16 @@ async def daemon_process(yaml_text: str, env: Mapping[str, str], *, state_dir: P
                 await trio.sleep(0.05)
         yield dp
     finally:
-        await dp.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await trio.to_thread.run_sync(proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        # Shielded: a cancelled caller (a fail_after that fired, a nursery being torn down)
+        # must still stop the child, or it is left running and eating a core.
+        with trio.CancelScope(shield=True):
+            await dp.close()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await trio.to_thread.run_sync(proc.wait, 20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         if pin_ok:
             os.sched_setaffinity(0, cpus)

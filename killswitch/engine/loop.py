@@ -385,8 +385,10 @@ class Engine:
         book = self.state.book(venue)
         prog.round_no += 1
         in_scope = self.state.open_orders(venue, prog.scope)
+        # A scope that covers every known order (the usual global trip) needs no second copy.
+        all_known = in_scope if len(in_scope) == len(book.orders) else self.state.open_orders(venue)
         plan = plan_cancels(
-            venue=venue, scope=prog.scope, in_scope=in_scope, all_known=self.state.open_orders(venue),
+            venue=venue, scope=prog.scope, in_scope=in_scope, all_known=all_known,
             caps=caps, trusted=book.trusted and book.connected, round_no=prog.round_no,
             budget_available=self.budget(venue, now),
         )

@@ -22,7 +22,7 @@ Rules, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from killswitch.model import CancelScope, OrderInfo, OrderRef
 from killswitch.venues.base import VenueCapabilities
@@ -115,10 +115,12 @@ def plan_cancels(
     if round_no == 1 and trusted and 0 < n <= caps.prefer_by_id_below:
         return by_id(f"{n} known orders, trusted book: by id for latency")
 
-    candidates: list[tuple[int, int, CancelPlan]] = []  # (cost, bulk_rank, plan)
+    # (cost, bulk_rank, plan or a thunk that builds it): the by-id candidate is only costed
+    # here; its order refs (one per known order, thousands on a big book) are built only if
+    # it wins.
+    candidates: list[tuple[int, int, CancelPlan | Callable[[], CancelPlan]]] = []
     if trusted and n and round_no == 1:
-        p = by_id("by id: cheapest for the known orders")
-        candidates.append((p.total_cost, 2, p))
+        candidates.append((caps.cost_cancel_orders(n), 2, lambda: by_id("by id: cheapest for the known orders")))
     if scope.products is not None:
         prods = tuple(sorted(scope.products))
         step = CancelStep(CANCEL_PRODUCTS, products=prods, include_triggers=include_triggers,
@@ -126,21 +128,22 @@ def plan_cancels(
         candidates.append((step.cost, 1, with_trigger_cleanup(
             CancelPlan(venue, (step,), f"per product for the {len(prods)} products in scope", step.cost, n))))
     else:
-        if trusted and n:
+        if trusted and n and round_no == 1:  # later rounds: the book evidently missed something, go wide
             prods = tuple(sorted({o.product for o in in_scope}))
             step = CancelStep(CANCEL_PRODUCTS, products=prods, include_triggers=include_triggers,
                               cost=caps.cost_cancel_products(len(prods)))
-            if round_no == 1:  # later rounds: the book evidently missed something, go wide
-                candidates.append((step.cost, 1, with_trigger_cleanup(
-                    CancelPlan(venue, (step,), f"per product for the {len(prods)} products with orders",
-                               step.cost, n))))
+            candidates.append((step.cost, 1, with_trigger_cleanup(
+                CancelPlan(venue, (step,), f"per product for the {len(prods)} products with orders",
+                           step.cost, n))))
         step = CancelStep(CANCEL_ALL, include_triggers=include_triggers, cost=caps.cancel_all_cost)
         candidates.append((step.cost, 0, with_trigger_cleanup(
             CancelPlan(venue, (step,), "all products", step.cost, n))))
 
     def key(c):
         cost, rank, plan = c
-        fits = budget_available is None or plan.total_cost <= budget_available
+        total = plan.total_cost if isinstance(plan, CancelPlan) else cost  # by id: cost is the total
+        fits = budget_available is None or total <= budget_available
         return (not fits, cost, rank)
 
-    return min(candidates, key=key)[2]
+    best = min(candidates, key=key)[2]
+    return best if isinstance(best, CancelPlan) else best()

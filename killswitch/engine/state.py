@@ -88,8 +88,9 @@ class BookState:
         b = self._books.get(venue)
         if b is None:
             return []
-        if scope is None:
-            return list(b.orders.values())
+        if scope is None or (scope.products is None and scope.sides is None and not scope.keep_protective_stops
+                             and scope.covers_venue(venue)):
+            return list(b.orders.values())  # the scope covers every order of this venue
         return [o for o in b.orders.values() if scope.covers(o)]
 
     # ---- mutation (engine task only) -----------------------------------------------

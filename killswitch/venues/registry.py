@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from killswitch.clock import Clock
 from killswitch.secrets import Secret
@@ -19,11 +20,17 @@ def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = No
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
 
 
-def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock) -> VenueSession:
+def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock,
+                 shared: dict | None = None) -> VenueSession:
+    """``shared``: one dict per daemon for state its sessions share (OX.FUN's per-IP REST budget)."""
     if isinstance(cfg, OxfunConfig):
-        from killswitch.venues.oxfun.session import OxfunSession
+        from killswitch.venues.oxfun.session import OxfunSession, RestLimiter
 
-        return OxfunSession(cfg, api_key=credentials["api_key"], api_secret=credentials["api_secret"], clock=clock)
+        limiter = None
+        if shared is not None:
+            limiter = shared.setdefault(("oxfun-rest", urlsplit(cfg.rest_url).netloc.lower()), RestLimiter())
+        return OxfunSession(cfg, api_key=credentials["api_key"], api_secret=credentials["api_secret"], clock=clock,
+                            rest_limiter=limiter)
     if isinstance(cfg, VertexConfig):
         from killswitch.venues.vertex.session import VertexSession
 

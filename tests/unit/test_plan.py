@@ -100,3 +100,28 @@ def test_keep_protective_stops_single_plane_venue_goes_by_id():
     p = plan(OX, in_scope, scope, all_known=resting + [stop])
     assert [s.verb for s in p.steps] == [CANCEL_ORDERS]
     assert "stop" not in {o.venue_order_id for o in p.steps[0].orders}
+
+
+def test_by_id_refs_are_built_only_when_by_id_wins(monkeypatch):
+    """A 1000-order book must not pay for 1000 OrderRefs when a bulk verb wins (the global-trip
+    path plans every venue before the first cancel goes out)."""
+    import killswitch.engine.plan as plan_mod
+
+    built = []
+    real_refs = plan_mod._refs
+    monkeypatch.setattr(plan_mod, "_refs", lambda orders: built.append(len(orders)) or real_refs(orders))
+    p = plan(NADO, orders("v", {"2": 500, "4": 500}))  # 2 products x 5 = 10 beats 1000 digests
+    assert [(s.verb, s.products) for s in p.steps] == [(CANCEL_PRODUCTS, ("2", "4"))]
+    assert built == []
+    p = plan(NADO, orders("v", {"1": 3}))  # 3 digests beat 5 and 50: by id, refs for every order
+    assert [s.verb for s in p.steps] == [CANCEL_ORDERS] and built == [3]
+    assert [o.venue_order_id for o in p.steps[0].orders] == ["1-1", "1-2", "1-3"]
+
+
+@pytest.mark.parametrize("budget", [None, 0, 5, 12, 1000])
+def test_lazy_by_id_candidate_competes_on_its_full_cost(budget):
+    # 12 digests (cost 12) vs 3 products (15) vs all (50): by id is the cheapest whether or
+    # not anything fits the budget, as when the by-id plan was built up front.
+    p = plan(NADO, orders("v", {"1": 4, "2": 4, "3": 4}), budget=budget)
+    assert [s.verb for s in p.steps] == [CANCEL_ORDERS] and p.total_cost == 12
+    assert len(p.steps[0].orders) == 12

@@ -44,6 +44,7 @@ from killswitch.venues.base import (
     VenueRejected,
     VertexConfig,
 )
+from killswitch.venues.tls import shared_ssl_context
 
 from . import eip712
 from . import wire
@@ -124,7 +125,7 @@ class VertexSession:
     async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         b = self.cfg.backoff
         attempt = 0
-        async with httpx.AsyncClient(timeout=self.cfg.request_timeout_s,
+        async with httpx.AsyncClient(timeout=self.cfg.request_timeout_s, verify=shared_ssl_context(),
                                      headers={"Accept-Encoding": "gzip, deflate"}) as http:
             self._http = http
             try:
@@ -351,7 +352,8 @@ class VertexSession:
         http = self._http
         own = http is None
         if own:
-            http = httpx.AsyncClient(timeout=self.cfg.request_timeout_s, headers={"Accept-Encoding": "gzip, deflate"})
+            http = httpx.AsyncClient(timeout=self.cfg.request_timeout_s, verify=shared_ssl_context(),
+                                     headers={"Accept-Encoding": "gzip, deflate"})
         try:
             with trio.fail_after(self.cfg.request_timeout_s):
                 if on_written is not None:

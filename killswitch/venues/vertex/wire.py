@@ -285,11 +285,17 @@ def parse_order(obj: Any) -> WireOrder:
 
 
 def parse_cancelled_orders(data: Any) -> tuple[str, ...]:
-    """Digests from a cancel response's ``data`` (the trigger service may send no data)."""
+    """Digests from a cancel response's ``data`` (the trigger service may send no data).
+
+    Only each order's digest is read (and validated): a trip's cancel_product_orders answers
+    with every cancelled order (1000 per subaccount in the scale benchmark), the rest of
+    their fields is not used (flat comes from a snapshot), and parsing them fully cost
+    ~15 ms per reply on the event loop while other venues' cancels waited to be sent."""
     if data is None:
         return ()
     d = _obj(data, "data")
-    return tuple(parse_order(o).digest for o in _list(d.get("cancelled_orders", []), "cancelled_orders"))
+    return tuple(_digest(_obj(o, "cancelled_orders[]").get("digest"))
+                 for o in _list(d.get("cancelled_orders", []), "cancelled_orders"))
 
 
 def parse_orders_query(data: Any) -> list[WireOrder]:
