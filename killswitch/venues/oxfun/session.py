@@ -69,6 +69,7 @@ WS_MSGS_PER_S = 50
 REST_REQ_PER_S = 100
 REST_REQ_PER_5MIN = 2500
 REST_WINDOW_MARGIN_S = 0.5  # see RestLimiter
+REST_ORDINARY_SHARE = 0.8  # of each REST window; the rest is kept for cancels
 REST_CANCEL_MAX_ORDERS = 8
 ALIVE_MIN_INTERVAL_S = 0.5
 FORWARD_BATCH = 32  # events forwarded between reader checkpoints (bounds the engine's lag in a burst)
@@ -86,11 +87,28 @@ class RestLimiter:
     therefore accounted as ``1 + REST_WINDOW_MARGIN_S`` seconds, which keeps the venue's
     count within its limit for send jitter up to that margin (0.2 s was not enough: a
     50-account trip's second round, sent while the daemon was busy with 100k order pushes,
-    drew two 429s). Sustained, that is 100 requests per 1.5 s per IP."""
+    drew two 429s). Sustained, that is 100 requests per 1.5 s per IP.
+
+    Cancels have a share of their own: every other request (reconcile, drift polls, equity,
+    verification) must also fit ``ordinary``, the same windows at REST_ORDINARY_SHARE of the
+    caps, so however many accounts poll, the rest of each window is left for cancels.
+    """
 
     def __init__(self) -> None:
-        self.budget = RateBudget([(1.0 + REST_WINDOW_MARGIN_S, REST_REQ_PER_S), (300.0, REST_REQ_PER_5MIN)])
+        window_s = 1.0 + REST_WINDOW_MARGIN_S
+        self.budget = RateBudget([(window_s, REST_REQ_PER_S), (300.0, REST_REQ_PER_5MIN)])
+        self.ordinary = RateBudget([(window_s, int(REST_REQ_PER_S * REST_ORDINARY_SHARE)),
+                                    (300.0, int(REST_REQ_PER_5MIN * REST_ORDINARY_SHARE))])
         self.lock = trio.Lock()
+
+    def wait_s(self, now_s: float, *, cancel: bool) -> float:
+        wait_s = self.budget.wait_s(1, now_s)
+        return wait_s if cancel else max(wait_s, self.ordinary.wait_s(1, now_s))
+
+    def charge(self, now_s: float, *, cancel: bool) -> None:
+        self.budget.charge(1, now_s)
+        if not cancel:
+            self.ordinary.charge(1, now_s)
 
 
 class _SessionEnd(Exception):
@@ -260,6 +278,7 @@ class OxfunSession:
         self._log = structlog.get_logger("killswitch.venue.oxfun").bind(venue=cfg.name)
         self._ws_budget = RateBudget([(1.0, WS_MSGS_PER_S)])
         limiter = rest_limiter or RestLimiter()
+        self._rest_limiter = limiter
         self._rest_budget = limiter.budget
         self._ws_pace_lock = trio.Lock()
         self._rest_pace_lock = limiter.lock
@@ -640,17 +659,28 @@ class OxfunSession:
     ) -> _RestReply:
         client = self._client()
         now = self._clock.monotonic_s()
-        if not self._rest_pace_lock.locked() and self._rest_budget.wait_s(1, now) == 0:
+        cancel = verb == "DELETE"  # the cancel verbs; they may use the cancels' share
+        limiter = self._rest_limiter
+        if not self._rest_pace_lock.locked() and limiter.wait_s(now, cancel=cancel) == 0:
             # Fast path, no yield (as in _ws_send). The lock is shared by every session on
             # this REST host: acquiring it, even free, costs a scheduler round *while held*,
             # so a 50-account trip went through it one request per round.
-            self._rest_budget.charge(1, now)
-        else:
+            limiter.charge(now, cancel=cancel)
+        elif cancel:
             async with self._rest_pace_lock:
-                wait_s = self._rest_budget.wait_s(1, self._clock.monotonic_s())
+                wait_s = limiter.wait_s(self._clock.monotonic_s(), cancel=True)
                 if wait_s > 0:
                     await trio.sleep(wait_s)
-                self._rest_budget.charge(1, self._clock.monotonic_s())
+                limiter.charge(self._clock.monotonic_s(), cancel=True)
+        else:
+            # Ordinary requests wait outside the lock so a queue of polls never stands in
+            # front of a cancel; re-checked after every sleep.
+            while True:
+                wait_s = limiter.wait_s(self._clock.monotonic_s(), cancel=False)
+                if wait_s == 0 and not self._rest_pace_lock.locked():
+                    limiter.charge(self._clock.monotonic_s(), cancel=False)
+                    break
+                await trio.sleep(max(wait_s, 0.001))
         query_string = wire.encode_query(query)
         body_text = wire.encode_json_body(body) if body is not None else ""
         url = path + (f"?{query_string}" if query_string else "")
