@@ -29,7 +29,7 @@ import statistics
 
 import trio
 
-from _harness import ProcRig, Rig, proc_rig, rig
+from _harness import OX_MARKET, ProcRig, Rig, proc_rig, rig
 from _stats import Summary, reproduce_line, summarize, verdict
 
 RULES = """
@@ -224,14 +224,32 @@ async def signal_trips(r, n: int, misses: list[int]) -> list[float]:
     return out
 
 
+async def market_feed(r, hz: float) -> None:
+    """A live venue's background traffic: the sim moves the mark of the account's market and
+    pushes the ticker ``hz`` times a second (OX.FUN only). Without it, the daemon's core idles
+    for the whole pause between trips, and on this VM an idle vCPU comes back with cold
+    caches (see README: an idle gap of 25 ms makes trio's ``start_soon`` 24 us instead of 3-7)."""
+    if r.ox is None or hz <= 0:
+        return
+    period_s = 1.0 / hz
+    k = 0
+    while True:
+        k += 1
+        # above every resting BUY the rounds place (30000-34999), so nothing becomes marketable
+        await r.ox.set_mark(OX_MARKET, 40000 + (k % 7))
+        await trio.sleep(period_s)
+
+
 async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_misses: list[int],
-                  inproc: bool) -> tuple[list[float], list[float]]:
+                  inproc: bool, feed_hz: float = 0.0) -> tuple[list[float], list[float]]:
     ctx = rig(kind, RULES, handle_signals=signal_n > 0) if inproc else proc_rig(kind, RULES)
-    async with ctx as r:
+    async with ctx as r, trio.open_nursery() as feed:
+        feed.start_soon(market_feed, r, feed_hz)
         await rule_trips(r, 20, [])  # warm-up: imports, first signatures, caches
         gc.collect()
         rule = await rule_trips(r, trips, misses)
         sig = await signal_trips(r, signal_n, sig_misses) if signal_n else []
+        feed.cancel_scope.cancel()
     return rule, sig
 
 
@@ -242,6 +260,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--signal-trips", type=int, default=200, help="SIGUSR1 trips per run (0: skip)")
     ap.add_argument("--pace", type=float, default=0.0, help="seconds between trips (rate budgets)")
+    ap.add_argument("--feed-hz", type=float, default=0.0,
+                    help="OX.FUN: background ticker pushes per second during the run (live-venue traffic)")
     ap.add_argument("--inproc", action="store_true",
                     help="daemon in this process and trio run (default: `killswitch run` child process)")
     args = ap.parse_args()
@@ -257,7 +277,8 @@ def main() -> int:
         for k in range(args.runs):
             misses: list[int] = []
             sig_misses: list[int] = []
-            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses, args.inproc)
+            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses, args.inproc,
+                                 args.feed_hz)
             total_sig_misses += len(sig_misses)
             total_misses += len(misses)
             runs.append(summarize(rule))
