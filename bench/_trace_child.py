@@ -137,6 +137,8 @@ def install_nado() -> None:
     async def receive_some(self, max_bytes=None):
         data = await orig_recv(self, max_bytes)
         last_read[id(self)] = time.perf_counter()
+        if os.environ.get("KS_TRACE_ALL_READS"):
+            _stamp("a0_any_socket_read")
         return data
 
     trio.SocketStream.receive_some = receive_some

@@ -111,6 +111,9 @@ async def run_nado(trips: int, pace_s: float, out_path: str, rows: list) -> None
     finally:
         trio.SocketStream.receive_some = orig_recv
     stamps = orjson.loads(open(out_path, "rb").read())
+    if os.environ.get("KS_TRACE_DUMP"):
+        with open(os.environ["KS_TRACE_DUMP"], "wb") as f:
+            f.write(orjson.dumps({"stamps": stamps, "windows": windows}))
     j = 0
     for t_first, tb, tc, sim_side in windows:
         row = {"z_sim_read_cancel": tc - tb, **sim_side}

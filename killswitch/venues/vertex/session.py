@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import replace
 from typing import Callable, Sequence
 
 import httpx
@@ -517,14 +516,15 @@ class VertexSession:
             request_id = str(nonce.value)
             gw = self._gw
             transport = "trigger" if trigger else ("ws" if gw is not None and gw.alive else "rest")
-            sent = CancelAttempted(
-                self.name, trip_id, verb, request_id, n_orders, products,
-                detail={"nonce": str(nonce.value), "recv_time_ms": nonce.recv_time_ms,
-                        "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
-            )
 
-            def written(sent=sent):
-                on_sent(replace(sent, ts_sent_s=self._clock.monotonic_s()))
+            def written(nonce=nonce, digest=digest, attempt=attempt, transport=transport, request_id=request_id):
+                # Built once the request is on the wire: nothing but the send before it.
+                on_sent(CancelAttempted(
+                    self.name, trip_id, verb, request_id, n_orders, products,
+                    detail={"nonce": request_id, "recv_time_ms": nonce.recv_time_ms,
+                            "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
+                    ts_sent_s=self._clock.monotonic_s(),
+                ))
 
             t0 = self._clock.monotonic_s()
             if weight:
