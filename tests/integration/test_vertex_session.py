@@ -243,3 +243,44 @@ async def test_vertex_flavour_smoke():
             res = await session.cancel_all_orders(include_triggers=True, trip_id=1, on_sent=SentLog())
             assert all(r.outcome == "ok" for r in res)
             assert sim.open_orders(acct["sender"])["orders"] == []
+
+
+async def test_first_cancel_request_leaves_without_a_task_hop():
+    """cancel_orders / cancel_products hand the first request to the gateway connection
+    before any other task gets a turn (no nursery or lock round in between), so a trip's
+    first cancel is not queued behind whatever else is runnable in the daemon."""
+    from killswitch.model import OrderRef
+
+    with trio.fail_after(15):
+        async with sim_and_session() as (sim, acct, session, log):
+            digests = sim.place_orders(acct["sender"], product_id=2, price="900", qty="1", count=2)
+            real_gw = session._gw
+            order: list[str] = []
+
+            class SpyGw:
+                alive = True
+
+                async def request(self, body, **kw):
+                    order.append("request")
+                    return await real_gw.request(body, **kw)
+
+            async def other():
+                order.append("other task")
+
+            session._gw = SpyGw()
+            try:
+                async with trio.open_nursery() as n:
+                    n.start_soon(other)
+                    res = await session.cancel_orders(
+                        [OrderRef(session.name, "2", d, False) for d in digests], trip_id=1, on_sent=SentLog())
+                assert order[:2] == ["request", "other task"] and res[0].outcome == "ok"
+                order.clear()
+                sim.place_orders(acct["sender"], product_id=2, price="900", qty="1")
+                async with trio.open_nursery() as n:
+                    n.start_soon(other)
+                    res = await session.cancel_products(["2"], include_triggers=True, trip_id=2, on_sent=SentLog())
+                assert order[:2] == ["request", "other task"]  # engine plane first; trigger plane after
+                assert {r.verb for r in res} == {"cancel_products", "cancel_products:trigger"}
+                assert all(r.outcome == "ok" for r in res), res
+            finally:
+                session._gw = real_gw
