@@ -57,33 +57,35 @@ def _server_messages(data: bytes, deflate=None) -> list:
     return out
 
 
-async def test_a_request_is_on_the_stream_before_any_other_task_runs():
+async def test_a_request_is_on_the_stream_without_a_scheduler_round():
+    """A spinner task counts scheduler rounds; the request must reach ``send_all`` before
+    the caller yields once (Lock.acquire would yield even with the lock free)."""
     with trio.fail_after(5):
         a, b = trio.testing.memory_stream_pair()
         log: list = []
-        ep = WsEndpoint(RecordingStream(a, log), Frames(client=True))
-        gw = GatewayConn(ep, venue="v")
+        rounds = [0]
 
-        async def other():
-            log.append(("other task ran", b""))
+        class Counting(RecordingStream):
+            async def send_all(self, data) -> None:
+                log.append(rounds[0])
+                await self.inner.send_all(data)
+
+        gw = GatewayConn(WsEndpoint(Counting(a, log), Frames(client=True)), venue="v")
+
+        async def spinner():
+            while True:
+                rounds[0] += 1
+                await trio.sleep(0)
 
         async with trio.open_nursery() as n:
             n.start_soon(_reader, gw)
-            req = trio.Event()
-
-            async def call():
-                n.start_soon(other)  # runnable from now on, but gets a turn only when we yield
-                with pytest.raises(OutcomeUnknown):
-                    await gw.request(b'{"cancel_orders":{}}', expect_request_type="execute_cancel_orders",
-                                     timeout_s=0.2)
-                req.set()
-
-            await trio.testing.wait_all_tasks_blocked()
-            log.clear()
-            n.start_soon(call)
-            await req.wait()
-            # The frame went to the stream before the task started just before it got a turn.
-            assert log[0][0] == "send_all" and log[1][0] == "other task ran"
+            n.start_soon(spinner)
+            await trio.sleep(0.01)
+            start = rounds[0]
+            with pytest.raises(OutcomeUnknown):  # nobody answers: the reply times out
+                await gw.request(b'{"cancel_orders":{}}', expect_request_type="execute_cancel_orders",
+                                 timeout_s=0.05)
+            assert log[0] == start
             n.cancel_scope.cancel()
 
 

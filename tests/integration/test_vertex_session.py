@@ -247,40 +247,45 @@ async def test_vertex_flavour_smoke():
 
 async def test_first_cancel_request_leaves_without_a_task_hop():
     """cancel_orders / cancel_products hand the first request to the gateway connection
-    before any other task gets a turn (no nursery or lock round in between), so a trip's
-    first cancel is not queued behind whatever else is runnable in the daemon."""
+    without yielding to the scheduler (no nursery or lock round in between), so a trip's
+    first cancel is not queued behind whatever else is runnable in the daemon. A spinner
+    task counts scheduler rounds: if the call yielded before the request, it would have run."""
     from killswitch.model import OrderRef
 
     with trio.fail_after(15):
         async with sim_and_session() as (sim, acct, session, log):
             digests = sim.place_orders(acct["sender"], product_id=2, price="900", qty="1", count=2)
             real_gw = session._gw
-            order: list[str] = []
+            rounds = [0]
+            at_request: list[int] = []
 
             class SpyGw:
                 alive = True
 
                 async def request(self, body, **kw):
-                    order.append("request")
+                    at_request.append(rounds[0])
                     return await real_gw.request(body, **kw)
 
-            async def other():
-                order.append("other task")
+            async def spinner():
+                while True:
+                    rounds[0] += 1
+                    await trio.sleep(0)
 
             session._gw = SpyGw()
             try:
                 async with trio.open_nursery() as n:
-                    n.start_soon(other)
+                    n.start_soon(spinner)
+                    await trio.sleep(0.01)
+                    start = rounds[0]
                     res = await session.cancel_orders(
                         [OrderRef(session.name, "2", d, False) for d in digests], trip_id=1, on_sent=SentLog())
-                assert order[:2] == ["request", "other task"] and res[0].outcome == "ok"
-                order.clear()
-                sim.place_orders(acct["sender"], product_id=2, price="900", qty="1")
-                async with trio.open_nursery() as n:
-                    n.start_soon(other)
+                    assert at_request[0] == start and res[0].outcome == "ok"
+                    sim.place_orders(acct["sender"], product_id=2, price="900", qty="1")
+                    start = rounds[0]
                     res = await session.cancel_products(["2"], include_triggers=True, trip_id=2, on_sent=SentLog())
-                assert order[:2] == ["request", "other task"]  # engine plane first; trigger plane after
-                assert {r.verb for r in res} == {"cancel_products", "cancel_products:trigger"}
-                assert all(r.outcome == "ok" for r in res), res
+                    assert at_request[1] == start  # engine plane first; the trigger plane after
+                    assert {r.verb for r in res} == {"cancel_products", "cancel_products:trigger"}
+                    assert all(r.outcome == "ok" for r in res), res
+                    n.cancel_scope.cancel()
             finally:
                 session._gw = real_gw
