@@ -78,6 +78,19 @@ class Probe:
         else:
             r.nado.on_stream_send = self._nado_stream_send
             r.nado.on_execute = self._nado_execute
+            # Count the sim's answers to cancels (1000 = over the wallet's rate budget).
+            core = r.nado.core
+            orig_execute = getattr(core, "_bench_orig_execute", core.execute)
+            core._bench_orig_execute = orig_execute
+
+            def execute(body, _orig=orig_execute, **kw):
+                resp, pushes = _orig(body, **kw)
+                if str(resp.get("request_type", "")).startswith("execute_cancel"):
+                    code = resp.get("error_code", 0) if resp.get("status") != "success" else 0
+                    CANCEL_CODES[code] = CANCEL_CODES.get(code, 0) + 1
+                return resp, pushes
+
+            core.execute = execute
 
     def _nado_stream_send(self, t: float, kind: str, frame: bytes) -> None:
         # Only the "placed" pushes of this round's orders; the "cancelled" ones of a
@@ -121,6 +134,11 @@ MISS_AFTER_S = 2.0
 # back (~60 trips/s) that exceeds OX.FUN's 50 msg/s per socket and Nado's 100 weight/10 s,
 # and the session then (correctly) waits for budget, which shows up as 100s-of-ms tails.
 PACE_S = [0.0]
+# Nado: a round's cancel is one cancel_orders with 2 digests = 2 wallet weight (the verifying
+# snapshot is a query: IP budget, not wallet weight). The wallet allows 100 / 10 s and
+# 600 / 60 s, i.e. at most 50 rounds per 10 s: a round every >= 0.2 s. Default pace 0.2 s.
+DEFAULT_PACE_S = {"oxfun": 0.0, "nado": 0.2}
+CANCEL_CODES: dict[int, int] = {}  # Nado: sim's cancel answers in the measured trips (0 = success)
 
 
 async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[float]:
@@ -180,6 +198,7 @@ async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_m
     async with ctx as r:
         await rule_trips(r, 20, [])  # warm-up: imports, first signatures, caches
         gc.collect()
+        CANCEL_CODES.clear()
         rule = await rule_trips(r, trips, misses)
         sig = await signal_trips(r, signal_n, sig_misses) if signal_n else []
     return rule, sig
@@ -191,14 +210,16 @@ def main() -> int:
     ap.add_argument("--trips", type=int, default=1000, help="rule trips per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--signal-trips", type=int, default=200, help="SIGUSR1 trips per run (0: skip)")
-    ap.add_argument("--pace", type=float, default=0.0, help="seconds between trips (rate budgets)")
+    ap.add_argument("--pace", type=float, default=None,
+                    help="seconds between trips (rate budgets); default 0 for oxfun, 0.2 for nado")
     ap.add_argument("--inproc", action="store_true",
                     help="daemon in this process and trio run (default: `killswitch run` child process)")
     args = ap.parse_args()
-    PACE_S[0] = args.pace
     venues = ["oxfun", "nado"] if args.venue == "both" else [args.venue]
     ok = True
     for kind in venues:
+        PACE_S[0] = args.pace if args.pace is not None else DEFAULT_PACE_S[kind]
+        codes_total: dict[int, int] = {}
         runs: list[Summary] = []
         sig_runs: list[Summary] = []
         all_rule: list[float] = []
@@ -207,7 +228,11 @@ def main() -> int:
         for k in range(args.runs):
             misses: list[int] = []
             sig_misses: list[int] = []
+            load0 = os.getloadavg()[0]
             rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses, args.inproc)
+            load1 = os.getloadavg()[0]
+            for code, n in CANCEL_CODES.items():
+                codes_total[code] = codes_total.get(code, 0) + n
             total_sig_misses += len(sig_misses)
             total_misses += len(misses)
             runs.append(summarize(rule))
@@ -215,7 +240,8 @@ def main() -> int:
             if sig:
                 sig_runs.append(summarize(sig))
             print(f"{kind} run {k + 1}/{args.runs}: rule breach frame -> first cancel read: "
-                  f"{runs[-1].fmt('ms', 1e3)}")
+                  f"{runs[-1].fmt('ms', 1e3)} (pace {PACE_S[0]} s; 1-min load avg {load0:.2f} -> {load1:.2f} "
+                  f"on {os.cpu_count()} CPUs)")
             if sig:
                 print(f"{kind} run {k + 1}/{args.runs}: SIGUSR1 -> first cancel read: {sig_runs[-1].fmt('ms', 1e3)}")
         p50 = statistics.median(s.p50 for s in runs) * 1e3
@@ -228,6 +254,9 @@ def main() -> int:
               f"p99={p99:.3f} ms (targets p50<={t50} ms, p99<={t99} ms) -> {verdict(good)}")
         print(f"   pooled: {pooled.fmt('ms', 1e3)}; trips with no cancel read within {MISS_AFTER_S}s: "
               f"{total_misses}")
+        if kind == "nado":
+            print(f"   sim's answers to the cancels of the measured trips: "
+                  f"{', '.join(f'{n} x ' + ('success' if c == 0 else f'error {c}') for c, n in sorted(codes_total.items()))}")
         if sig_runs:
             s50 = statistics.median(s.p50 for s in sig_runs) * 1e3
             s99 = statistics.median(s.p99 for s in sig_runs) * 1e3
