@@ -289,3 +289,35 @@ async def test_first_cancel_request_leaves_without_a_task_hop():
                     n.cancel_scope.cancel()
             finally:
                 session._gw = real_gw
+
+
+async def test_stream_forwarding_keeps_backpressure_and_order_without_yielding_per_event():
+    """The reader hands events over with send_nowait while the channel has room, and waits
+    (never drops) when it is full; order is kept either way."""
+    import orjson
+    import trio.testing
+
+    from killswitch.clock import Clock
+    from killswitch.model import OrderOpened
+
+    sim = VertexSim()  # not serving: only its URLs feed the config
+    session = VertexSession(make_config(sim), private_key=Secret("0x" + "11" * 32), clock=Clock())
+    digests = ["0x%064x" % i for i in range(6)]
+    frames = [orjson.dumps({"type": "order_update", "timestamp": "1000000", "product_id": 2, "digest": d,
+                            "amount": "1000000000000000000", "reason": "placed"}) for d in digests]
+    with trio.fail_after(5):
+        send, recv = trio.open_memory_channel(2)
+        fed = []
+
+        async def feed():
+            for f in frames:
+                await session._forward(f, 1.0, send)
+                fed.append(f)
+            await send.aclose()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(feed)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(fed) == 2  # two in the channel, the third waits for room: nothing dropped
+            got = [ev.order.venue_order_id async for ev in recv if isinstance(ev, OrderOpened)]
+        assert got == digests

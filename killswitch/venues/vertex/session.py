@@ -289,22 +289,32 @@ class VertexSession:
             raw = await ep.receive()
             await self._forward(raw, self._clock.monotonic_s(), send)
 
+    @staticmethod
+    async def _emit(send, ev) -> None:
+        # Into the bounded channel without a scheduler round when it has room (the engine
+        # becomes runnable at once and the reader goes straight back to its socket); with
+        # the channel full, wait for room: backpressure, never a drop.
+        try:
+            send.send_nowait(ev)
+        except trio.WouldBlock:
+            await send.send(ev)
+
     async def _forward(self, raw, ts: float, send) -> None:
         try:
             msg = wire.parse_stream_bytes(raw)
         except wire.WireError as exc:
             sample = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
-            await send.send(BadFrame(self.name, str(exc), sample, ts))
+            await self._emit(send, BadFrame(self.name, str(exc), sample, ts))
             return
         events = wire.to_events(msg, venue=self.name, ts_recv_s=ts, tracker=self._tracker)
         for ev in events:
-            await send.send(ev)
+            await self._emit(send, ev)
         if events:
             if any(isinstance(e, (OrderFilled, PositionObserved)) for e in events):
                 self._equity_kick.set()
         elif ts - self._last_alive_s >= ALIVE_MIN_INTERVAL_S:
             self._last_alive_s = ts
-            await send.send(VenueAlive(self.name, ts))
+            await self._emit(send, VenueAlive(self.name, ts))
 
     async def _equity_loop(self, gw: GatewayConn, send) -> None:
         interval = self.cfg.equity_poll_interval_s
