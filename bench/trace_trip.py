@@ -129,7 +129,7 @@ async def run_nado(trips: int, pace_s: float, out_path: str, rows: list) -> None
         if t_trip is None:
             continue
         for label, t in stamps[j:k]:
-            if label[0] in "abcd":
+            if label[0] in "abcd" and not label.startswith("a0"):
                 row[label] = t - tb  # last one before the trip
         while k < len(stamps) and stamps[k][1] <= tc + 0.0005:
             label, t = stamps[k]
