@@ -358,7 +358,14 @@ class Frames:
 
 
 class WsEndpoint:
-    def __init__(self, stream: trio.abc.Stream, frames: Frames, *, clock=trio.current_time) -> None:
+    """One open websocket. ``frames`` is a :class:`Frames`; a wsproto ``Connection`` after its
+    handshake is accepted too (its role and negotiated permessage-deflate are taken over)."""
+
+    def __init__(self, stream: trio.abc.Stream, frames, *, clock=trio.current_time) -> None:
+        if not isinstance(frames, Frames):
+            conn = getattr(frames, "connection", None) or frames  # WSConnection or Connection
+            frames = Frames(client=bool(conn.client),
+                            deflate=_negotiated_deflate(getattr(conn._proto, "extensions", ())))
         self._stream = stream
         self._frames = frames
         self._send_lock = trio.Lock()
