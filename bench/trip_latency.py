@@ -40,6 +40,44 @@ RULES = """
 TARGETS_MS = {"oxfun": (0.5, 2.0), "nado": (0.7, 3.0)}  # (p50, p99)
 
 
+class NadoSocketStamps(trio.abc.HalfCloseableStream):
+    """The Nado sim's side of one daemon connection, for the secondary, socket-boundary
+    figure: ``send_all`` stamps right before the bytes of a "placed" push (already framed and
+    deflated) go to the kernel; ``receive_some`` notes when bytes came back from the kernel.
+    The current probe is looked up on every call (``probe_ref``), so a new Probe (warm-up ->
+    measured phase) or a reconnect's new endpoint never leaves a stale reference behind."""
+
+    probe_ref: list = [None]
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.last_read_s = 0.0
+
+    async def send_all(self, data) -> None:
+        probe = self.probe_ref[0]
+        if probe is not None and probe._placed_pending:
+            probe._placed_pending = False
+            probe.open_writes_sock.append(trio.current_time())
+        await self.inner.send_all(data)
+
+    async def receive_some(self, max_bytes=None):
+        data = await self.inner.receive_some(max_bytes)
+        self.last_read_s = trio.current_time()
+        return data
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 class Probe:
     """Collects (breach frame written, first cancel read) times from the sim.
 
@@ -57,12 +95,21 @@ class Probe:
     as wrapped; a second Probe (the measured phase after the warm-up one) then skipped every
     endpoint, so its list never filled and the harness stalled.
     Only one Probe is active per sim: a new one replaces the hooks of the previous one.
+
+    Nado, secondary figure (comparable with OX.FUN's socket-boundary stamps on main): the same
+    trips stamped at the sim's socket boundary (``NadoSocketStamps``: right before the
+    breaching push's bytes go to the kernel; the socket read that delivered the cancel), i.e.
+    without the sim's own deflate/framing of the push and websocket decode + JSON parse of the
+    cancel.
     """
 
     def __init__(self, r: Rig) -> None:
         self.r = r
         self.open_writes: list[float] = []
         self.cancel_reads: list[float] = []
+        self.open_writes_sock: list[float] = []  # Nado, socket boundary (secondary figure)
+        self.cancel_reads_sock: list[float] = []
+        self._placed_pending = False
         self._changed = trio.Event()
         if r.ox is not None:
             r.ox.on_cancel_received = self._ox_cancel
@@ -97,12 +144,23 @@ class Probe:
         # previous round's cancel cannot be mistaken for a breach.
         if kind == "order_update" and b'"reason":"placed"' in frame:
             self.open_writes.append(t)
+            self._placed_pending = True  # the writer's next send_all carries this frame
             self._changed.set()
 
     def _nado_execute(self, t: float, request_type: str) -> None:
         if request_type.startswith("execute_cancel"):
+            reads = [ep._stream.last_read_s for ep in self.r.nado._gateway_conns
+                     if isinstance(ep._stream, NadoSocketStamps)]
+            self.cancel_reads_sock.append(max(reads) if reads else t)
             self.cancel_reads.append(t)
             self._changed.set()
+
+    def _wrap_nado_streams(self) -> None:
+        NadoSocketStamps.probe_ref[0] = self
+        sim = self.r.nado
+        for ep in list(sim._gateway_conns) + [c.ep for c in sim._sub_conns]:
+            if not isinstance(ep._stream, NadoSocketStamps):
+                ep._stream = NadoSocketStamps(ep._stream)
 
     def _ox_cancel(self, t: float, tag: str | None, n: int) -> None:
         self.cancel_reads.append(t)
@@ -110,6 +168,21 @@ class Probe:
     def start_round(self) -> None:
         self.open_writes.clear()
         self.cancel_reads.clear()
+        if self.r.nado is not None:
+            self.open_writes_sock.clear()
+            self.cancel_reads_sock.clear()
+            self._placed_pending = False
+            self._wrap_nado_streams()  # a reconnect brings new endpoints
+
+    def socket_boundary(self) -> float | None:
+        """Nado: breach bytes to the kernel -> socket read that delivered the first cancel."""
+        if len(self.open_writes_sock) < 2:
+            return None
+        t0 = self.open_writes_sock[1]
+        for tc, ts in zip(self.cancel_reads, self.cancel_reads_sock):
+            if tc >= self.open_writes[1]:
+                return ts - t0
+        return None
 
     def first_cancel_after(self, t0: float) -> float | None:
         for t in self.cancel_reads:
@@ -139,9 +212,11 @@ PACE_S = [0.0]
 # 600 / 60 s, i.e. at most 50 rounds per 10 s: a round every >= 0.2 s. Default pace 0.2 s.
 DEFAULT_PACE_S = {"oxfun": 0.0, "nado": 0.2}
 CANCEL_CODES: dict[int, int] = {}  # Nado: sim's cancel answers in the measured trips (0 = success)
+SOCKET_BOUNDARY: list[float] = []  # Nado: the same trips stamped at the sim's socket boundary
 
 
-async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[float]:
+async def rule_trips(r: Rig, n: int, misses: list[int] | None = None,
+                     sock_out: list[float] | None = None) -> list[float]:
     probe = Probe(r)
     out = []
     for i in range(n):
@@ -160,6 +235,10 @@ async def rule_trips(r: Rig, n: int, misses: list[int] | None = None) -> list[fl
             await r.rearm()
             continue
         out.append(t_cancel - t_breach)
+        if sock_out is not None and r.nado is not None:
+            sb = probe.socket_boundary()
+            if sb is not None:
+                sock_out.append(sb)
         await r.rearm()
         await trio.sleep(PACE_S[0])  # stay inside the venue's message/weight budget (see docstring)
     return out
@@ -199,7 +278,8 @@ async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_m
         await rule_trips(r, 20, [])  # warm-up: imports, first signatures, caches
         gc.collect()
         CANCEL_CODES.clear()
-        rule = await rule_trips(r, trips, misses)
+        SOCKET_BOUNDARY.clear()
+        rule = await rule_trips(r, trips, misses, SOCKET_BOUNDARY)
         sig = await signal_trips(r, signal_n, sig_misses) if signal_n else []
     return rule, sig
 
@@ -220,6 +300,7 @@ def main() -> int:
     for kind in venues:
         PACE_S[0] = args.pace if args.pace is not None else DEFAULT_PACE_S[kind]
         codes_total: dict[int, int] = {}
+        sock_runs: list[Summary] = []
         runs: list[Summary] = []
         sig_runs: list[Summary] = []
         all_rule: list[float] = []
@@ -233,6 +314,8 @@ def main() -> int:
             load1 = os.getloadavg()[0]
             for code, n in CANCEL_CODES.items():
                 codes_total[code] = codes_total.get(code, 0) + n
+            if kind == "nado" and SOCKET_BOUNDARY:
+                sock_runs.append(summarize(SOCKET_BOUNDARY))
             total_sig_misses += len(sig_misses)
             total_misses += len(misses)
             runs.append(summarize(rule))
@@ -242,6 +325,9 @@ def main() -> int:
             print(f"{kind} run {k + 1}/{args.runs}: rule breach frame -> first cancel read: "
                   f"{runs[-1].fmt('ms', 1e3)} (pace {PACE_S[0]} s; 1-min load avg {load0:.2f} -> {load1:.2f} "
                   f"on {os.cpu_count()} CPUs)")
+            if kind == "nado" and SOCKET_BOUNDARY:
+                print(f"{kind} run {k + 1}/{args.runs}: same trips, sim socket boundary (breach bytes to the "
+                      f"kernel -> cancel bytes from the kernel): {sock_runs[-1].fmt('ms', 1e3)}")
             if sig:
                 print(f"{kind} run {k + 1}/{args.runs}: SIGUSR1 -> first cancel read: {sig_runs[-1].fmt('ms', 1e3)}")
         p50 = statistics.median(s.p50 for s in runs) * 1e3
@@ -254,6 +340,10 @@ def main() -> int:
               f"p99={p99:.3f} ms (targets p50<={t50} ms, p99<={t99} ms) -> {verdict(good)}")
         print(f"   pooled: {pooled.fmt('ms', 1e3)}; trips with no cancel read within {MISS_AFTER_S}s: "
               f"{total_misses}")
+        if sock_runs:
+            print(f"   socket boundary (secondary; as OX.FUN on main): median over runs "
+                  f"p50={statistics.median(x.p50 for x in sock_runs) * 1e3:.3f} ms "
+                  f"p99={statistics.median(x.p99 for x in sock_runs) * 1e3:.3f} ms")
         if kind == "nado":
             print(f"   sim's answers to the cancels of the measured trips: "
                   f"{', '.join(f'{n} x ' + ('success' if c == 0 else f'error {c}') for c, n in sorted(codes_total.items()))}")
