@@ -27,7 +27,7 @@ import statistics
 
 import trio
 
-from _harness import ProcRig, Rig, proc_rig, rig
+from _harness import NADO_PRODUCT, ProcRig, Rig, proc_rig, rig
 from _stats import Summary, reproduce_line, summarize, verdict
 
 RULES = """
@@ -271,16 +271,37 @@ async def signal_trips(r, n: int, misses: list[int]) -> list[float]:
     return out
 
 
+async def nado_feed(r, hz: float) -> None:
+    """Nado background traffic for ``--feed-hz``: the daemon subscribes to no public market
+    data on Nado, only to the account's own order_update / fill / position_change streams, so
+    an idle account means an idle daemon. With a feed, the sim pushes ``position_change`` on
+    the watched perp (reason ``match_orders``, the position alternating between two sizes) as
+    an actively trading account's fills would, ``hz`` times a second. No orders, so the
+    ``max_open_orders`` rule never sees them; each push makes the session refresh equity
+    (coalesced to <= 4/s, IP weight 2: inside the 400 / 10 s query budget)."""
+    if r.nado is None or hz <= 0:
+        return
+    period_s = 1.0 / hz
+    k = 0
+    while True:
+        k += 1
+        r.nado.set_balances(r.nado_sender, perp={NADO_PRODUCT: ("0.5" if k % 2 else "0.4", "-500")},
+                            reason="match_orders")
+        await trio.sleep(period_s)
+
+
 async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_misses: list[int],
-                  inproc: bool) -> tuple[list[float], list[float]]:
+                  inproc: bool, feed_hz: float = 0.0) -> tuple[list[float], list[float]]:
     ctx = rig(kind, RULES, handle_signals=signal_n > 0) if inproc else proc_rig(kind, RULES)
-    async with ctx as r:
+    async with ctx as r, trio.open_nursery() as feed:
+        feed.start_soon(nado_feed, r, feed_hz)
         await rule_trips(r, 20, [])  # warm-up: imports, first signatures, caches
         gc.collect()
         CANCEL_CODES.clear()
         SOCKET_BOUNDARY.clear()
         rule = await rule_trips(r, trips, misses, SOCKET_BOUNDARY)
         sig = await signal_trips(r, signal_n, sig_misses) if signal_n else []
+        feed.cancel_scope.cancel()
     return rule, sig
 
 
@@ -292,6 +313,8 @@ def main() -> int:
     ap.add_argument("--signal-trips", type=int, default=200, help="SIGUSR1 trips per run (0: skip)")
     ap.add_argument("--pace", type=float, default=None,
                     help="seconds between trips (rate budgets); default 0 for oxfun, 0.2 for nado")
+    ap.add_argument("--feed-hz", type=float, default=0.0,
+                    help="Nado: background position_change pushes per second (an actively trading account)")
     ap.add_argument("--inproc", action="store_true",
                     help="daemon in this process and trio run (default: `killswitch run` child process)")
     args = ap.parse_args()
@@ -310,7 +333,8 @@ def main() -> int:
             misses: list[int] = []
             sig_misses: list[int] = []
             load0 = os.getloadavg()[0]
-            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses, args.inproc)
+            rule, sig = trio.run(measure, kind, args.trips, args.signal_trips, misses, sig_misses, args.inproc,
+                                 args.feed_hz)
             load1 = os.getloadavg()[0]
             for code, n in CANCEL_CODES.items():
                 codes_total[code] = codes_total.get(code, 0) + n
@@ -323,7 +347,7 @@ def main() -> int:
             if sig:
                 sig_runs.append(summarize(sig))
             print(f"{kind} run {k + 1}/{args.runs}: rule breach frame -> first cancel read: "
-                  f"{runs[-1].fmt('ms', 1e3)} (pace {PACE_S[0]} s; 1-min load avg {load0:.2f} -> {load1:.2f} "
+                  f"{runs[-1].fmt('ms', 1e3)} (pace {PACE_S[0]} s; feed {args.feed_hz} Hz; 1-min load avg {load0:.2f} -> {load1:.2f} "
                   f"on {os.cpu_count()} CPUs)")
             if kind == "nado" and SOCKET_BOUNDARY:
                 print(f"{kind} run {k + 1}/{args.runs}: same trips, sim socket boundary (breach bytes to the "
