@@ -154,6 +154,8 @@ def install_nado() -> None:
     async def receive_some(self, max_bytes=None):
         data = await orig_recv(self, max_bytes)
         last_read[id(self)] = time.perf_counter()
+        if os.environ.get("KS_TRACE_ALL_READS"):
+            _stamp("a0_any_socket_read")
         return data
 
     trio.SocketStream.receive_some = receive_some
@@ -224,6 +226,35 @@ def install_nado() -> None:
         setattr(cls, name, w)
 
     wrap_sync(Engine, "_trip", "e_engine_trip")
+    if os.environ.get("KS_TRACE_ENGINE_DETAIL"):  # engine internals of the trip (lead's code)
+        from killswitch.audit import AuditLog
+        from killswitch.engine import loop as engine_loop
+        from killswitch.engine.latch import LatchStore
+
+        wrap_sync(LatchStore, "mark_tripped", "e1_latch_mark_tripped")
+        wrap_sync(Engine, "_start_round", "e2_start_round")
+        orig_plan = engine_loop.plan_cancels
+
+        def plan_cancels(*a, **k):
+            _stamp("e3_plan_in")
+            try:
+                return orig_plan(*a, **k)
+            finally:
+                _stamp("e3_plan_out")
+
+        engine_loop.plan_cancels = plan_cancels
+        orig_record = AuditLog.record
+
+        def record(self, event, /, **fields):
+            if event == "cancel_plan":
+                _stamp("e4_audit_cancel_plan_in")
+                try:
+                    return orig_record(self, event, **fields)
+                finally:
+                    _stamp("e4_audit_cancel_plan_out")
+            return orig_record(self, event, **fields)
+
+        AuditLog.record = record
     wrap_sync(Executor, "submit", "f_executor_submit")
     wrap_async_in(Executor, "_run_job", "g_job_task")
     wrap_async_in(VertexSession, "cancel_orders", "h_session_cancel_orders")

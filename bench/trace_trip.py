@@ -72,52 +72,35 @@ async def run(trips: int, pace_s: float, out_path: str, rows: list) -> None:
 async def run_nado(trips: int, pace_s: float, out_path: str, rows: list) -> None:
     os.environ["KS_TRACE_OUT"] = out_path
     os.environ["KS_TRACE_VENUE"] = "nado"
-    last_read: dict[int, float] = {}
-    orig_recv = trio.SocketStream.receive_some
-
-    async def receive_some(self, max_bytes=None):
-        data = await orig_recv(self, max_bytes)
-        last_read[id(self)] = trio.current_time()
-        return data
-
-    trio.SocketStream.receive_some = receive_some
     windows = []
-    try:
-        async with proc_rig("nado", RULES, module="_trace_child") as r:
-            off = trio.current_time() - time.perf_counter()
-            probe = Probe(r)
-            sim = r.nado
-            exec_reads: list[float] = []
-            orig_on_execute = sim.on_execute
-
-            def on_execute(t, rt):
-                if rt.startswith("execute_cancel"):
-                    exec_reads.append(max((last_read.get(id(ep._stream), 0.0) for ep in sim._gateway_conns),
-                                          default=0.0))
-                orig_on_execute(t, rt)
-
-            sim.on_execute = on_execute
-            for i in range(trips + 20):
-                probe.start_round()
-                exec_reads.clear()
-                mark = len(sim.stream_write_log)
-                await r.place(2, start_level=i)
-                await probe.wait_for(lambda: len(probe.open_writes) >= 2)
-                tb = probe.open_writes[1]
-                await probe.wait_for(lambda: probe.first_cancel_after(tb) is not None)
-                tc = probe.first_cancel_after(tb)
-                k = probe.cancel_reads.index(tc)
-                t_sock = exec_reads[k] if k < len(exec_reads) else float("nan")
-                done = [t for t, kind in list(sim.stream_write_log)[mark:] if kind == "order_update" and t >= tb]
-                if i >= 20:
-                    windows.append((probe.open_writes[0] - off, tb - off, tc - off,
-                                    {"s_sim_write_done": (done[0] - tb) if done else float("nan"),
-                                     "y_sim_socket_read": t_sock - tb}))
-                await r.rearm()
-                await trio.sleep(pace_s)
-    finally:
-        trio.SocketStream.receive_some = orig_recv
+    async with proc_rig("nado", RULES, module="_trace_child") as r:
+        off = trio.current_time() - time.perf_counter()
+        probe = Probe(r)
+        sim = r.nado
+        for i in range(trips + 20):
+            probe.start_round()
+            mark = len(sim.stream_write_log)
+            await r.place(2, start_level=i)
+            await probe.wait_for(lambda: len(probe.open_writes) >= 2)
+            tb = probe.open_writes[1]
+            await probe.wait_for(lambda: probe.first_cancel_after(tb) is not None)
+            tc = probe.first_cancel_after(tb)
+            k = probe.cancel_reads.index(tc)
+            # The probe's socket-boundary stamps: breach bytes to the kernel, cancel bytes back.
+            t_sock = probe.cancel_reads_sock[k] if k < len(probe.cancel_reads_sock) else float("nan")
+            t_sent = probe.open_writes_sock[1] if len(probe.open_writes_sock) > 1 else float("nan")
+            done = [t for t, kind in list(sim.stream_write_log)[mark:] if kind == "order_update" and t >= tb]
+            if i >= 20:
+                windows.append((probe.open_writes[0] - off, tb - off, tc - off,
+                                {"s0_sim_send_all": t_sent - tb,
+                                 "s_sim_write_done": (done[0] - tb) if done else float("nan"),
+                                 "y_sim_socket_read": t_sock - tb}))
+            await r.rearm()
+            await trio.sleep(pace_s)
     stamps = orjson.loads(open(out_path, "rb").read())
+    if os.environ.get("KS_TRACE_DUMP"):
+        with open(os.environ["KS_TRACE_DUMP"], "wb") as f:
+            f.write(orjson.dumps({"stamps": stamps, "windows": windows}))
     j = 0
     for t_first, tb, tc, sim_side in windows:
         row = {"z_sim_read_cancel": tc - tb, **sim_side}
@@ -133,7 +116,7 @@ async def run_nado(trips: int, pace_s: float, out_path: str, rows: list) -> None
         if t_trip is None:
             continue
         for label, t in stamps[j:k]:
-            if label[0] in "abcd":
+            if label[0] in "abcd" and not label.startswith("a0"):
                 row[label] = t - tb  # last one before the trip
         while k < len(stamps) and stamps[k][1] <= tc + 0.0005:
             label, t = stamps[k]

@@ -243,3 +243,81 @@ async def test_vertex_flavour_smoke():
             res = await session.cancel_all_orders(include_triggers=True, trip_id=1, on_sent=SentLog())
             assert all(r.outcome == "ok" for r in res)
             assert sim.open_orders(acct["sender"])["orders"] == []
+
+
+async def test_first_cancel_request_leaves_without_a_task_hop():
+    """cancel_orders / cancel_products hand the first request to the gateway connection
+    without yielding to the scheduler (no nursery or lock round in between), so a trip's
+    first cancel is not queued behind whatever else is runnable in the daemon. A spinner
+    task counts scheduler rounds: if the call yielded before the request, it would have run."""
+    from killswitch.model import OrderRef
+
+    with trio.fail_after(15):
+        async with sim_and_session() as (sim, acct, session, log):
+            digests = sim.place_orders(acct["sender"], product_id=2, price="900", qty="1", count=2)
+            real_gw = session._gw
+            rounds = [0]
+            at_request: list[int] = []
+
+            class SpyGw:
+                alive = True
+
+                async def request(self, body, **kw):
+                    at_request.append(rounds[0])
+                    return await real_gw.request(body, **kw)
+
+            async def spinner():
+                while True:
+                    rounds[0] += 1
+                    await trio.sleep(0)
+
+            session._gw = SpyGw()
+            try:
+                async with trio.open_nursery() as n:
+                    n.start_soon(spinner)
+                    await trio.sleep(0.01)
+                    start = rounds[0]
+                    res = await session.cancel_orders(
+                        [OrderRef(session.name, "2", d, False) for d in digests], trip_id=1, on_sent=SentLog())
+                    assert at_request[0] == start and res[0].outcome == "ok"
+                    sim.place_orders(acct["sender"], product_id=2, price="900", qty="1")
+                    start = rounds[0]
+                    res = await session.cancel_products(["2"], include_triggers=True, trip_id=2, on_sent=SentLog())
+                    assert at_request[1] == start  # engine plane first; the trigger plane after
+                    assert {r.verb for r in res} == {"cancel_products", "cancel_products:trigger"}
+                    assert all(r.outcome == "ok" for r in res), res
+                    n.cancel_scope.cancel()
+            finally:
+                session._gw = real_gw
+
+
+async def test_stream_forwarding_keeps_backpressure_and_order_without_yielding_per_event():
+    """The reader hands events over with send_nowait while the channel has room, and waits
+    (never drops) when it is full; order is kept either way."""
+    import orjson
+    import trio.testing
+
+    from killswitch.clock import Clock
+    from killswitch.model import OrderOpened
+
+    sim = VertexSim()  # not serving: only its URLs feed the config
+    session = VertexSession(make_config(sim), private_key=Secret("0x" + "11" * 32), clock=Clock())
+    digests = ["0x%064x" % i for i in range(6)]
+    frames = [orjson.dumps({"type": "order_update", "timestamp": "1000000", "product_id": 2, "digest": d,
+                            "amount": "1000000000000000000", "reason": "placed"}) for d in digests]
+    with trio.fail_after(5):
+        send, recv = trio.open_memory_channel(2)
+        fed = []
+
+        async def feed():
+            for f in frames:
+                await session._forward(f, 1.0, send)
+                fed.append(f)
+            await send.aclose()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(feed)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(fed) == 2  # two in the channel, the third waits for room: nothing dropped
+            got = [ev.order.venue_order_id async for ev in recv if isinstance(ev, OrderOpened)]
+        assert got == digests

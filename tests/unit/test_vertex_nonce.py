@@ -57,3 +57,36 @@ def test_many_in_one_millisecond_are_unique():
     src = NonceSource(recv_offset_ms=5)
     values = {src.next(42).value for _ in range(20_000)}
     assert len(values) == 20_000
+
+
+def test_pooled_randbits_range_spread_and_refill():
+    from killswitch.venues.vertex.nonce import PooledRandbits
+
+    r = PooledRandbits()
+    vals = [r(20) for _ in range(3000)]  # > one 4 KiB pool (1024 draws): refills
+    assert all(0 <= v < 1 << 20 for v in vals)
+    assert len(set(vals)) > 2900  # 20-bit values: a handful of birthday collisions at most
+    assert max(vals) > (1 << 19) and min(vals) < (1 << 19)  # uses the high bits too
+    with pytest.raises(ValueError):
+        r(33)
+
+
+def test_pooled_randbits_forked_child_draws_fresh_bytes():
+    import os
+
+    from killswitch.venues.vertex.nonce import PooledRandbits
+
+    r = PooledRandbits()
+    r(20)  # pool filled in the parent
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the next draws must not be the parent's next draws
+        os.close(rfd)
+        os.write(wfd, b",".join(str(r(32)).encode() for _ in range(8)))
+        os._exit(0)
+    os.close(wfd)
+    child = os.read(rfd, 4096).decode()
+    os.close(rfd)
+    os.waitpid(pid, 0)
+    parent = ",".join(str(r(32)) for _ in range(8))
+    assert child != parent

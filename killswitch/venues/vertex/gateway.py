@@ -72,17 +72,17 @@ class GatewayConn:
             lock.acquire_nowait()  # free: no scheduler round before the frame is on the wire
         try:
             self._pending.append(p)
-            # Shielded: a half-written frame would corrupt the stream for everyone.
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(timeout_s) as cs:
-                    try:
-                        await self.ep.send_text(body)
-                    except wsmod.WsClosed as exc:
-                        self._fail_all(str(exc))
-                        raise OutcomeUnknown(f"send failed: {exc}", venue=self.venue) from None
-                if cs.cancelled_caught:
-                    await self.kill("send timed out")
-                    raise OutcomeUnknown("send timed out", venue=self.venue)
+            # Shielded from outside cancellation (a half-written frame would corrupt the
+            # stream for everyone), bounded by its own deadline: one scope, not two.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout_s) as cs:
+                try:
+                    await self.ep.send_text(body)
+                except wsmod.WsClosed as exc:
+                    self._fail_all(str(exc))
+                    raise OutcomeUnknown(f"send failed: {exc}", venue=self.venue) from None
+            if cs.cancelled_caught:
+                await self.kill("send timed out")
+                raise OutcomeUnknown("send timed out", venue=self.venue)
         finally:
             lock.release()
         if on_written is not None:

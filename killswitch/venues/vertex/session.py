@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import replace
 from typing import Callable, Sequence
 
 import httpx
@@ -291,22 +290,32 @@ class VertexSession:
             raw = await ep.receive()
             await self._forward(raw, self._clock.monotonic_s(), send)
 
+    @staticmethod
+    async def _emit(send, ev) -> None:
+        # Into the bounded channel without a scheduler round when it has room (the engine
+        # becomes runnable at once and the reader goes straight back to its socket); with
+        # the channel full, wait for room: backpressure, never a drop.
+        try:
+            send.send_nowait(ev)
+        except trio.WouldBlock:
+            await send.send(ev)
+
     async def _forward(self, raw, ts: float, send) -> None:
         try:
             msg = wire.parse_stream_bytes(raw)
         except wire.WireError as exc:
             sample = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
-            await send.send(BadFrame(self.name, str(exc), sample, ts))
+            await self._emit(send, BadFrame(self.name, str(exc), sample, ts))
             return
         events = wire.to_events(msg, venue=self.name, ts_recv_s=ts, tracker=self._tracker)
         for ev in events:
-            await send.send(ev)
+            await self._emit(send, ev)
         if events:
             if any(isinstance(e, (OrderFilled, PositionObserved)) for e in events):
                 self._equity_kick.set()
         elif ts - self._last_alive_s >= ALIVE_MIN_INTERVAL_S:
             self._last_alive_s = ts
-            await send.send(VenueAlive(self.name, ts))
+            await self._emit(send, VenueAlive(self.name, ts))
 
     async def _equity_loop(self, gw: GatewayConn, send) -> None:
         interval = self.cfg.equity_poll_interval_s
@@ -519,14 +528,15 @@ class VertexSession:
             request_id = str(nonce.value)
             gw = self._gw
             transport = "trigger" if trigger else ("ws" if gw is not None and gw.alive else "rest")
-            sent = CancelAttempted(
-                self.name, trip_id, verb, request_id, n_orders, products,
-                detail={"nonce": str(nonce.value), "recv_time_ms": nonce.recv_time_ms,
-                        "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
-            )
 
-            def written(sent=sent):
-                on_sent(replace(sent, ts_sent_s=self._clock.monotonic_s()))
+            def written(nonce=nonce, digest=digest, attempt=attempt, transport=transport, request_id=request_id):
+                # Built once the request is on the wire: nothing but the send before it.
+                on_sent(CancelAttempted(
+                    self.name, trip_id, verb, request_id, n_orders, products,
+                    detail={"nonce": request_id, "recv_time_ms": nonce.recv_time_ms,
+                            "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
+                    ts_sent_s=self._clock.monotonic_s(),
+                ))
 
             t0 = self._clock.monotonic_s()
             if weight:

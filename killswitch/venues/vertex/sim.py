@@ -71,6 +71,7 @@ class VertexSim:
         self.ws_port = 0
         self._gateway_conns: set[wsmod.WsEndpoint] = set()
         self._sub_conns: set[_SubConn] = set()
+        self._endpoints: set[wsmod.WsEndpoint] = set()  # every open websocket (faults apply to all)
         # Hooks for tests and benchmarks (trio time).
         self.execute_log: deque = deque(maxlen=100_000)  # (t_recv_s, request_type, sender)
         self.stream_write_log: deque = deque(maxlen=100_000)  # (t_written_s, event type)
@@ -145,11 +146,13 @@ class VertexSim:
         return False, [], 404, orjson.dumps({"status": "failure", "error": "not found"})
 
     async def _handle_ws(self, stream: trio.SocketStream) -> None:
+        ep = None
         try:
             ep = await wsmod.accept(stream, timeout_s=5, decide=self._decide)
             if ep is None:
                 return
             ep.answer_pings = not self.faults.ignore_pings
+            self._endpoints.add(ep)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._idle_watch, ep, nursery.cancel_scope)
                 try:
@@ -166,20 +169,22 @@ class VertexSim:
         except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
+            self._endpoints.discard(ep)
             with trio.move_on_after(1) as cs:
                 cs.shield = True
                 await stream.aclose()
 
     async def _idle_watch(self, ep: wsmod.WsEndpoint, scope: trio.CancelScope) -> None:
+        # Sleeps until the connection would be idle for idle_timeout_s (re-armed by every
+        # frame received), instead of polling: the sim wakes only when there is work.
         while not ep.closed:
-            ep.answer_pings = not self.faults.ignore_pings
-            idle = trio.current_time() - ep.last_recv_s
-            if idle > self.idle_timeout_s:
+            deadline = ep.last_recv_s + self.idle_timeout_s
+            if trio.current_time() >= deadline:
                 log.info("sim.idle_drop", target=ep.target)
                 await ep.abort()
                 scope.cancel()
                 return
-            await trio.sleep(min(0.05, self.idle_timeout_s / 4))
+            await trio.sleep_until(deadline)
 
     # -- gateway --------------------------------------------------------------------------
 
@@ -429,6 +434,8 @@ class VertexSim:
             if not hasattr(self.faults, k):
                 raise ValueError(f"unknown fault {k!r}")
             setattr(self.faults, k, type(getattr(self.faults, k))(v))
+        for ep in self._endpoints:  # open connections follow the fault at once
+            ep.answer_pings = not self.faults.ignore_pings
         return self.faults
 
     async def drop_connections(self, which: str = "all") -> int:
