@@ -29,6 +29,42 @@ def _dump() -> None:
             f.write(orjson.dumps(STAMPS))
 
 
+def wrap_sync(cls, name, label):
+    """Stamp ``label_in`` / ``label_out`` around every call of ``cls.name``."""
+    orig = getattr(cls, name)
+
+    def w(*a, **k):
+        _stamp(label + "_in")
+        try:
+            return orig(*a, **k)
+        finally:
+            _stamp(label + "_out")
+
+    setattr(cls, name, w)
+
+
+def _install_spin() -> None:
+    """KS_TRACE_SPIN=1: a task that never lets the daemon's core idle (cold-cache experiment)."""
+    if not os.environ.get("KS_TRACE_SPIN"):
+        return
+    import trio
+
+    from killswitch.engine.loop import Engine
+
+    orig_run = Engine.run
+
+    async def run(self, receive, *, task_status=trio.TASK_STATUS_IGNORED):
+        async def spin():
+            while True:
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(spin)
+            await orig_run(self, receive, task_status=task_status)
+
+    Engine.run = run
+
+
 def install() -> None:
     if os.environ.get("KS_TRACE_VENUE") == "nado":
         install_nado()
@@ -58,18 +94,6 @@ def install() -> None:
         return orig_parse(text, *a, **k)
 
     ox_wire.parse_frame = parse_frame
-
-    def wrap_sync(cls, name, label):
-        orig = getattr(cls, name)
-
-        def w(*a, **k):
-            _stamp(label + "_in")
-            try:
-                return orig(*a, **k)
-            finally:
-                _stamp(label + "_out")
-
-        setattr(cls, name, w)
 
     def wrap_async(cls, name, label, pred=None):
         orig = getattr(cls, name)
@@ -118,19 +142,7 @@ def install() -> None:
 
         Engine.run = run_with_instrument
 
-    if os.environ.get("KS_TRACE_SPIN"):
-        orig_run = Engine.run
-
-        async def run(self, receive, *, task_status=trio.TASK_STATUS_IGNORED):
-            async def spin():
-                while True:
-                    await trio.sleep(0)
-
-            async with trio.open_nursery() as n:
-                n.start_soon(spin)
-                await orig_run(self, receive, task_status=task_status)
-
-        Engine.run = run
+    _install_spin()
 
 
 def install_nado() -> None:
@@ -204,18 +216,6 @@ def install_nado() -> None:
 
     Engine.handle = handle
 
-    def wrap_sync(cls, name, label):
-        orig = getattr(cls, name)
-
-        def w(*a, **k):
-            _stamp(label + "_in")
-            try:
-                return orig(*a, **k)
-            finally:
-                _stamp(label + "_out")
-
-        setattr(cls, name, w)
-
     def wrap_async_in(cls, name, label):
         orig = getattr(cls, name)
 
@@ -264,19 +264,7 @@ def install_nado() -> None:
     wrap_sync(FastSigner, "sign_digest", "j_sign")
     wrap_async_in(GatewayConn, "request", "k_gateway_request")
 
-    if os.environ.get("KS_TRACE_SPIN"):
-        orig_run = Engine.run
-
-        async def run(self, receive, *, task_status=trio.TASK_STATUS_IGNORED):
-            async def spin():
-                while True:
-                    await trio.sleep(0)
-
-            async with trio.open_nursery() as n:
-                n.start_soon(spin)
-                await orig_run(self, receive, task_status=task_status)
-
-        Engine.run = run
+    _install_spin()
 
 
 def main() -> None:

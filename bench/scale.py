@@ -33,7 +33,7 @@ import os
 import signal
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import orjson
 import trio

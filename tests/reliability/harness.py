@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

@@ -8,7 +8,6 @@ and parseable. The daemon's request timeout is 1 s, so "slow venue" faults stay 
 
 from __future__ import annotations
 
-import orjson
 import trio
 
 from killswitch.clock import Clock
@@ -383,7 +382,6 @@ async def test_cancels_refused_forever_alarms(tmp_path):
             async with running_daemon(tmp_path, text, w.env()) as d:
                 await wait_for(lambda: d.engine.state.open_count(OX_VENUE) == N)
                 await w.sim.inject_fault("reject_cancels", code="000101")
-                real_cancel_all = w.sim._r_cancel_all
                 from killswitch.venues.simhttp import Response
 
                 async def refuse(req, acct):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 
-import orjson
 import trio
 
 from .harness import (

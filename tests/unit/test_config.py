@@ -1,6 +1,5 @@
 import os
 import textwrap
-from decimal import Decimal
 from pathlib import Path
 
 import pytest

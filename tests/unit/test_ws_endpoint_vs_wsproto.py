@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from wsproto import ConnectionType, WSConnection
+from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
