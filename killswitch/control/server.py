@@ -54,6 +54,8 @@ from killswitch.model import HeartbeatReceived
 
 log = structlog.get_logger("killswitch.control")
 
+PROC_STATUS = "/proc/{pid}/status"
+
 
 def peer_credentials(sock) -> PeerCred:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -66,7 +68,7 @@ def peer_groups(peer: PeerCred) -> frozenset[int]:
     /proc is hidden this is empty; members listed in the group database were resolved with
     the config (:func:`~killswitch.control.access.resolve_access`), never per request."""
     try:
-        with open(f"/proc/{peer.pid}/status", "rb") as f:
+        with open(PROC_STATUS.format(pid=peer.pid), "rb") as f:
             return parse_proc_groups(f.read(16384).decode("ascii", "replace"))
     except OSError:
         return frozenset()
