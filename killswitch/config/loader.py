@@ -156,6 +156,11 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
         )
         m.finish()
     control = _parse_control(r)
+    if r.has("control_socket_group") and not r.has("control"):
+        r.ctx.warn(r.mark_of("control_socket_group"), r.key_path("control_socket_group"),
+                   "every member holds the operator role (trip, reset, cash flows); give a strategy "
+                   "only heartbeats with daemon.control: {heartbeat: {users: [...]}} "
+                   "(docs/operations.md, Control socket roles)")
     cfg = DaemonConfig(
         state_dir=state_dir,
         audit_log=r.file_path("audit_log", audit_default),
