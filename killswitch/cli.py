@@ -115,6 +115,7 @@ def cmd_run(args) -> int:
     if args.dry_run:
         cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, dry_run=True))
     redactor = configure_logging(cfg.daemon.log_format)
+    _check_fd_budget(cfg)
     services = []
     try:
         from killswitch.services import default_services
@@ -123,6 +124,23 @@ def cmd_run(args) -> int:
     if default_services is not None:
         services = default_services(cfg)
     return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True).run())
+
+
+def _check_fd_budget(cfg) -> None:
+    import structlog
+
+    from killswitch.control.access import ConnectionBudget
+    from killswitch.fdlimit import RESERVE_FDS, fd_budget
+    from killswitch.net.http import DAEMON_LIMITS
+
+    slots = ConnectionBudget().total + (DAEMON_LIMITS.max_connections if cfg.daemon.metrics.enabled else 0)
+    b = fd_budget(venues=len(cfg.venues), listener_slots=slots)
+    log = structlog.get_logger("killswitch.daemon")
+    fields = dict(soft_before=b.soft_before, soft=b.soft, hard=b.hard, needed=b.needed, reserve=RESERVE_FDS)
+    if b.headroom_ok:
+        log.info("fd_limit", **fields)
+    else:
+        log.critical("fd_limit_too_low", note="raise LimitNOFILE= in the unit", **fields)
 
 
 def cmd_control(args) -> int:
