@@ -17,6 +17,9 @@ from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetComm
 
 
 
+# The status reply's schema (docs/status.md): bumped when a field is renamed, removed or
+# changes meaning; adding a field keeps the version.
+STATUS_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 300.0  # a persistent heartbeat connection may idle this long between requests
 REQUEST_READ_DEADLINE_S = 5.0  # a started request line must be complete within this

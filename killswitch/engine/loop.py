@@ -339,7 +339,7 @@ class Engine:
     def _trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
               scope: CancelScope, source: str, now: float, operator: str = "") -> None:
         rec = self.latch.trip(rule=rule, kind=kind, reason=reason, observed=observed, threshold=threshold,
-                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms())
+                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms(), operator=operator)
         self.trip_started_s[rec.trip_id] = now
         # Phase 1 of persistence: ~1 µs into the page cache (survives a process crash);
         # the full record is written and fsync'd after the first cancel is on the wire.
@@ -644,7 +644,7 @@ class Engine:
             "trips": [
                 {"trip_id": t.trip_id, "rule": t.rule, "kind": t.kind, "reason": t.reason,
                  "observed": t.observed, "threshold": t.threshold, "source": t.source,
-                 "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
+                 "operator": t.operator, "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
                 for t in self.latch.trips
             ],
             "last_reset": self.latch.last_reset,
