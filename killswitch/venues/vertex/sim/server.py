@@ -163,7 +163,7 @@ class VertexSim:
                 except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
                 except Exception:  # a sim bug must not take the whole sim down
-                    log.exception("sim.connection_error", target=ep.target)
+                    log.exception("sim_connection_error", target=ep.target)
                 finally:
                     nursery.cancel_scope.cancel()
         except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -180,7 +180,7 @@ class VertexSim:
         while not ep.closed:
             deadline = ep.last_recv_s + self.idle_timeout_s
             if trio.current_time() >= deadline:
-                log.info("sim.idle_drop", target=ep.target)
+                log.info("sim_idle_drop", target=ep.target)
                 await ep.abort()
                 scope.cancel()
                 return
