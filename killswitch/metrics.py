@@ -15,6 +15,7 @@ HTTP handler rather than prometheus-client's threaded server (no threads in the 
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Iterator
 
@@ -32,7 +33,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from killswitch import __version__
+from killswitch.control.protocol import STATUS_VERSION
 from killswitch.net.http import HttpServer, Request, Response
+from killswitch.status_page import HEADERS as STATUS_PAGE_HEADERS
+from killswitch.status_page import render_status_page
 
 log = structlog.get_logger("killswitch.metrics")
 
@@ -238,14 +242,21 @@ def render(registry: CollectorRegistry) -> bytes:
 
 
 async def metrics_service(daemon, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Daemon service: ``GET /metrics`` on the configured (loopback) host/port."""
+    """Daemon service: ``GET /metrics`` and the HTML ``GET /status`` on the configured (loopback) host/port."""
     cfg = daemon.config.daemon.metrics
     registry = make_registry(daemon)
 
     async def scrape(req: Request) -> Response:
         return Response(status=200, body=render(registry), content_type=CONTENT_TYPE_LATEST)
 
-    server = HttpServer({("GET", "/metrics"): scrape})
+    async def status_page(req: Request) -> Response:
+        st = {"status_version": STATUS_VERSION, "pid": os.getpid(), **daemon.status()}
+        html = render_status_page(st, now_ms=daemon.clock.wall_ms())
+        return Response(status=200, body=html.encode(), content_type="text/html; charset=utf-8",
+                        headers=dict(STATUS_PAGE_HEADERS))
+
+    # GET only: nothing served here can change the daemon's state.
+    server = HttpServer({("GET", "/metrics"): scrape, ("GET", "/status"): status_page})
     daemon.metrics_server = server  # tests and `status` read the bound port from here
     try:
         await server.serve(cfg.host, cfg.port, task_status=task_status)
