@@ -21,9 +21,6 @@ from killswitch.control.render import render_command_reply, render_status, use_c
 from killswitch.control.watch import watch_status
 
 
-# Clients
-
-
 class ControlError(Exception):
     """Talking to the daemon failed (not running, permission, protocol)."""
 
@@ -177,9 +174,6 @@ class AsyncControlClient:
         return _check_reply(raw, self.path)
 
 
-# CLI verbs (killswitch status | trip | reset | heartbeat)
-
-
 def _default_operator() -> str:
     try:
         return os.environ.get("SUDO_USER") or os.environ.get("USER") or getpass.getuser()
@@ -203,7 +197,6 @@ def build_cli_request(args) -> dict:
     if verb == "reset":
         return {"op": "reset", "operator": args.operator, "reason": args.reason}
     raise ValueError(f"not a control verb: {verb}")
-
 
 
 def run_cli(args, socket_path: str | os.PathLike) -> int:

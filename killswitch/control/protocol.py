@@ -15,8 +15,6 @@ import orjson
 from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetCommand, TripCommand
 
 
-
-
 # The status reply's schema (docs/status.md): bumped when a field is renamed, removed or
 # changes meaning; adding a field keeps the version.
 STATUS_VERSION = 1
@@ -40,10 +38,6 @@ class RequestError(Exception):
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
-
-
-
-# Pure core
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +144,6 @@ def encode_reply(reply: Mapping[str, Any]) -> bytes:
 
 def error_reply(message: str, code: str = "bad_request") -> dict:
     return {"ok": False, "error": message, "code": code}
-
 
 
 OPS = frozenset({"status", "trip", "reset", "heartbeat", "cash_flow", "debug_wedge"})

@@ -122,7 +122,6 @@ def render_status(st: Mapping[str, Any], *, colour: bool = False) -> str:
     return "\n".join(out)
 
 
-
 def render_command_reply(verb: str, reply: Mapping[str, Any]) -> str:
     if verb == "heartbeat":
         return "ok"

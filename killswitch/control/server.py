@@ -47,10 +47,6 @@ from killswitch.control.protocol import (
 from killswitch.model import HeartbeatReceived
 
 
-
-# Server shell
-
-
 log = structlog.get_logger("killswitch.control")
 
 
