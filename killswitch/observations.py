@@ -28,16 +28,19 @@ class Histogram:
     bounds_s: tuple[float, ...]
     counts: list[int] = field(default_factory=list)
     sum_s: float = 0.0
-    count: int = 0
 
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = [0] * (len(self.bounds_s) + 1)
 
     def observe(self, value_s: float) -> None:
+        # On the engine's per-event path: one bisect, two additions (the count is derived).
         self.counts[bisect_left(self.bounds_s, value_s)] += 1
         self.sum_s += value_s
-        self.count += 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def cumulative(self) -> list[tuple[str, int]]:
         """Prometheus buckets: ``(le, cumulative count)`` ending with ``+Inf``."""
