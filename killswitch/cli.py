@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from killswitch import __version__
+
 DEFAULT_SOCKET = "/run/killswitch/control.sock"
 
 
@@ -21,6 +23,7 @@ def _add_socket(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="killswitch", description="Risk kill-switch daemon for crypto trading accounts.")
+    p.add_argument("--version", action="version", version=f"killswitch {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
@@ -34,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show the daemon's state")
     _add_socket(s)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
+    s.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (1)")
+    s.add_argument("--count", type=int, default=None, metavar="N", help="--watch: stop after N refreshes")
 
     t = sub.add_parser("trip", help="trip the kill switch by hand (latched)")
     _add_socket(t)

@@ -35,6 +35,7 @@ from killswitch.schema.reader import (
     type_name,
 )
 from killswitch.schema.rule import RuleConfig, parse_action, venue_products
+from killswitch.schema.suggest import did_you_mean
 
 
 LITERAL_SECRET = "literal secret in config; use {env: ...}, {file: ...} or {credential: ...}"
@@ -452,7 +453,8 @@ def _parse_rule(r: MapReader) -> RuleConfig | None:
                  hint="rule names are letters, digits, '_', '-', '.', ':'")
     kind = r.str("kind", required=True)
     if isinstance(kind, str) and kind not in RULE_KINDS:
-        kind = r.error("kind", f"unknown rule kind {kind!r}; known kinds: {', '.join(sorted(RULE_KINDS))}")
+        kind = r.error("kind", f"unknown rule kind {kind!r}{did_you_mean(kind, RULE_KINDS)}; "
+                               f"known kinds: {', '.join(sorted(RULE_KINDS))}")
     common = {
         "name": name,
         "kind": kind,
@@ -502,7 +504,9 @@ def _cross_check(ctx: Ctx, acc: _Collected) -> dict[str, Path]:
         for i, item in enumerate(getattr(venues_node, "items", ())):
             vname = getattr(item, "value", None)
             if isinstance(vname, str) and vname not in seen_venues:
-                ctx.error(item.mark, f"{path}.venues[{i}]", f"unknown venue {vname!r}")
+                known = ", ".join(sorted(seen_venues)) or "none"
+                ctx.error(item.mark, f"{path}.venues[{i}]",
+                          f"unknown venue {vname!r}{did_you_mean(vname, seen_venues)}; configured venues: {known}")
 
     heartbeat_files: dict[str, Path] = {}
     heartbeat_marks: dict[str, Mark] = {}

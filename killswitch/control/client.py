@@ -17,7 +17,8 @@ import trio
 
 
 from killswitch.control.protocol import COMMAND_DEADLINE_S
-from killswitch.control.render import render_command_reply, render_status
+from killswitch.control.render import render_command_reply, render_status, use_colour
+from killswitch.control.watch import watch_status
 
 
 class ControlError(Exception):
@@ -225,6 +226,14 @@ def build_cli_request(args) -> dict:
 def run_cli(args, socket_path: str | os.PathLike) -> int:
     path = Path(socket_path)
     want_json = bool(getattr(args, "json", False))
+    colour = use_colour(sys.stdout, os.environ)
+    if args.verb == "status" and getattr(args, "watch", False):
+        def fetch() -> Mapping[str, Any]:
+            with ControlClient(path) as client:
+                return client.request({"op": "status"})
+
+        return watch_status(fetch, out=sys.stdout, interval_s=args.interval, colour=colour,
+                            count=args.count, json_lines=want_json, errors=(ControlError, OSError))
     try:
         req = build_cli_request(args)
         with ControlClient(path) as client:
@@ -240,7 +249,7 @@ def run_cli(args, socket_path: str | os.PathLike) -> int:
     if want_json:
         print(orjson.dumps(reply, default=str, option=orjson.OPT_INDENT_2).decode())
     elif args.verb == "status":
-        print(render_status(reply))
+        print(render_status(reply, colour=colour))
     else:
         print(render_command_reply(args.verb, reply))
     return 0

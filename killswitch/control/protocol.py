@@ -15,6 +15,9 @@ import orjson
 from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetCommand, TripCommand
 
 
+# The status reply's schema (docs/status.md): bumped when a field is renamed, removed or
+# changes meaning; adding a field keeps the version.
+STATUS_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
 REQUEST_READ_DEADLINE_S = 5.0  # a started request line must be complete within this
 REPLY_SEND_DEADLINE_S = 5.0

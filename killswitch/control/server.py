@@ -37,6 +37,7 @@ from killswitch.control.protocol import (
     REPLY_SEND_DEADLINE_S,
     REQUEST_READ_DEADLINE_S,
     SOCKET_DIR_MODE,
+    STATUS_VERSION,
     ControlSetupError,
     PeerCred,
     RequestError,
@@ -330,7 +331,7 @@ class ControlServer:
             await daemon.send.send(HeartbeatReceived(source, daemon.clock.monotonic_s()))
             return {"ok": True}
         if op == "status":
-            return {"ok": True, "pid": os.getpid(), **daemon.status()}
+            return {"ok": True, "status_version": STATUS_VERSION, "pid": os.getpid(), **daemon.status()}
         if op == "trip":
             cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer))
             daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
