@@ -200,6 +200,20 @@ class EquityObserved:
 
 
 @dataclass(frozen=True, slots=True)
+class EquityUnavailable:
+    """The venue layer cannot value the account: ``missing`` names what has no price.
+
+    Incomplete valuation is *missing* equity, never a smaller number: drawdown rules count
+    the venue's equity as missing from the last complete observation on.
+    """
+
+    venue: str
+    missing: tuple[str, ...]
+    ts_event_ms: int = 0
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class CashFlowObserved:
     """A deposit (+) or withdrawal (-) of ``amount``; drawdown rules shift their peak by it."""
 
@@ -361,6 +375,9 @@ class ResetCommand:
     operator: str
     reason: str
     source: str = "cli"
+    # True: rule baselines (drawdown peaks, windows) restart from the current equity.
+    # False (the default): they survive the reset, so a loss just before or after it counts.
+    rebase: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +396,7 @@ VenueEvent = Union[
     OrderRejected,
     OpenOrdersSnapshot,
     EquityObserved,
+    EquityUnavailable,
     CashFlowObserved,
     PositionObserved,
     MarkPriceObserved,

@@ -23,6 +23,8 @@ from killswitch.audit import AuditLog
 from killswitch.clock import Clock
 from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_bytes, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
+from killswitch.engine import rule_state
+from killswitch.engine.rule_state import Rebase, RuleStateError, RuleStateStore
 from killswitch.engine.state import BookState
 from killswitch.model import (
     BadFrame,
@@ -33,6 +35,8 @@ from killswitch.model import (
     CashFlowObserved,
     DeclareCashFlow,
     EVERYTHING,
+    EquityObserved,
+    EquityUnavailable,
     HeartbeatReceived,
     OpenOrdersSnapshot,
     OrderInfo,
@@ -55,6 +59,15 @@ FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the fir
 DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
+RULE_STATE_SAVE_MIN_S = 0.1  # baselines are written at most this often (and on every tick when changed)
+
+
+def manual_scope_of(rules: Iterable[Rule]) -> CancelScope:
+    """What ``killswitch trip`` (no scope given) cancels: the manual rule's action, else everything."""
+    for r in rules:
+        if getattr(r, "kind", "") == "manual":
+            return r.action_scope
+    return EVERYTHING
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +146,8 @@ class Engine:
         budget: Callable[[str, float], int | None] = lambda venue, now_s: None,
         repoll_interval_s: float = 2.0,
         dry_run: bool = False,
-        manual_scope: CancelScope = EVERYTHING,
+        manual_scope: CancelScope | None = None,
+        rule_store: RuleStateStore | None = None,
     ) -> None:
         self.state = BookState(tuple(venues))
         self.caps = dict(venues)
@@ -145,8 +159,13 @@ class Engine:
         self.budget = budget
         self.repoll_interval_s = repoll_interval_s
         self.dry_run = dry_run
-        self.manual_scope = manual_scope
+        # None: derived from the rules, again on every reload and reset (see _set_rules).
+        self._manual_scope_override = manual_scope
+        self.manual_scope = manual_scope or EVERYTHING
         self.rule_factory = rule_factory
+        self.rule_store = rule_store
+        self._rule_state_saved: tuple = ()
+        self._rule_state_saved_s = float("-inf")
         self.counters = EngineCounters()
         self.progress: dict[str, VenueProgress] = {}
         self.alarms: dict[str, str] = {}
@@ -168,6 +187,9 @@ class Engine:
             for t in r.watches:
                 self._by_type.setdefault(t, []).append(r)
         self._tick_rules = [r for r in self.rules if r.needs_tick]
+        self._baseline_rules = [r for r in self.rules if rule_state.has_baseline(r)]
+        if self._manual_scope_override is None:
+            self.manual_scope = manual_scope_of(self.rules)
 
     def _apply_rules(self, cmd: ApplyRules) -> None:
         old = {r.name: r for r in self.rules}
@@ -177,6 +199,10 @@ class Engine:
             same = prev is not None and getattr(prev, "config", None) is not None and \
                 getattr(prev, "config", None) == getattr(r, "config", None)
             merged.append(prev if same else r)
+        # A changed rule keeps its baseline when the fields that define it are unchanged.
+        rebases = rule_state.carry(self.rules, merged)
+        for rb in rebases:
+            self._rebase_rule(old[rb.rule], next(r for r in merged if r.name == rb.rule), rb, cmd.source)
         self._set_rules(merged)
         self.audit.record("rules_applied", source=cmd.source, rules=[r.name for r in merged])
         log.info("rules_applied", source=cmd.source, n_rules=len(merged))
@@ -207,9 +233,11 @@ class Engine:
                 work, self._deferred = self._deferred, []
                 for fn in work:
                     fn()
+            self.save_rule_state()
 
     def on_start(self) -> None:
-        """Coming back TRIPPED: every venue in scope is re-verified and swept."""
+        """Restore rule baselines; coming back TRIPPED: every venue in scope is re-verified and swept."""
+        self._restore_rule_state()
         if not self.latch.tripped:
             return
         now = self.clock.monotonic_s()
@@ -246,6 +274,12 @@ class Engine:
         if t is ApplyRules:
             self._apply_rules(ev)
             return
+        if t is EquityUnavailable:
+            self._alarm(f"equity:{ev.venue}", f"{ev.venue}: equity unknown, no price for {', '.join(ev.missing)} "
+                                              f"(drawdown rules count it as missing)")
+        elif t is EquityObserved and f"equity:{ev.venue}" in self.alarms:
+            del self.alarms[f"equity:{ev.venue}"]
+            self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
         if t is DeclareCashFlow:
             self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
             # In the venue's equity currency, so drawdown rules shift the right series.
@@ -553,6 +587,7 @@ class Engine:
 
     def _on_tick(self, now: float) -> None:
         self._check_feeds(now)
+        self.save_rule_state()
         for rule in self._tick_rules:
             try:
                 breach = rule.on_tick(self.state, now)
@@ -590,12 +625,99 @@ class Engine:
         for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:"))]:
             del self.alarms[key]
         if self.rule_factory is not None:
-            # Fresh baselines: a drawdown peak restarts from the current equity after reset.
-            self._set_rules(self.rule_factory())
-        self.audit.record("reset", operator=cmd.operator, reason=cmd.reason, source=cmd.source,
+            # Fresh rule objects (debounce counters, alerts), but the baselines carry over:
+            # a loss just before or just after the reset still counts against the old peak.
+            # Only an explicit ``reset --rebase`` restarts them, from the current equity.
+            fresh = list(self.rule_factory())
+            if cmd.rebase:
+                old = {r.name: r for r in self.rules}
+                for r in fresh:
+                    prev = old.get(r.name)
+                    if prev is not None and rule_state.has_baseline(r) and rule_state.has_baseline(prev):
+                        rb = Rebase(r.name, f"reset --rebase by {cmd.operator or '?'}", prev.baseline_key(),
+                                    r.baseline_key(), prev.export_baseline(0.0))
+                        self._rebase_rule(prev, r, rb, "reset")
+            else:
+                rule_state.carry(self.rules, fresh)
+            self._set_rules(fresh)
+            self.save_rule_state(force=True, durable=True)
+        self.audit.record("reset", operator=cmd.operator, reason=cmd.reason, source=cmd.source, rebase=cmd.rebase,
                           cleared_trips=[t.trip_id for t in cleared], venues_not_confirmed_flat=unflat)
         log.warning("RESET", operator=cmd.operator, reason=cmd.reason, cleared_trips=[t.trip_id for t in cleared],
                     venues_not_confirmed_flat=unflat)
+
+    # ------------------------------------------------------------------ rule baselines
+    def _wall_offset_s(self) -> float:
+        return self.clock.wall_ms() / 1000.0 - self.clock.monotonic_s()
+
+    def _restore_rule_state(self) -> None:
+        if self.rule_store is None:
+            return
+        try:
+            stored = self.rule_store.load()
+        except RuleStateError as exc:
+            self._alarm("rule_state", f"stored rule baselines unusable ({exc}): every drawdown peak restarts "
+                                      f"from the current equity")
+            return
+        restore, rebases = rule_state.plan_restore(self.rules, stored)
+        offset = self._wall_offset_s()
+        for rule, data in restore:
+            try:
+                rule.import_baseline(data, offset)
+            except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+                self._alarm(f"rule_state:{rule.name}", f"stored baseline of rule {rule.name} unusable ({exc}): "
+                                                       f"it restarts from the current equity")
+                continue
+            peaks = getattr(rule, "peaks", dict)()
+            self.audit.record("rule_state_restored", rule=rule.name, peaks=peaks)
+            log.info("rule_state_restored", rule=rule.name, peaks=peaks)
+        for rb in rebases:
+            self._record_rebase(rb, new_peaks={}, source="startup")
+        self._rule_state_saved = self._rule_state_version()
+
+    def _rebase_rule(self, old: Rule, new: Rule, rb: Rebase, source: str) -> None:
+        """``new`` replaces ``old`` with a fresh baseline at the current equity of each venue."""
+        carry_live = getattr(new, "carry_from", None)
+        if carry_live is not None:
+            carry_live(old, baseline=False)
+        equities = {v: self.state.book(v).equity for v in self.state.venues()
+                    if self.state.book(v).equity is not None}
+        rebase_to = getattr(new, "rebase_to", None)
+        new_peaks = rebase_to(equities, self.clock.monotonic_s(), self.clock.wall_ms()) if rebase_to else {}
+        self._record_rebase(rb, new_peaks=new_peaks, source=source)
+
+    def _record_rebase(self, rb: Rebase, *, new_peaks: dict, source: str) -> None:
+        old_peaks = {k: v.get("peak") for k, v in ((rb.old_baseline or {}).get("series") or {}).items()
+                     if isinstance(v, dict)}
+        self.audit.record("rule_state_rebased", rule=rb.rule, reason=rb.reason, source=source,
+                          old_key=rb.old_key, new_key=rb.new_key, old_peaks=old_peaks, new_peaks=new_peaks)
+        log.warning("rule_state_rebased", rule=rb.rule, reason=rb.reason, source=source,
+                    old_peaks=old_peaks, new_peaks=new_peaks)
+
+    def _rule_state_version(self) -> tuple:
+        return tuple((r.name, id(r), r.baseline_version) for r in self._baseline_rules)
+
+    def save_rule_state(self, *, force: bool = False, durable: bool = False) -> None:
+        """Write baselines when they changed (at most every RULE_STATE_SAVE_MIN_S unless forced).
+
+        Plain writes land in the page cache (they survive a crash of the process);
+        ``durable`` adds fsync (reset, shutdown). Failure is an alarm, never a crash.
+        """
+        if self.rule_store is None:
+            return
+        version = self._rule_state_version()
+        now = self.clock.monotonic_s()
+        if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < RULE_STATE_SAVE_MIN_S):
+            return
+        try:
+            self.rule_store.save(rule_state.collect(self._baseline_rules, self._wall_offset_s()),
+                                 self.clock.wall_ms(), durable=durable)
+        except OSError as exc:
+            self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
+            return
+        if self.alarms.pop("rule_state_persist", None) is not None:
+            self.audit.record("alarm_cleared", key="rule_state_persist")
+        self._rule_state_saved, self._rule_state_saved_s = version, now
 
     def _alarm(self, key: str, message: str) -> None:
         if self.alarms.get(key) != message:
