@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import structlog
 import trio
 
+from killswitch.schema.rule import venue_products
 from killswitch.control.protocol import (
     COMMAND_DEADLINE_S,
     DEBUG_OPS_ENV,
@@ -239,6 +240,9 @@ class ControlServer:
     def _known_venues(self) -> frozenset[str]:
         return frozenset(self.daemon.venues) or frozenset(v.name for v in self.daemon.config.venues)
 
+    def _configured_products(self) -> frozenset[str]:
+        return frozenset(p for v in self.daemon.config.venues for p in venue_products(v))
+
     @staticmethod
     def _default_operator(peer: PeerCred) -> str:
         try:
@@ -258,13 +262,15 @@ class ControlServer:
         if op == "status":
             return {"ok": True, "pid": os.getpid(), **daemon.status()}
         if op == "trip":
-            cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer))
+            cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer),
+                               known_products=engine.known_products(self._configured_products()))
             daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
-                                peer_uid=peer.uid, peer_pid=peer.pid)
+                                peer_uid=peer.uid, peer_pid=peer.pid, force=bool(req.get("force")))
+            covered = engine.orders_covered(cmd.scope)
             before = engine.latch.next_trip_id
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: engine.latch.next_trip_id > before)
-            return self._command_reply(acted, "trip", trip_id=before if acted else None)
+            return self._command_reply(acted, "trip", trip_id=before if acted else None, orders_in_scope=covered)
         if op == "reset":
             cmd = reset_command(req)
             was_tripped = engine.latch.tripped
@@ -274,8 +280,11 @@ class ControlServer:
             acted = await _wait_until(lambda: not engine.latch.tripped)
             return self._command_reply(acted, "reset", noop=not was_tripped)
         if op == "cash_flow":
+            venue = req.get("venue")
             cmd = cash_flow_command(req, known_venues=self._known_venues(),
-                                    default_operator=self._default_operator(peer))
+                                    default_operator=self._default_operator(peer),
+                                    equity={venue: engine.state.book(venue).equity}
+                                    if isinstance(venue, str) and venue in self._known_venues() else None)
             daemon.audit.record("control_command", op="cash_flow", operator=cmd.operator, venue=cmd.venue,
                                 amount=str(cmd.amount), peer_uid=peer.uid, peer_pid=peer.pid)
             await daemon.send.send(cmd)

@@ -776,6 +776,21 @@ class Engine:
             },
         }
 
+    def known_products(self, configured: Iterable[str] = ()) -> frozenset[str]:
+        """Products a configured venue lists plus every product the book has seen."""
+        out = set(configured)
+        for v in self.state.venues():
+            b = self.state.book(v)
+            out.update(o.product for o in b.orders.values())
+            out.update(b.positions)
+            out.update(b.marks)
+        return frozenset(out)
+
+    def orders_covered(self, scope: CancelScope) -> dict[str, int]:
+        """Known open orders a trip with ``scope`` covers, per venue (for the trip reply)."""
+        scope = scope if scope != EVERYTHING else self.manual_scope
+        return {v: len(self.state.open_orders(v, scope)) for v in self._venues_in(scope)}
+
     def all_flat(self) -> bool:
         return bool(self.progress) and all(p.flat for p in self.progress.values())
 
