@@ -77,6 +77,12 @@ class _SetOnStarted:
             hook()
 
 
+def _request_reconnect(session: object, why: str) -> None:
+    fn = getattr(session, "request_reconnect", None)
+    if fn is not None:
+        fn(why)
+
+
 class Daemon:
     def __init__(
         self,
@@ -160,6 +166,7 @@ class Daemon:
             budget=lambda venue, now: sessions[venue].budget_available(now) if venue in sessions else None,
             repoll_interval_s=d.repoll_interval_s, dry_run=d.dry_run,
             rule_store=RuleStateStore(d.state_dir),
+            reconnect=lambda venue, why: _request_reconnect(sessions.get(venue), why),
         )
         self.executor.on_first_cancel = self.engine.note_first_cancel
 

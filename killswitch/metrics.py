@@ -100,6 +100,7 @@ class DaemonCollector(Collector):
             ("cancel_requests", c.cancel_requests, "Cancel requests completed"),
             ("cancel_failures", c.cancel_failures, "Cancel requests not confirmed ok"),
             ("sweeps", c.sweeps, "Orders swept while TRIPPED"),
+            ("stream_drift", c.stream_drift, "Drift polls that found orders the account stream never reported"),
             ("reloads", d.reloads, "Reload attempts (SIGHUP)"),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)

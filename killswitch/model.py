@@ -232,6 +232,7 @@ class PositionObserved:
     notional: Decimal | None = None  # |qty| * mark, in the venue's quote currency, when known
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    polled: bool = False  # from a REST/gateway reconcile or poll, not the account stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +264,15 @@ class VenueAlive:
     """Any sign of life from the venue's private stream (a pong, a push) with no other event."""
 
     venue: str
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDriftDetected:
+    """A drift poll found open orders the account stream never reported: the stream is broken."""
+
+    venue: str
+    order_ids: tuple[str, ...]
     ts_recv_s: float = 0.0
 
 
@@ -404,5 +414,6 @@ VenueEvent = Union[
     VenueDisconnected,
     VenueAlive,
     VenueAuthFailed,
+    StreamDriftDetected,
     BadFrame,
 ]

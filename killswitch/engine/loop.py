@@ -24,6 +24,7 @@ from killswitch.clock import Clock
 from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_bytes, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
 from killswitch.engine import rule_state
+from killswitch.engine.drift import DriftTracker
 from killswitch.engine.rule_state import Rebase, RuleStateError, RuleStateStore
 from killswitch.engine.state import BookState
 from killswitch.model import (
@@ -42,6 +43,7 @@ from killswitch.model import (
     OrderInfo,
     OrderOpened,
     ResetCommand,
+    StreamDriftDetected,
     Tick,
     TripCommand,
     VenueAuthFailed,
@@ -125,6 +127,7 @@ class EngineCounters:
     cancel_requests: int = 0
     cancel_failures: int = 0
     sweeps: int = 0
+    stream_drift: int = 0  # drift polls that found orders the account stream never reported
     max_event_lag_s: float = 0.0
     last_event_lag_s: float = 0.0
     last_trip_to_first_cancel_s: float | None = None
@@ -148,6 +151,7 @@ class Engine:
         dry_run: bool = False,
         manual_scope: CancelScope | None = None,
         rule_store: RuleStateStore | None = None,
+        reconnect: Callable[[str, str], None] = lambda venue, why: None,
     ) -> None:
         self.state = BookState(tuple(venues))
         self.caps = dict(venues)
@@ -164,6 +168,8 @@ class Engine:
         self.manual_scope = manual_scope or EVERYTHING
         self.rule_factory = rule_factory
         self.rule_store = rule_store
+        self.reconnect = reconnect  # asks a venue session to drop and re-establish its stream
+        self.drift = DriftTracker()
         self._rule_state_saved: tuple = ()
         self._rule_state_saved_s = float("-inf")
         self.counters = EngineCounters()
@@ -303,10 +309,19 @@ class Engine:
             self._alarm(f"auth:{ev.venue}", f"{ev.venue}: credentials rejected ({ev.code} {ev.message})")
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
+            if self.alarms.pop(f"stream_drift:{ev.venue}", None) is not None:  # reconnected and reconciled
+                self.audit.record("alarm_cleared", key=f"stream_drift:{ev.venue}")
             self.audit.record("venue_connected", venue=ev.venue)
         elif t is VenueDisconnected:
             self.audit.record("venue_disconnected", venue=ev.venue, reason=ev.reason)
 
+        drifted: tuple[str, ...] = ()
+        if t is OrderOpened:
+            self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id)
+        elif t is OpenOrdersSnapshot and ev.purpose == "poll" and not self.latch.tripped:
+            drifted = self.drift.on_poll(ev.venue, ev.orders, self.state.book(ev.venue).orders, ev.ts_event_ms)
+        elif t is VenueConnected or t is VenueDisconnected:
+            self.drift.forget(ev.venue)
         is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False
         # An order that *causes* a trip is already in that trip's plan: sweep only orders
         # seen while the latch was already tripped.
@@ -327,6 +342,27 @@ class Engine:
                 self._sweep(ev.order, now)
             elif t is OpenOrdersSnapshot:
                 self._after_snapshot(ev, now)
+        if drifted:
+            self._on_stream_drift(ev.venue, drifted, now)
+
+    def _on_stream_drift(self, venue: str, order_ids: tuple[str, ...], now: float) -> None:
+        """The poll saw orders the stream never pushed: alarm, count, reconnect, let rules judge."""
+        self.counters.stream_drift += 1
+        self._alarm(f"stream_drift:{venue}", f"{venue}: drift poll found {len(order_ids)} open orders the account "
+                                             f"stream never reported; reconnecting the stream")
+        self.audit.record("stream_drift", venue=venue, n_orders=len(order_ids), order_ids=list(order_ids[:20]))
+        try:
+            self.reconnect(venue, "stream drift")
+        except Exception as exc:  # a broken reconnect hook must not stop the engine
+            log.error("reconnect_failed", venue=venue, error=f"{type(exc).__name__}: {exc}")
+        ev = StreamDriftDetected(venue, order_ids, now)
+        for rule in self._by_type.get(StreamDriftDetected, ()):
+            try:
+                breach = rule.on_event(ev, self.state, now)
+            except Exception as exc:
+                breach = self._rule_error(rule, exc)
+            if breach is not None:
+                self._on_breach(breach, now)
 
     # ------------------------------------------------------------------ breaches
     def _rule_error(self, rule: Rule, exc: Exception) -> Breach:
@@ -768,6 +804,7 @@ class Engine:
             "counters": {
                 "events": c.events, "bad_frames": c.bad_frames, "trips": c.trips, "alerts": c.alerts,
                 "cancel_requests": c.cancel_requests, "cancel_failures": c.cancel_failures, "sweeps": c.sweeps,
+                "stream_drift": c.stream_drift,
                 "max_event_lag_ms": round(c.max_event_lag_s * 1000, 3),
                 "last_trip_to_first_cancel_ms": None if c.last_trip_to_first_cancel_s is None
                 else round(c.last_trip_to_first_cancel_s * 1000, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from decimal import Decimal
 from typing import Callable, Sequence
 
 import httpx
@@ -58,6 +59,8 @@ MAX_TIME_RETRIES = 3  # attempts per request on 2011/2012
 STREAM_AUTH_AHEAD_MS = 50_000  # middle of (now, now+100 s]: tolerates +/-50 s of clock skew
 ALIVE_MIN_INTERVAL_S = 0.5
 EQUITY_MIN_SPACING_S = 0.25
+ORDERS_POLL_S = 5.0  # open-orders drift poll while connected (as OX.FUN's REST poll)
+PRODUCTS_REFRESH_S = 300.0  # the venue's product list is re-read this often
 STREAMS = ("order_update", "fill", "position_change")
 _HEX_DIGEST = re.compile(r"0x[0-9a-fA-F]{64}")
 
@@ -101,7 +104,11 @@ class VertexSession:
         self._blocked_until_s = 0.0
         self._gw: GatewayConn | None = None
         self._http: httpx.AsyncClient | None = None
-        self._products: tuple[int, ...] = tuple(cfg.products)
+        self._products: tuple[int, ...] = tuple(cfg.products)  # subscribed to (the config's list, else all)
+        self._all_products: tuple[int, ...] = ()  # every product id of the venue, refreshed periodically
+        self._products_fetched_s = float("-inf")
+        self._polled_positions: dict[str, Decimal] = {}
+        self._reconnect_now = trio.Event()
         self._tracker = wire.PositionTracker()
         self._equity_kick = trio.Event()
         self._started = False
@@ -199,8 +206,9 @@ class VertexSession:
                     f"endpoint_address, or set verify_contracts: false)",
                     code="contracts", venue=self.name,
                 )
+        await self._refresh_products(gw)
         if not self._products:
-            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+            self._products = self._all_products
 
         sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t)
         nursery.start_soon(guard, self._pinger, sep)
@@ -211,11 +219,14 @@ class VertexSession:
         # Reconcile after subscribing, so nothing falls between the snapshot and the stream.
         orders = await self._fetch_open_orders(gw)
         now_s = self._clock.monotonic_s()
-        products = None if not cfg.products else frozenset(str(p) for p in cfg.products)
-        await send.send(OpenOrdersSnapshot(self.name, orders, products, "reconcile", self._clock.wall_ms(), now_s))
+        # Every product of the subaccount, whatever ``products:`` lists: "flat" for an
+        # everything-scope trip means no open order anywhere (engine and trigger planes).
+        await send.send(OpenOrdersSnapshot(self.name, orders, None, "reconcile", self._clock.wall_ms(), now_s))
         info = wire.parse_subaccount_info(await self._query(gw, "subaccount_info", subaccount=self._sender_hex))
         self._tracker = wire.PositionTracker()
         self._tracker.seed(info)
+        self._polled_positions = {}
+        await self._emit_positions(send, info)
         await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
                                        self._clock.monotonic_s()))
         for ts, raw in buffered:
@@ -225,8 +236,55 @@ class VertexSession:
         if not self._started:
             self._started = True
             task_status.started()
+        self._reconnect_now = trio.Event()
         nursery.start_soon(guard, self._stream_reader, sep, send)
         nursery.start_soon(guard, self._equity_loop, gw, send)
+        nursery.start_soon(guard, self._orders_poll, gw, send)
+        nursery.start_soon(guard, self._await_reconnect_request)
+
+    def request_reconnect(self, why: str) -> None:
+        """Tear the connection down (the run loop reconnects, re-subscribes and reconciles)."""
+        self._log.warning("venue.reconnect_requested", why=why)
+        self._reconnect_now.set()
+
+    async def _await_reconnect_request(self) -> None:
+        await self._reconnect_now.wait()
+        raise _Lost("reconnect requested (stream drift)")
+
+    async def _refresh_products(self, gw: GatewayConn | None) -> None:
+        ids = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        self._all_products = ids
+        self._products_fetched_s = self._clock.monotonic_s()
+
+    async def _orders_poll(self, gw: GatewayConn, send) -> None:
+        """Drift poll while connected: the venue's own open orders (every product) reach the book,
+        and the engine compares them with what the stream reported (stream drift)."""
+        while True:
+            await trio.sleep(ORDERS_POLL_S)
+            if self._clock.monotonic_s() - self._products_fetched_s >= PRODUCTS_REFRESH_S:
+                try:
+                    await self._refresh_products(gw)
+                except VenueRejected as exc:
+                    self._log.warning("venue.products_refresh_rejected", error=str(exc))
+            try:
+                orders = await self._fetch_open_orders(gw)
+            except (VenueRejected, OutcomeUnknown) as exc:
+                self._log.warning("venue.orders_poll_failed", error=str(exc))
+                continue
+            await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
+                                               self._clock.monotonic_s()))
+
+    async def _emit_positions(self, send, info: wire.SubaccountInfo) -> None:
+        """Positions as the gateway reports them, when they differ from the last poll's."""
+        now = {str(pid): wire.x18_to_decimal(amount) for pid, amount in info.balances_x18.items()
+               if pid != wire.QUOTE_PRODUCT_ID}
+        for pid in self._polled_positions.keys() - now.keys():
+            now[pid] = Decimal(0)
+        ts_ms, ts_s = self._clock.wall_ms(), self._clock.monotonic_s()
+        for pid, qty in sorted(now.items()):
+            if self._polled_positions.get(pid) != qty:
+                await send.send(PositionObserved(self.name, pid, qty, ts_event_ms=ts_ms, ts_recv_s=ts_s, polled=True))
+        self._polled_positions = {p: q for p, q in now.items() if q != 0}
 
     def _take_id(self) -> int:
         self._next_id += 1
@@ -338,6 +396,7 @@ class VertexSession:
                 self._log.warning("venue.equity_query_rejected", code=exc.code, error=str(exc))
                 continue
             self._tracker.oracle_x18.update(info.oracle_x18)
+            await self._emit_positions(send, info)
             await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
                                            self._clock.monotonic_s()))
 
@@ -382,10 +441,12 @@ class VertexSession:
         return await self._fetch_open_orders(self._gw)
 
     async def _fetch_open_orders(self, gw: GatewayConn | None) -> tuple[OrderInfo, ...]:
-        if not self._products:
-            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        if not self._all_products:
+            await self._refresh_products(gw)
+        # Every product, not only the configured ones: an order on an unlisted product is open too.
+        pids = sorted(set(self._all_products) | set(self.cfg.products))
         try:
-            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=list(self._products))
+            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=pids)
             engine = [o.to_info(self.name) for o in wire.parse_orders_query(data)]
         except wire.WireError as exc:
             raise OutcomeUnknown(f"orders reply malformed: {exc}", venue=self.name) from None
