@@ -59,8 +59,6 @@ MAX_TIME_RETRIES = 3  # attempts per request on 2011/2012
 STREAM_AUTH_AHEAD_MS = 50_000  # middle of (now, now+100 s]: tolerates +/-50 s of clock skew
 ALIVE_MIN_INTERVAL_S = 0.5
 EQUITY_MIN_SPACING_S = 0.25
-ORDERS_POLL_S = 5.0  # open-orders drift poll while connected (as OX.FUN's REST poll)
-PRODUCTS_REFRESH_S = 300.0  # the venue's product list is re-read this often
 STREAMS = ("order_update", "fill", "position_change")
 _HEX_DIGEST = re.compile(r"0x[0-9a-fA-F]{64}")
 
@@ -211,7 +209,7 @@ class VertexSession:
             self._products = self._all_products
 
         sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t)
-        nursery.start_soon(guard, self._pinger, sep)
+        nursery.start_soon(guard, self._pinger, sep, send)
         buffered: list = []
         await self._authenticate(sep, buffered)
         await self._subscribe_all(sep, buffered)
@@ -260,8 +258,8 @@ class VertexSession:
         """Drift poll while connected: the venue's own open orders (every product) reach the book,
         and the engine compares them with what the stream reported (stream drift)."""
         while True:
-            await trio.sleep(ORDERS_POLL_S)
-            if self._clock.monotonic_s() - self._products_fetched_s >= PRODUCTS_REFRESH_S:
+            await trio.sleep(self.cfg.orders_poll_interval_s)
+            if self._clock.monotonic_s() - self._products_fetched_s >= self.cfg.products_refresh_interval_s:
                 try:
                     await self._refresh_products(gw)
                 except VenueRejected as exc:
@@ -331,8 +329,9 @@ class VertexSession:
                                     code="stream_auth", venue=self.name)
                 raise VenueRejected(f"subscribe {stream}/{pid} refused: {reply.error}", venue=self.name)
 
-    async def _pinger(self, ep: wsmod.WsEndpoint) -> None:
-        # Protocol pings; a pong must come back before the next ping is due.
+    async def _pinger(self, ep: wsmod.WsEndpoint, send=None) -> None:
+        # Protocol pings; a pong must come back before the next ping is due. On the
+        # subscription socket (``send`` given) a pong is the account stream's sign of life.
         interval = self.cfg.ping_interval_s
         sent_at = None
         while True:
@@ -340,6 +339,8 @@ class VertexSession:
             if sent_at is not None and ep.last_pong_s < sent_at:
                 await ep.abort()
                 raise _Lost(f"no pong within {interval} s on {ep.target}")
+            if send is not None and sent_at is not None:
+                await self._emit(send, VenueAlive(self.name, self._clock.monotonic_s()))
             sent_at = trio.current_time()
             await ep.ping()
 
