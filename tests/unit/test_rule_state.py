@@ -108,3 +108,23 @@ def test_check_names_the_rules_that_will_rebase(tmp_path):
     assert describe_rebases([dd(threshold="7%")], tmp_path) == []
     lines = describe_rebases([dd("    peak: {rolling: 1h}\n")], tmp_path)
     assert len(lines) == 1 and "dd" in lines[0] and "rebase" in lines[0]
+
+
+def test_killswitch_check_on_a_changed_config_says_which_rules_will_rebase(tmp_path, capsys):
+    from killswitch.cli import main
+    from tests.unit.test_rules_helpers import VENUES_YAML
+
+    def write(peak: str) -> str:
+        path = tmp_path / "ks.yaml"
+        path.write_text(f"daemon:\n  state_dir: {tmp_path / 'state'}\n" + VENUES_YAML +
+                        f"rules:\n  - {{name: dd, kind: drawdown, venues: [ox], max_drawdown: 5%, peak: {peak}}}\n")
+        return str(path)
+
+    a = dd()
+    a.on_event(EquityObserved("ox", D(1000)), FakeBook(), 0.0)
+    RuleStateStore(tmp_path / "state").save(rule_state.collect([a], 0.0), 1)
+    assert main(["check", write("since_start"), "--no-secrets"]) == 0
+    assert "will rebase" not in capsys.readouterr().out
+    assert main(["check", write("{rolling: 1h}"), "--no-secrets"]) == 0
+    out = capsys.readouterr().out
+    assert "note: rule dd: baseline will rebase" in out and "peak" in out
