@@ -284,7 +284,8 @@ class ControlServer:
             cmd = cash_flow_command(req, known_venues=self._known_venues(),
                                     default_operator=self._default_operator(peer),
                                     equity={venue: engine.state.book(venue).equity}
-                                    if isinstance(venue, str) and venue in self._known_venues() else None)
+                                    if isinstance(venue, str) and venue in self._known_venues() else None,
+                                    max_cash_flow=daemon.config.daemon.max_cash_flow)
             daemon.audit.record("control_command", op="cash_flow", operator=cmd.operator, venue=cmd.venue,
                                 amount=str(cmd.amount), peer_uid=peer.uid, peer_pid=peer.pid)
             await daemon.send.send(cmd)

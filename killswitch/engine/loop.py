@@ -674,7 +674,9 @@ class Engine:
                                     r.baseline_key(), prev.export_baseline(0.0))
                         self._rebase_rule(prev, r, rb, "reset")
             else:
-                rule_state.carry(self.rules, fresh)
+                old = {r.name: r for r in self.rules}
+                for rb in rule_state.carry(self.rules, fresh):  # only if the key changed: never silently
+                    self._rebase_rule(old[rb.rule], next(r for r in fresh if r.name == rb.rule), rb, "reset")
             self._set_rules(fresh)
             self.save_rule_state(force=True, durable=True)
         self.audit.record("reset", operator=cmd.operator, reason=cmd.reason, source=cmd.source, rebase=cmd.rebase,

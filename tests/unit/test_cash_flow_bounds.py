@@ -66,3 +66,13 @@ def test_no_accepted_flow_can_erase_equity(equity, fraction):
     # ...and a real 99% loss of what is left still trips (the equity was not rounded away).
     if after > 0:
         assert rule.on_event(EquityObserved("ox", lost), book, 3.0) is not None
+
+
+def test_max_cash_flow_is_a_daemon_setting():
+    from killswitch.config import load_config_text
+    from tests.unit.test_rules_helpers import VENUES_YAML
+
+    cfg = load_config_text("daemon:\n  max_cash_flow: 5000\n" + VENUES_YAML + "rules: []\n")
+    assert cfg.daemon.max_cash_flow == D(5000)
+    with pytest.raises(Exception, match="max_cash_flow"):
+        load_config_text("daemon:\n  max_cash_flow: -1\n" + VENUES_YAML + "rules: []\n")
