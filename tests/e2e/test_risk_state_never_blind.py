@@ -226,3 +226,44 @@ async def test_a_mistyped_trip_product_is_refused_listing_known_products_unless_
                     r = await c.request({"op": "trip", "reason": "forced", "products": ["NEW-MKT"], "force": True})
                     assert r["ok"] and r["orders_in_scope"] == {"ox-main": 0}
             nursery.cancel_scope.cancel()
+
+
+async def test_reload_keeps_the_peak_for_a_threshold_change_and_audits_a_rebase_for_a_peak_mode_change(tmp_path):
+    with trio.fail_after(60), short_tmpdir() as root:
+        async with trio.open_nursery() as nursery:
+            sim, key, secret = await ox_sim(nursery)  # 1100 OX
+            env = {"OX_KEY": key, "OX_SECRET": secret}
+            async with daemon_with_control(root, ox_yaml(sim), dd_rule(), env) as d:
+                await wait_for(lambda: d.engine.state.book("ox-main").equity == Decimal(1100))
+                await sim.set_mark(MARKET, "160")  # 1060: -3.6%
+                await wait_for(lambda: d.engine.state.book("ox-main").equity == Decimal(1060))
+                cfg = root / "killswitch.yaml"
+                cfg.write_text(cfg.read_text().replace("max_drawdown: 5%", "max_drawdown: 6%"))
+                assert await d.reload()
+                await sim.set_mark(MARKET, "135")  # 1035: -5.9% from the kept peak 1100
+                await wait_for(lambda: d.engine.state.book("ox-main").equity == Decimal(1035))
+                assert not d.engine.latch.tripped
+                cfg.write_text(cfg.read_text().replace("max_drawdown: 6%", "max_drawdown: 6%\n    peak: {rolling: 1h}"))
+                assert await d.reload()
+                await wait_for(lambda: d.engine.rules[0].config.peak == "rolling")
+                recs = await audit_of(d)
+                rb = [r for r in recs if r["event"] == "rule_state_rebased"]
+                assert rb and rb[0]["old_peaks"] == {"ox-main": "1100"} and rb[0]["new_peaks"] == {"ox-main": "1035"}
+            nursery.cancel_scope.cancel()
+
+
+async def test_gateway_equity_polls_do_not_keep_a_silent_nado_stream_alive(tmp_path):
+    with trio.fail_after(60), short_tmpdir() as root:
+        async with trio.open_nursery() as nursery:
+            sim, acct = await nado_sim(nursery)
+            venue = nado_yaml(sim).replace("ping_interval: 1s", "ping_interval: 30s")
+            rules = "\n  - {name: stream-alive, kind: stale_heartbeat, source: {venue: nado-main}, timeout: 2s}\n"
+            async with daemon_with_control(root, venue, rules, {"NADO_KEY": acct["private_key"]}) as d:
+                await wait_for(lambda: d.engine.state.is_connected("nado-main"))
+                sim.set_faults(mute_pushes=True)
+                events_before = d.engine.counters.events
+                await wait_for(lambda: d.engine.latch.tripped)
+                assert d.engine.latch.trips[-1].rule == "stream-alive"
+                assert d.engine.counters.events > events_before + 3  # equity polls kept arriving meanwhile
+                assert d.status()["venues"]["nado-main"]["last_seen_ago_s"] >= 2.0
+            nursery.cancel_scope.cancel()
