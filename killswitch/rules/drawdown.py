@@ -41,7 +41,7 @@ from decimal import Context, Decimal
 from typing import Any
 
 from killswitch.model import Breach, CashFlowObserved, EquityObserved, EquityUnavailable
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
 from killswitch.schema.reader import MapReader
 from killswitch.schema.rule import RuleConfig, venue_equity_currency
 from killswitch.units import Amount, UnitError, format_decimal, format_duration, parse_amount, parse_percent
@@ -236,16 +236,12 @@ def _coalesce(window: list[tuple[float, Decimal]], limit: int) -> list[tuple[flo
     return window
 
 
-class DrawdownRule:
+class DrawdownRule(RuleBase):
     watches = frozenset({EquityObserved, CashFlowObserved, EquityUnavailable})
-    needs_tick = True  # missing / stale equity is judged on ticks
 
     def __init__(self, config: DrawdownConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
+        self.needs_tick = True  # missing / stale equity is judged on ticks
         self._ctx = Context(prec=PRECISION_DIGITS)
         self._series: dict[str, _Series] = {}
         self._latest: dict[str, Decimal] = {}  # aggregate mode: last equity per venue (real)

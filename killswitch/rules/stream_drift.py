@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from killswitch.model import Breach, StreamDriftDetected
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
 from killswitch.schema.reader import MapReader
 from killswitch.schema.rule import RuleConfig
 
@@ -30,16 +30,12 @@ def parse_config(r: MapReader, common: dict) -> StreamDriftConfig | None:
     return StreamDriftConfig(**common, min_orders=min_orders if isinstance(min_orders, int) else 1)
 
 
-class StreamDriftRule:
+class StreamDriftRule(RuleBase):
     watches = frozenset({StreamDriftDetected})
     needs_tick = False
 
     def __init__(self, config: StreamDriftConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
         self._last: dict[str, int] = {}
 
     def on_event(self, event: object, book: BookView, now_s: float) -> Breach | None:
