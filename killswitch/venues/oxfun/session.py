@@ -632,7 +632,7 @@ class OxfunSession:
         """Drop the live connection (the run loop reconnects and reconciles)."""
         live = self._live
         if live is not None:
-            self._log.warning("reconnect_requested", why=why)
+            self._log.warning("venue_reconnect_requested", why=why)
             live.fail(f"reconnect requested: {why}")
 
     async def _equity_loop(self, live: _Live, send: trio.MemorySendChannel) -> None:

@@ -242,7 +242,7 @@ class VertexSession:
 
     def request_reconnect(self, why: str) -> None:
         """Tear the connection down (the run loop reconnects, re-subscribes and reconciles)."""
-        self._log.warning("venue.reconnect_requested", why=why)
+        self._log.warning("venue_reconnect_requested", why=why)
         self._reconnect_now.set()
 
     async def _await_reconnect_request(self) -> None:
@@ -263,11 +263,11 @@ class VertexSession:
                 try:
                     await self._refresh_products(gw)
                 except VenueRejected as exc:
-                    self._log.warning("venue.products_refresh_rejected", error=str(exc))
+                    self._log.warning("venue_products_refresh_rejected", error=str(exc))
             try:
                 orders = await self._fetch_open_orders(gw)
             except (VenueRejected, OutcomeUnknown) as exc:
-                self._log.warning("venue.orders_poll_failed", error=str(exc))
+                self._log.warning("venue_orders_poll_failed", error=str(exc))
                 continue
             await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
                                                self._clock.monotonic_s()))
