@@ -17,6 +17,7 @@ from killswitch.control import AsyncControlClient, control_service
 from killswitch.daemon import Daemon
 from killswitch.model import ResetCommand, TripCommand
 from killswitch.venues.oxfun.sim import OxfunSim
+from killswitch.venues.oxfun.sim.book import SimPosition
 from killswitch.venues.vertex.sim import VertexSim
 from tests.e2e.helpers import short_tmpdir
 
@@ -266,4 +267,21 @@ async def test_gateway_equity_polls_do_not_keep_a_silent_nado_stream_alive(tmp_p
                 assert d.engine.latch.trips[-1].rule == "stream-alive"
                 assert d.engine.counters.events > events_before + 3  # equity polls kept arriving meanwhile
                 assert d.status()["venues"]["nado-main"]["last_seen_ago_s"] >= 2.0
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_position_changed_while_the_stream_was_down_reaches_max_position_after_the_reconnect(tmp_path):
+    with trio.fail_after(60), short_tmpdir() as root:
+        async with trio.open_nursery() as nursery:
+            sim, key, secret = await ox_sim(nursery, qty="1")
+            env = {"OX_KEY": key, "OX_SECRET": secret}
+            rules = "\n  - {name: pos, kind: max_position, venues: [ox-main], max_qty: 5}\n"
+            async with daemon_with_control(root, ox_yaml(sim), rules, env) as d:
+                await wait_for(lambda: d.engine.state.position_qty("ox-main", MARKET) == Decimal(1))
+                # The position grows while the stream is gone: no push will ever say so.
+                sim._account(key).positions[MARKET] = SimPosition(Decimal(10), Decimal(100))
+                await sim.drop_connections(key)
+                await wait_for(lambda: d.engine.latch.tripped)
+                assert d.engine.latch.trips[-1].rule == "pos"
+                assert d.engine.state.position_qty("ox-main", MARKET) == Decimal(10)
             nursery.cancel_scope.cancel()
