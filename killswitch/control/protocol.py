@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import orjson
 
 from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetCommand, TripCommand
+from killswitch.schema.suggest import did_you_mean
 
 
 # The status reply's schema (docs/status.md): bumped when a field is renamed, removed or
@@ -98,7 +99,7 @@ def trip_command(req: Mapping[str, Any], *, known_venues: frozenset[str], defaul
     operator = text_field(req, "operator", required=False) or default_operator
     venues = _str_list(req, "venues")
     if venues is not None and not venues <= known_venues:
-        unknown = ", ".join(sorted(venues - known_venues))
+        unknown = ", ".join(f"{v}{did_you_mean(v, known_venues)}" for v in sorted(venues - known_venues))
         raise RequestError(f"unknown venue(s): {unknown}; configured: {', '.join(sorted(known_venues))}")
     products = _str_list(req, "products")
     scope = EVERYTHING if venues is None and products is None else CancelScope(venues=venues, products=products)
@@ -113,7 +114,8 @@ def reset_command(req: Mapping[str, Any]) -> ResetCommand:
 def cash_flow_command(req: Mapping[str, Any], *, known_venues: frozenset[str], default_operator: str) -> DeclareCashFlow:
     venue = text_field(req, "venue", required=True)
     if venue not in known_venues:
-        raise RequestError(f"unknown venue {venue!r}; configured: {', '.join(sorted(known_venues))}")
+        raise RequestError(f"unknown venue {venue!r}{did_you_mean(venue, known_venues)}; "
+                           f"configured: {', '.join(sorted(known_venues))}")
     raw = req.get("amount")
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise RequestError("'amount' must be a decimal string such as \"-250.5\" (never a float)")
