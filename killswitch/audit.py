@@ -16,9 +16,10 @@ a write that fails (ENOSPC, EIO, a refused file) sets ``problem`` (raised as the
 bounded queue (``AUDIT_QUEUE_MAX``; beyond it the oldest are dropped and counted in
 ``dropped``); the flusher retries every ``AUDIT_RETRY_S`` and writes them when space
 returns, followed by an ``audit_dropped`` record if any were lost. Each flush checks that the
-path still names the open file: a deleted or replaced log is recreated (records written to a
-deleted file since the last check are written again) and alarmed once
-(``audit_file_replaced``); ``reopen()`` (SIGHUP, the ``reopen`` control verb, logrotate's
+path still names the open file: a log deleted or moved away is recreated (records written to
+a deleted file since the last check are written again) and alarmed once
+(``audit_file_replaced``); a new file put at the path (logrotate's ``create``) is switched to
+quietly; ``reopen()`` (SIGHUP, the ``reopen`` control verb, logrotate's
 postrotate) switches to a new file quietly and clears that alarm.
 """
 
@@ -116,37 +117,37 @@ class AuditLog:
             raise
         self._fd = fd
 
-    def _check_file(self) -> None:
-        """Event loop, under the write lock: (re)open if needed, notice a deleted/replaced log."""
+    def _check_file(self) -> bool:
+        """Event loop, under the write lock: (re)open if needed, notice a deleted/replaced log.
+        False when there is no file at the path to write to (records stay queued)."""
         if self._fd is None:
             try:
                 self._open_fd()
             except (OSError, StateFileError) as exc:
                 self._fail("open", exc)
-            return
+                return False
+            return True
         if self._reopen_requested:
             self._reopen_requested = False
-            self._reopen(None)
-            return
+            return self._reopen(None)
         try:
             why = same_file(self.path, self._fd)
         except OSError:
             why = None  # cannot tell (e.g. EACCES on the path): keep the open file
         if why is not None:
-            self._reopen(why)
-        else:
-            self._since_check.clear()
+            return self._reopen(why)
+        self._since_check.clear()
+        return True
 
-    def _reopen(self, why: str | None) -> None:
+    def _reopen(self, why: str | None) -> bool:
         old = self._fd
-        deleted = False
+        deleted = why == "deleted"
         try:
-            deleted = old is not None and os.fstat(old).st_nlink == 0
             self._open_fd()
         except (OSError, StateFileError) as exc:
             self._fd = old
             self._fail("reopen", exc)
-            return
+            return False
         if old is not None:
             os.close(old)  # safe: only the event loop writes outside a flush, and no flush runs
         rewritten = len(self._since_check) if deleted else 0
@@ -159,12 +160,16 @@ class AuditLog:
         if why is None:
             log.info("audit_reopened", path=str(self.path))
             self._emit(ALARM_REPLACED, None)
+        elif why == "replaced":
+            # A new file of ours at the path: logrotate's `create`, its postrotate `reopen` may
+            # be a moment behind. Nothing was lost (the old file keeps its records): no alarm.
+            log.warning("audit_rotated", path=str(self.path))
         else:
-            msg = f"audit log {self.path} was {'deleted' if deleted else why} while open; recreated it"
-            log.error("audit_file_replaced", path=str(self.path), how="deleted" if deleted else why)
+            msg = f"audit log {self.path} was {why} while open; writing to a new file at the path"
+            log.error("audit_file_replaced", path=str(self.path), how=why, rewritten=rewritten)
             self._emit(ALARM_REPLACED, msg)
-        self.record("audit_reopened", path=str(self.path), cause=("deleted" if deleted else why) or "requested",
-                    rewritten=rewritten)
+        self.record("audit_reopened", path=str(self.path), cause=why or "requested", rewritten=rewritten)
+        return True
 
     def request_reopen(self) -> None:
         self._reopen_requested = True
@@ -285,8 +290,8 @@ class AuditLog:
     async def flush(self) -> None:
         """Write and fsync everything recorded so far, in order. Never raises on a disk fault."""
         async with self._write_lock:
-            self._check_file()
-            if self._fd is not None and (self._queue or self._unsynced or self.problem is not None):
+            usable = self._check_file()
+            if usable and (self._queue or self._unsynced or self.problem is not None):
                 batch = list(self._queue)
                 self._queue.clear()
                 head_done, self._head_done = self._head_done, 0

@@ -80,14 +80,18 @@ def read_state_file(path: Path | str, *, max_bytes: int) -> bytes | None:
 
 
 def same_file(path: Path | str, fd: int) -> str | None:
-    """Why ``path`` no longer names the file open on ``fd`` ("deleted" / "replaced"), or None."""
+    """Why ``path`` no longer names the file open on ``fd``, or None when it still does.
+
+    "deleted" (the open file has no name left), "moved away" (renamed, nothing at the path),
+    "replaced" (another file at the path, e.g. logrotate's ``create``).
+    """
+    st_fd = os.fstat(fd)
     try:
         st_path = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
-        return "deleted"
-    st_fd = os.fstat(fd)
+        return "deleted" if st_fd.st_nlink == 0 else "moved away"
     if (st_path.st_dev, st_path.st_ino) != (st_fd.st_dev, st_fd.st_ino):
-        return "replaced"
+        return "deleted" if st_fd.st_nlink == 0 else "replaced"
     return None
 
 

@@ -201,6 +201,8 @@ def build_cli_request(args) -> dict:
         return req
     if verb == "reset":
         return {"op": "reset", "operator": args.operator, "reason": args.reason}
+    if verb == "reopen":
+        return {"op": "reopen"}
     raise ValueError(f"not a control verb: {verb}")
 
 

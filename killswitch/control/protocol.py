@@ -150,4 +150,4 @@ def error_reply(message: str, code: str = "bad_request") -> dict:
 
 
 
-OPS = frozenset({"status", "trip", "reset", "heartbeat", "cash_flow", "debug_wedge"})
+OPS = frozenset({"status", "trip", "reset", "heartbeat", "cash_flow", "reopen", "debug_wedge"})
