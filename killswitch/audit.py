@@ -332,8 +332,7 @@ class AuditLog:
                 self._wakeup = trio.Event()
                 await self.flush()
         finally:
-            with trio.CancelScope(shield=True):
-                self._final_write()
+            self._final_write()  # synchronous: runs even while cancelled
 
 
 def read_audit(path: Path) -> list[dict]:

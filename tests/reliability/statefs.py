@@ -23,7 +23,7 @@ def small_fs(path: Path, size: str = "512k"):
         pytest.skip("mounting a tmpfs for the disk-full test needs root")
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                       capture_output=True, text=True, timeout=10)
+                       check=False, capture_output=True, text=True, timeout=10)
     if r.returncode != 0:
         reason = f"mount -t tmpfs failed: {r.stderr.strip() or r.returncode}"
         print(f"SKIP: {reason}")
@@ -31,7 +31,7 @@ def small_fs(path: Path, size: str = "512k"):
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True, timeout=10)
 
 
 def fill(fs_root: Path, name: str = "filler") -> Path:

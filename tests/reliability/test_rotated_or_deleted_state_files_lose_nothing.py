@@ -106,7 +106,7 @@ async def test_audit_log_rotated_under_load_loses_and_duplicates_no_record():
                         assert reply["ok"], reply
                     if i == 1:
                         await trip(d)  # a trip's records straddle a rotation
-                    await wait_for(lambda: produced[0] > before + 200)
+                    await wait_for(lambda before=before: produced[0] > before + 200)
                 await wait_for(lambda: not w.open_orders() and venue_flat(d, OX_VENUE))
                 await wait_for(lambda: "audit_file_replaced" not in d.engine.alarms)
                 stop.set()
