@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from killswitch.cli import main as cli_main
 from killswitch.config import load_config_text
 from killswitch.control import AsyncControlClient, control_service
 from killswitch.daemon import Daemon
@@ -178,8 +179,11 @@ async def test_a_replaced_intent_file_is_alarmed_and_the_reopen_verb_clears_it()
                 intent = root / "state" / "latch.intent"
                 os.rename(intent, root / "state" / "latch.intent.old")
                 await wait_for(lambda: "latch_intent_replaced" in d.engine.alarms)
-                async with AsyncControlClient(d.config.daemon.control_socket) as c:
+                sock = str(d.config.daemon.control_socket)
+                code = await trio.to_thread.run_sync(cli_main, ["reopen", "--socket", sock])  # the CLI verb
+                assert code == 0
+                assert "latch_intent_replaced" not in d.engine.alarms
+                async with AsyncControlClient(sock) as c:
                     reply = await c.request({"op": "reopen"})
                 assert reply["ok"] and reply["intent"] == str(intent)
-                assert "latch_intent_replaced" not in d.engine.alarms
             nursery.cancel_scope.cancel()
