@@ -305,6 +305,11 @@ class AuditLog:
             self._report()
 
     def _final_write(self) -> None:
+        if self._fd is None and self._queue:
+            try:
+                self._open_fd()  # one last try (shutdown), never a raise
+            except (OSError, StateFileError):
+                pass
         if self._fd is None:
             if self._queue:
                 log.error("audit_records_lost_at_exit", records=len(self._queue), reason=self.problem)
@@ -322,6 +327,8 @@ class AuditLog:
         if self._fd is None and self.problem is None:
             self.open()
         task_status.started()
+        if self.problem is not None:
+            await self.flush()  # raise the alarm at once (start-up without a writable log)
         try:
             while True:
                 if self.problem is None:

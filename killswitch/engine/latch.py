@@ -262,7 +262,11 @@ def intent_from_bytes(raw: bytes) -> Intent | None:
 
 
 def intent_to_bytes(state: LatchState, trip_id: int, ts_wall_ms: int) -> bytes:
-    rec = orjson.dumps({"state": state.value, "trip_id": trip_id, "ts_wall_ms": ts_wall_ms})
+    return _intent_record(state.value, trip_id, ts_wall_ms)
+
+
+def _intent_record(state: str, trip_id: int, ts_wall_ms: int) -> bytes:
+    rec = orjson.dumps({"state": state, "trip_id": trip_id, "ts_wall_ms": ts_wall_ms})
     return rec.ljust(INTENT_RECORD_BYTES - 1) + b"\n"
 
 
@@ -281,7 +285,6 @@ class Snapshot:
 
     generation: int
     data: bytes
-    armed_intent: bytes | None  # the intent record to write after an armed latch is saved
 
 
 class LatchStore:
@@ -291,6 +294,8 @@ class LatchStore:
         self.intent_path = self.state_dir / INTENT_FILE
         self._intent_fd: int | None = None
         # One writer at a time: saves come from worker threads (after a trip) and the loop (reset).
+        self._io_lock = threading.Lock()
+        # Bookkeeping only, never held across I/O: the event loop takes it on the trip path.
         self._lock = threading.Lock()
         self._generation = 0  # last snapshot handed out (event loop only)
         self._written = 0  # newest generation on disk (under _lock)
@@ -351,8 +356,12 @@ class LatchStore:
 
     def mark_tripped(self, trip_id: int, ts_wall_ms: int) -> None:
         """Phase 1 of a trip: ~1 µs, survives a crash of this process."""
-        self.open_intent()
-        _pwrite_all(self._intent_fd, intent_to_bytes(LatchState.TRIPPED, trip_id, ts_wall_ms), 0)
+        if self._intent_fd is None:
+            self.open_intent()
+        rec = _intent_record("tripped", trip_id, ts_wall_ms)
+        n = os.pwrite(self._intent_fd, rec, 0)
+        if n != INTENT_RECORD_BYTES:  # never on a preallocated block; finish it rather than tear it
+            _pwrite_all(self._intent_fd, rec[n:], n)
 
     def check_intent(self, latch: Latch) -> str | None:
         """Recreate ``latch.intent`` if it was deleted or replaced while open; say what happened.
@@ -361,8 +370,8 @@ class LatchStore:
         once. Returns None when the open file is still the one at the path.
         """
         if self._intent_fd is None:
-            self.open_intent(latch)
-            return "reopened (it was not open)"
+            self.open_intent(latch)  # it could not be opened before (full disk): recovered
+            return None
         why = same_file(self.intent_path, self._intent_fd)
         if why is None:
             return None
@@ -418,8 +427,7 @@ class LatchStore:
     def snapshot(self, latch: Latch) -> Snapshot:
         """Serialise now (event loop); write later with ``write_snapshot`` (any thread)."""
         self._generation += 1
-        snap = Snapshot(self._generation, latch_to_bytes(latch),
-                        None if latch.tripped else intent_to_bytes(LatchState.ARMED, latch.next_trip_id - 1, 0))
+        snap = Snapshot(self._generation, latch_to_bytes(latch))
         with self._lock:
             if self._pending is None or self._pending.generation < snap.generation:
                 self._pending = snap
@@ -427,29 +435,35 @@ class LatchStore:
 
     def write_snapshot(self, snap: Snapshot) -> None:
         """Write ``snap`` unless a newer one is already on disk. Thread-safe; raises OSError."""
-        with self._lock:
-            if snap.generation <= self._written:
-                return
+        with self._io_lock:
+            with self._lock:
+                if snap.generation <= self._written:
+                    return
             try:
                 self._atomic_write(snap.data)
-                if snap.armed_intent is not None and self._intent_fd is not None:
-                    _pwrite_all(self._intent_fd, snap.armed_intent, 0)
                 if self._intent_fd is not None:
                     os.fsync(self._intent_fd)
             except OSError as exc:
-                self.save_failures += 1
-                self.save_error = f"cannot save {self.path}: {exc}"
+                with self._lock:
+                    self.save_failures += 1
+                    self.save_error = f"cannot save {self.path}: {exc}"
                 raise
-            self._written = snap.generation
-            if self._pending is not None and self._pending.generation <= snap.generation:
-                self._pending = None
-                self.save_error = None
-                self._retry_delay_s = SAVE_RETRY_INITIAL_S
+            with self._lock:
+                self._written = snap.generation
+                if self._pending is not None and self._pending.generation <= snap.generation:
+                    self._pending = None
+                    self.save_error = None
+                    self._retry_delay_s = SAVE_RETRY_INITIAL_S
 
     def save(self, latch: Latch, *, durable: bool = True) -> None:
-        """Snapshot and write at once (reset, shutdown). Raises OSError; a failure stays pending."""
+        """Snapshot and write at once, on the event loop (reset, shutdown). Raises OSError; a
+        failure stays pending (retried). After a reset the intent says armed too — written here
+        only, never from a worker thread, where it could overwrite a newer trip's intent."""
         del durable  # every save is durable; kept for callers' readability
         self.write_snapshot(self.snapshot(latch))
+        if not latch.tripped and self._intent_fd is not None:
+            _pwrite_all(self._intent_fd, intent_to_bytes(LatchState.ARMED, latch.next_trip_id - 1, 0), 0)
+            os.fsync(self._intent_fd)
 
     @property
     def pending(self) -> bool:
@@ -477,7 +491,7 @@ class LatchStore:
         return not self.pending
 
     def _atomic_write(self, data: bytes) -> None:
-        """Unique temp file, fsync, rename over latch.json, fsync the directory (under _lock)."""
+        """Unique temp file, fsync, rename over latch.json, fsync the directory (under _io_lock)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=self.state_dir)
         try:
