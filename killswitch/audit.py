@@ -73,6 +73,7 @@ class AuditLog:
         self._queue: deque[bytes] = deque()  # not in the file yet, oldest first (bounded)
         self._head_done = 0  # bytes of _queue[0] already in the file (a short write)
         self._draining = False  # a worker thread writes the backlog: record() queues behind it
+        self._inflight = 0  # records of that backlog
         # Written since the last check that the path still names our file: written again if
         # the file turns out to have been deleted meanwhile.
         self._since_check: deque[bytes] = deque(maxlen=max_queued)
@@ -96,7 +97,8 @@ class AuditLog:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Records not in the file yet (waiting, or being written by a flush right now)."""
+        return len(self._queue) + self._inflight
 
     # ---- files -------------------------------------------------------------------------
     def open(self) -> None:
@@ -296,11 +298,11 @@ class AuditLog:
                 self._queue.clear()
                 head_done, self._head_done = self._head_done, 0
                 unsynced, self._unsynced = self._unsynced, 0
-                self._draining = bool(batch)
+                self._draining, self._inflight = bool(batch), len(batch)
                 try:
                     done, offset, err = await self._offload(self._drain_sync, self._fd, batch, head_done)
                 finally:
-                    self._draining = False
+                    self._draining, self._inflight = False, 0
                 self._after_drain(batch, done, offset, err, unsynced)
             self._report()
 

@@ -62,3 +62,19 @@ def test_thousands_of_concurrent_saves_keep_every_trip_and_never_corrupt_the_fil
     assert [tr.trip_id for tr in final.trips] == list(range(1, SAVES + 1))
     assert final.problems == []
     assert not list(tmp_path.glob("*.tmp")), "temp files left behind"
+
+
+def test_a_late_save_of_an_armed_latch_never_overwrites_a_newer_trips_intent(tmp_path):
+    """A reset's save retried in a worker thread after the next trip's intent went out."""
+    store = LatchStore(tmp_path)
+    latch = Latch()
+    store.open_intent(latch)
+    armed = store.snapshot(latch)  # the reset's save, still pending
+    rec = latch.trip(rule="m", kind="manual", reason="r", observed="-", threshold="-", scope=CancelScope(),
+                     source="test", ts_wall_ms=1)
+    store.mark_tripped(rec.trip_id, 1)  # the next trip, on the event loop
+    t = threading.Thread(target=store.write_snapshot, args=(armed,))
+    t.start()
+    t.join()
+    loaded = LatchStore(tmp_path).load()  # a SIGKILL now
+    assert loaded.tripped and [tr.trip_id for tr in loaded.trips] == [1]

@@ -13,6 +13,7 @@ import trio
 
 from killswitch.audit import AuditLog
 from killswitch.engine.latch import INTENT_RECORD_BYTES, LatchStore
+from killswitch.metrics import make_registry, render
 
 from .harness import (
     OX_MARKETS,
@@ -122,6 +123,8 @@ async def test_daemon_keeps_guarding_and_alarms_when_audit_writes_fail_with_enos
                 await w.sim.drop_connections(w.key)  # the audited event that used to crash it
                 await wait_for(lambda: "audit_unwritable" in d.engine.alarms)
                 assert "audit_unwritable" in d.status_line()
+                scrape = render(make_registry(d)).decode()
+                assert "killswitch_audit_unwritable 1.0" in scrape and "killswitch_alarms 1.0" in scrape
                 await trip(d)
                 await wait_for(lambda: _flat(w, d))  # the sim's book: every order cancelled
                 assert not d.exit_code, "daemon stopped"
