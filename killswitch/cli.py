@@ -1,4 +1,4 @@
-"""Command line: ``killswitch run | check | status | trip | reset | heartbeat | demo | sim``.
+"""Command line: ``killswitch run | check | status | trip | reset | reopen | heartbeat | demo | sim``.
 
 Wrong usage exits 2 with a message (argparse). ``check`` exits 1 on an invalid config.
 The verbs that talk to a running daemon use its control socket (see killswitch.control).
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--reason", required=True, help="why (audited)")
     rs.add_argument("--rebase", action="store_true",
                     help="also restart rule baselines (drawdown peaks) from the current equity (audited)")
+
+    ro = sub.add_parser("reopen", help="reopen the audit log and latch intent (after logrotate)")
+    _add_socket(ro)
 
     h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
     _add_socket(h)
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(args)
     if args.verb == "run":
         return cmd_run(args)
-    if args.verb in ("status", "trip", "reset", "heartbeat"):
+    if args.verb in ("status", "trip", "reset", "heartbeat", "reopen"):
         return cmd_control(args)
     if args.verb == "demo":
         from killswitch.demo.run import main as demo_main

@@ -28,8 +28,10 @@ from killswitch.engine.loop import ApplyRules, Engine
 from killswitch.engine.rule_state import RuleStateStore
 from killswitch.executor import Executor
 from killswitch.logs import SecretRedactor
-from killswitch.model import EVERYTHING, HeartbeatReceived, Tick, TripCommand, VenueDisconnected
+from killswitch.model import HeartbeatReceived, Tick, TripCommand, VenueDisconnected
 from killswitch.secrets import SecretError
+from killswitch.state_guard import StateGuard
+from killswitch.statefile import StateFileError
 from killswitch.venues.base import AuthError, VenueSession
 from killswitch.venues.registry import make_session, resolve_credentials
 
@@ -120,6 +122,7 @@ class Daemon:
         self.reload_hooks: list[Callable[[Config], Callable[[], None]]] = []
         self.engine: Engine | None = None
         self.executor: Executor | None = None
+        self.state_guard: StateGuard | None = None
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
         self._startup_gate = trio.Semaphore(STARTUP_CONCURRENCY)
@@ -152,11 +155,21 @@ class Daemon:
     def _build(self) -> None:
         sessions = self._build_sessions()
         self.venues = {name: VenueRuntime(s) for name, s in sessions.items()}
-        latch = self.store.load()
         try:
-            self.store.open_intent()  # the trip path then only pwrite()s
+            latch = self.store.load()
+        except StateFileError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from None
+        intent_error: OSError | None = None
+        try:
+            self.store.remove_stale_temp_files()
+            # Preallocated now, before READY: a trip's intent pwrite() never needs disk space.
+            self.store.open_intent(latch)
+        except StateFileError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from None
         except OSError as exc:
-            raise StartupError(f"cannot open the latch in {self.store.state_dir}: {exc}", EXIT_CONFIG) from None
+            # A full or failing disk must not stop the guard: start, alarm, retry (state guard).
+            intent_error = exc
+            log.error("latch_intent_unavailable", path=str(self.store.intent_path), error=str(exc))
         rules = build_rules(self.config)
         d = self.config.daemon
         self.executor = Executor(sessions=sessions, send=self.send, audit=self.audit, clock=self.clock,
@@ -172,6 +185,10 @@ class Daemon:
             reconnect=lambda venue, why: _request_reconnect(sessions.get(venue), why),
         )
         self.executor.on_first_cancel = self.engine.note_first_cancel
+        self.state_guard = StateGuard(store=self.store, audit=self.audit, engine=self.engine, clock=self.clock)
+        if intent_error is not None:
+            self.state_guard.intent_open_failed(intent_error)
+        self.audit.on_alarm = self._audit_alarm
 
     # ------------------------------------------------------------------ run
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
@@ -182,9 +199,9 @@ class Daemon:
             return exc.exit_code
         assert self.engine is not None and self.executor is not None
         try:
-            self.audit.open()
-        except OSError as exc:
-            log.error("startup_failed", error=f"cannot open audit log {self.config.daemon.audit_log}: {exc}")
+            self.audit.open()  # a disk fault is an alarm (records wait in memory), never an exit
+        except StateFileError as exc:
+            log.error("startup_failed", error=str(exc))
             return EXIT_CONFIG
         self.audit.record("daemon_start", pid=os.getpid(), config=str(self.config.source),
                           latch=self.engine.latch.state.value, venues=sorted(self.venues),
@@ -199,6 +216,7 @@ class Daemon:
                 await nursery.start(self.executor.run)
                 await nursery.start(self.engine.run, self.receive)
                 nursery.start_soon(self._ticker)
+                await nursery.start(self.state_guard.run, self.config.daemon.tick_interval_s)
                 if self.config.heartbeat_files:
                     nursery.start_soon(self._watch_heartbeat_files)
                 if self.handle_signals:
@@ -334,6 +352,7 @@ class Daemon:
                 if signum == signal.SIGUSR1:
                     await self.send.send(TripCommand(reason="signal", source="signal", operator="SIGUSR1"))
                 elif signum == signal.SIGHUP:
+                    self._nursery.start_soon(self.reopen_state_files)  # logrotate: systemctl reload
                     self._nursery.start_soon(self.reload)
                 else:
                     log.info("stop_requested", signal=signal.Signals(signum).name)
@@ -341,6 +360,20 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop_requested.set()
+
+    # ------------------------------------------------------------------ state files
+    def _audit_alarm(self, key: str, message: str | None) -> None:
+        if self.engine is None:
+            return
+        if message is None:
+            self.engine.clear_alarm(key)
+        else:
+            self.engine.raise_alarm(key, message)
+
+    async def reopen_state_files(self) -> dict:
+        """SIGHUP and the ``reopen`` control verb: fresh audit log and intent file at their paths."""
+        assert self.state_guard is not None
+        return await self.state_guard.reopen()
 
     # ------------------------------------------------------------------ reload
     async def reload(self) -> bool:
@@ -397,7 +430,7 @@ class Daemon:
     async def _final_persist(self) -> None:
         if self.engine is not None:
             self.engine.save_rule_state(force=True, durable=True)
-        if self.engine is not None and self.engine.latch.tripped:
+        if self.engine is not None and (self.engine.latch.tripped or self.store.pending):
             try:
                 self.store.save(self.engine.latch, durable=True)
             except OSError as exc:
@@ -415,6 +448,11 @@ class Daemon:
         st["ready"] = self.ready.is_set()
         st["degraded"] = list(self.degraded)
         st["reload_errors"] = list(self.reload_errors)
+        st["state_files"] = {
+            "audit_problem": self.audit.problem, "audit_queued": self.audit.queued,
+            "audit_dropped": self.audit.dropped, "audit_reopens": self.audit.reopens,
+            "latch_save_error": self.store.save_error, "latch_save_failures": self.store.save_failures,
+        }
         for name, rt in self.venues.items():
             if name in st["venues"]:
                 st["venues"][name]["restarts"] = rt.restarts
@@ -432,7 +470,7 @@ class Daemon:
         if st["dry_run"]:
             parts.append("dry-run")
         if st["alarms"]:
-            parts.append(f"ALARMS {len(st['alarms'])}")
+            parts.append(f"ALARMS {len(st['alarms'])}: {', '.join(sorted(st['alarms']))}")
         if self.reload_errors:
             parts.append(f"reload failed ({len(self.reload_errors)} errors), running previous config")
         if self.degraded:

@@ -21,7 +21,7 @@ import trio
 
 from killswitch.audit import AuditLog
 from killswitch.clock import Clock
-from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_bytes, scope_to_dict
+from killswitch.engine.latch import Latch, LatchStore, TripRecord, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
 from killswitch.engine import rule_state
 from killswitch.engine.drift import DriftTracker
@@ -257,6 +257,8 @@ class Engine:
         self.audit.record("startup_tripped", reason=reason, trips=[t.trip_id for t in self.latch.trips],
                           scope=scope_to_dict(scope))
         log.warning("startup_tripped", reason=reason, venues=sorted(self.progress))
+        if self.latch.problems:
+            self._alarm("latch_file", "; ".join(self.latch.problems))
 
     def handle(self, ev: object) -> None:
         now = self.clock.monotonic_s()
@@ -441,9 +443,11 @@ class Engine:
                      threshold=rec.threshold, reason=rec.reason, source=rec.source,
                      venues=sorted(v for v, p in self.progress.items() if p.trip_id == rec.trip_id),
                      dry_run=self.dry_run)
-        if persisted:
-            data = latch_to_bytes(self.latch)  # serialised now, written in a worker thread
-            self.executor.spawn_sync(lambda: self.store.save_bytes(data, durable=True))
+        # Saved even when the intent write failed: the full record is then the only trace.
+        # A failed save stays pending in the store and is retried until it succeeds.
+        del persisted
+        snap = self.store.snapshot(self.latch)  # serialised now, written in a worker thread
+        self.executor.spawn_sync(lambda: self.store.write_snapshot(snap))
 
     # ------------------------------------------------------------------ cancelling
     def _next_job_id(self) -> int:
@@ -666,7 +670,7 @@ class Engine:
         unflat = [v for v, p in self.progress.items() if not p.flat]
         self.progress.clear()
         self.alerting.clear()
-        for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:"))]:
+        for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:", "latch_file"))]:
             del self.alarms[key]
         if self.rule_factory is not None:
             # Fresh rule objects (debounce counters, alerts), but the baselines carry over:
@@ -764,6 +768,15 @@ class Engine:
         if self.alarms.pop("rule_state_persist", None) is not None:
             self.audit.record("alarm_cleared", key="rule_state_persist")
         self._rule_state_saved, self._rule_state_saved_s = version, now
+
+    def raise_alarm(self, key: str, message: str) -> None:
+        """For the daemon's own machinery (audit log, state files): log, audit, status, metrics."""
+        self._alarm(key, message)
+
+    def clear_alarm(self, key: str) -> None:
+        if self.alarms.pop(key, None) is not None:
+            self.audit.record("alarm_cleared", key=key)
+            log.info("alarm_cleared", key=key)
 
     def _alarm(self, key: str, message: str) -> None:
         if self.alarms.get(key) != message:
