@@ -26,6 +26,7 @@ from killswitch.config import Config, build_rules, load_config
 from killswitch.engine.latch import LatchStore
 from killswitch.engine.loop import ApplyRules, Engine
 from killswitch.executor import Executor
+from killswitch.instance_lock import InstanceLock, InstanceLockError, check_control_socket
 from killswitch.logs import SecretRedactor
 from killswitch.model import EVERYTHING, HeartbeatReceived, Tick, TripCommand, VenueDisconnected
 from killswitch.secrets import SecretError
@@ -105,6 +106,7 @@ class Daemon:
         self.services: list[Service] = list(services or [])
         d = config.daemon
         self.store = LatchStore(d.state_dir)
+        self.instance_lock = InstanceLock(d.state_dir)
         self.audit = AuditLog(d.audit_log, wall_ms=self.clock.wall_ms)
         self.send, self.receive = trio.open_memory_channel(EVENT_CHANNEL_SIZE)
         self.venues: dict[str, VenueRuntime] = {}
@@ -170,6 +172,26 @@ class Daemon:
 
     # ------------------------------------------------------------------ run
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
+        try:
+            self._claim_instance()
+        except StartupError as exc:
+            log.error("startup_failed", error=str(exc))
+            return exc.exit_code
+        try:
+            return await self._run_claimed(task_status)
+        finally:
+            self.instance_lock.release()
+
+    def _claim_instance(self) -> None:
+        """Before anything reaches a venue: this process alone owns the state dir and the socket."""
+        try:
+            self.instance_lock.acquire()
+            check_control_socket(self.config.daemon.control_socket)
+        except InstanceLockError as exc:
+            self.instance_lock.release()
+            raise StartupError(str(exc), EXIT_CONFIG) from None
+
+    async def _run_claimed(self, task_status) -> int:
         try:
             self._build()
         except StartupError as exc:
