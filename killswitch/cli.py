@@ -11,6 +11,22 @@ import sys
 from pathlib import Path
 
 DEFAULT_SOCKET = "/run/killswitch/control.sock"
+DEFAULT_MAX_CONFIG_BYTES = 1 << 20  # = killswitch.config.reading's; not imported here (start-up cost)
+
+
+def _byte_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return n
+
+
+def _add_max_config_bytes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-config-bytes", type=_byte_count, default=DEFAULT_MAX_CONFIG_BYTES, metavar="N",
+                   help=f"refuse a config file (or include) larger than N bytes (default {DEFAULT_MAX_CONFIG_BYTES})")
 
 
 def _add_socket(p: argparse.ArgumentParser) -> None:
@@ -27,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("-c", "--config", required=True, help="YAML configuration file")
     r.add_argument("--dry-run", action="store_true", help="evaluate and plan, send nothing")
+    _add_max_config_bytes(r)
 
     c = sub.add_parser("check", help="validate a configuration and print what it will do")
     c.add_argument("config", help="YAML configuration file")
     c.add_argument("--no-secrets", action="store_true", help="do not try to resolve secret references")
+    _add_max_config_bytes(c)
 
     s = sub.add_parser("status", help="show the daemon's state")
     _add_socket(s)
@@ -81,7 +99,7 @@ def cmd_check(args) -> int:
     from killswitch.config import ConfigError, check_secrets, load_config, summarize
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print(f"\n{args.config}: INVALID", file=sys.stderr)
@@ -108,7 +126,7 @@ def cmd_run(args) -> int:
     from killswitch.logs import configure_logging
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -122,7 +140,8 @@ def cmd_run(args) -> int:
         default_services = None
     if default_services is not None:
         services = default_services(cfg)
-    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True).run())
+    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True,
+                                         config_max_bytes=args.max_config_bytes).run())
 
 
 def cmd_control(args) -> int:

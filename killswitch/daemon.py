@@ -23,6 +23,7 @@ import trio
 from killswitch.audit import AuditLog
 from killswitch.clock import Clock
 from killswitch.config import Config, build_rules, load_config
+from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES
 from killswitch.engine.latch import LatchStore
 from killswitch.engine.loop import ApplyRules, Engine
 from killswitch.executor import Executor
@@ -96,8 +97,10 @@ class Daemon:
         handle_signals: bool = True,
         services: list[Service] | None = None,
         freeze_gc: bool = False,
+        config_max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
     ) -> None:
         self.config = config
+        self.config_max_bytes = config_max_bytes  # the reload reads with the cap the start did
         self.freeze_gc = freeze_gc
         self.clock = clock or Clock()
         self.environ = dict(os.environ if environ is None else environ)
@@ -374,7 +377,7 @@ class Daemon:
         self.reloads += 1
         path = self.config.source
         try:
-            new = await trio.to_thread.run_sync(load_config, path)
+            new = await trio.to_thread.run_sync(lambda: load_config(path, max_bytes=self.config_max_bytes))
             rules = build_rules(new)
         except Exception as exc:  # ConfigError lists every issue; anything else is a bug
             issues = getattr(exc, "issues", None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES, ConfigReadError, read_config_text
 from killswitch.secrets import SecretRef
 from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig
 
@@ -278,6 +279,7 @@ class _Collected:
     """Mutable accumulator for one load (never escapes this module)."""
 
     root_display: str
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES  # per file, includes too
     daemon: DaemonConfig | None = None
     venues: list[tuple[OxfunConfig | VertexConfig, Mark, str]] = field(default_factory=list)
     # Names as written, valid entry or not, so duplicates and references are always checked.
@@ -370,9 +372,9 @@ def _include(ctx: Ctx, acc: _Collected, rel: str, mark: Mark, path: str, real: P
         ctx.error(mark, path, f"include cycle: {' -> '.join(p.name for p in stack)} -> {target.name}")
         return
     try:
-        text = target.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        ctx.error(mark, path, f"cannot read included file {rel!r}: {type(exc).__name__}")
+        text = read_config_text(target, acc.max_bytes)
+    except ConfigReadError as exc:
+        ctx.error(mark, path, f"cannot read included file {rel!r}: {exc}")
         return
     sub_display = os.path.normpath(os.path.join(os.path.dirname(display), rel))
     _load_file(ctx, acc, text, sub_display, target, target.parent, stack + (target,), is_root=False)
@@ -472,9 +474,10 @@ def _check_products(ctx: Ctx, r: MapReader, path: str, rule: RuleConfig, covered
                      f"product {product!r} is not watched by venue(s) {', '.join(v.name for v in covered)}")
 
 
-def _load(text: str, display: str, real: Path | None, base_dir: Path, source: Path) -> Config:
+def _load(text: str, display: str, real: Path | None, base_dir: Path, source: Path,
+          max_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> Config:
     ctx = Ctx()
-    acc = _Collected(display)
+    acc = _Collected(display, max_bytes)
     stack = (real.resolve(),) if real is not None else ()
     _load_file(ctx, acc, text, display, real, base_dir, stack, is_root=True)
     heartbeat_files = _cross_check(ctx, acc)
@@ -497,16 +500,17 @@ def _default_daemon() -> DaemonConfig:
     return DaemonConfig()
 
 
-def load_config(path: str | Path) -> Config:
-    """Load and validate a configuration file (raises :class:`ConfigError`)."""
+def load_config(path: str | Path, *, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> Config:
+    """Load and validate a configuration file (raises :class:`ConfigError`); every file read
+    (this one and its includes) must be a regular file of at most ``max_bytes``."""
     p = Path(path)
     display = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(display, 1, 1, "", f"cannot read config file: {type(exc).__name__}")]) from None
+        text = read_config_text(p, max_bytes)
+    except ConfigReadError as exc:
+        raise ConfigError([ConfigIssue(display, 1, 1, "", f"cannot read config file: {exc}")]) from None
     base_dir = p.parent.resolve() if p.parent != Path("") else Path.cwd()
-    return _load(text, display, p, base_dir, p.resolve())
+    return _load(text, display, p, base_dir, p.resolve(), max_bytes)
 
 
 def load_config_text(text: str, filename: str = "<string>") -> Config:
