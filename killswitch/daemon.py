@@ -22,7 +22,7 @@ import trio
 
 from killswitch.audit import AuditLog
 from killswitch.clock import Clock
-from killswitch.config import Config, build_rules, load_config
+from killswitch.config import Config, build_rules, check_secrets, load_config
 from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES
 from killswitch.engine.latch import LatchStore
 from killswitch.engine.loop import ApplyRules, Engine
@@ -145,10 +145,10 @@ class Daemon:
         for vcfg in self.config.venues:
             try:
                 creds = resolve_credentials(vcfg, self.environ)
+                self.redactor.add(s.reveal() for s in creds.values())
+                out[vcfg.name] = make_session(vcfg, creds, self.clock, shared)
             except SecretError as exc:
                 raise StartupError(f"venue {vcfg.name}: {exc}", EXIT_CONFIG) from None
-            self.redactor.add(s.reveal() for s in creds.values())
-            out[vcfg.name] = make_session(vcfg, creds, self.clock, shared)
         return out
 
     def _build(self) -> None:
@@ -373,15 +373,25 @@ class Daemon:
             self._emit("reloaded", ok=ok)
         return ok
 
+    def _load_and_resolve(self, path: Path) -> tuple[Config, list[str]]:
+        """Worker thread: the new config, and every secret reference of it that cannot be
+        resolved now (a reload that would only fail at the next restart is refused today).
+        The messages name references and files, never values; the values are dropped."""
+        new = load_config(path, max_bytes=self.config_max_bytes)
+        issues = [str(i) for i in check_secrets(new, self.environ, strict_env=True) if i.severity == "error"]
+        return new, issues
+
     async def _reload(self) -> bool:
         self.reloads += 1
         path = self.config.source
         try:
-            new = await trio.to_thread.run_sync(lambda: load_config(path, max_bytes=self.config_max_bytes))
-            rules = build_rules(new)
+            new, errors = await trio.to_thread.run_sync(self._load_and_resolve, path)
+            rules = build_rules(new) if not errors else []
         except Exception as exc:  # ConfigError lists every issue; anything else is a bug
             issues = getattr(exc, "issues", None)
-            self.reload_errors = [str(i) for i in issues] if issues else [f"{type(exc).__name__}: {exc}"]
+            errors = [str(i) for i in issues] if issues else [f"{type(exc).__name__}: {exc}"]
+        if errors:
+            self.reload_errors = errors
             log.error("reload_failed", config=str(path), errors=self.reload_errors)
             self.audit.record("reload_failed", config=str(path), errors=self.reload_errors)
             return False
