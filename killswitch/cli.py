@@ -116,7 +116,22 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, signals=None) -> int:
+    """``signals``: the handlers ``killswitch.launch`` installed first thing; installed here
+    when called another way."""
+    from killswitch.signals import StartupSignals, StopBeforeStart
+
+    if signals is None:
+        signals = StartupSignals()
+        signals.install()
+    try:
+        return _run(args, signals)
+    except StopBeforeStart as stop:
+        print(stop.describe(), file=sys.stderr)
+        return 0
+
+
+def _run(args, signals) -> int:
     import dataclasses
 
     import trio
@@ -140,8 +155,10 @@ def cmd_run(args) -> int:
         default_services = None
     if default_services is not None:
         services = default_services(cfg)
-    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True,
-                                         config_max_bytes=args.max_config_bytes).run())
+    daemon = Daemon(cfg, redactor=redactor, services=services, freeze_gc=True, signals=signals,
+                    config_max_bytes=args.max_config_bytes)
+    signals.exit_on_stop = False  # from here a stop is the daemon's graceful stop
+    return trio.run(daemon.run)
 
 
 def cmd_control(args) -> int:
@@ -150,12 +167,12 @@ def cmd_control(args) -> int:
     return control.run_cli(args, _socket_path(args))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, signals=None) -> int:
     args = build_parser().parse_args(argv)
     if args.verb == "check":
         return cmd_check(args)
     if args.verb == "run":
-        return cmd_run(args)
+        return cmd_run(args, signals)
     if args.verb in ("status", "trip", "reset", "heartbeat"):
         return cmd_control(args)
     if args.verb == "demo":
@@ -169,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse requires a verb
 
 
-def entry() -> None:
-    """Console-script entry: a closed stdout (``killswitch check x | head``) is not an error."""
+def entry(signals=None) -> None:
+    """Process entry (via :mod:`killswitch.launch`): a closed stdout (``killswitch check x | head``)
+    is not an error."""
     try:
-        code = main()
+        code = main(signals=signals)
         sys.stdout.flush()
     except BrokenPipeError:
         import os
@@ -182,5 +200,5 @@ def entry() -> None:
     sys.exit(code)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - ``killswitch`` / ``python -m killswitch`` go via launch
     entry()

@@ -29,8 +29,9 @@ from killswitch.engine.loop import ApplyRules, Engine
 from killswitch.executor import Executor
 from killswitch.instance_lock import InstanceLock, InstanceLockError, check_control_socket
 from killswitch.logs import SecretRedactor
-from killswitch.model import EVERYTHING, HeartbeatReceived, Tick, TripCommand, VenueDisconnected
+from killswitch.model import EVERYTHING, HeartbeatReceived, Tick, TripCommand, VenueAuthFailed, VenueDisconnected
 from killswitch.secrets import SecretError
+from killswitch.signals import StartupSignals
 from killswitch.venues.base import AuthError, VenueSession
 from killswitch.venues.registry import make_session, resolve_credentials
 
@@ -43,6 +44,8 @@ EVENT_CHANNEL_SIZE = 10_000
 VENUE_RESTART_DELAY_S = 1.0
 STARTUP_CONCURRENCY = 16  # venues connecting + reconciling at once on start-up (see Daemon._start_gated)
 STARTUP_SLOT_S = 10.0  # longest a venue that is not up yet keeps its start-up slot
+AUTH_RETRY_INITIAL_S = 1.0  # a venue refusing the credentials at start-up is retried after this,
+AUTH_RETRY_MAX_S = 60.0  # doubling up to this (a fixed secret is picked up within a minute)
 
 
 class StartupError(Exception):
@@ -60,19 +63,23 @@ Service = Callable[..., Awaitable[None]]  # async fn(daemon, *, task_status)
 class VenueRuntime:
     session: VenueSession
     up: trio.Event = field(default_factory=trio.Event)
+    settled: trio.Event = field(default_factory=trio.Event)  # up, or its credentials refused
     restarts: int = 0
     last_error: str = ""
+    refused_code: str | None = None  # the venue's own code while it refuses the credentials, never up yet
+    auth_failures: int = 0
 
 
 class _SetOnStarted:
-    """A task_status stand-in: the session's ``started()`` sets an event (and runs a hook once)."""
+    """A task_status stand-in: the session's ``started()`` sets events (and runs a hook once)."""
 
-    def __init__(self, event: trio.Event, on_started: Callable[[], None] | None = None) -> None:
-        self._event = event
+    def __init__(self, events: tuple[trio.Event, ...], on_started: Callable[[], None] | None = None) -> None:
+        self._events = events
         self._on_started = on_started
 
     def started(self, value: object = None) -> None:
-        self._event.set()
+        for event in self._events:
+            event.set()
         hook, self._on_started = self._on_started, None
         if hook is not None:
             hook()
@@ -98,6 +105,7 @@ class Daemon:
         services: list[Service] | None = None,
         freeze_gc: bool = False,
         config_max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+        signals: StartupSignals | None = None,
     ) -> None:
         self.config = config
         self.config_max_bytes = config_max_bytes  # the reload reads with the cap the start did
@@ -106,6 +114,11 @@ class Daemon:
         self.environ = dict(os.environ if environ is None else environ)
         self.redactor = redactor or SecretRedactor()
         self.handle_signals = handle_signals
+        # Installed by ``killswitch run`` before anything else; else here, at run() (main thread).
+        if signals is None and handle_signals:
+            signals = StartupSignals()
+        self.signals = signals
+        self._reload_when_ready = False
         self.services: list[Service] = list(services or [])
         d = config.daemon
         self.store = LatchStore(d.state_dir)
@@ -124,6 +137,7 @@ class Daemon:
         self.executor: Executor | None = None
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
+        self._startup_scope = trio.CancelScope()  # cancelled by a stop request: start-up never blocks a stop
         self._startup_gate = trio.Semaphore(STARTUP_CONCURRENCY)
         # Lifecycle listeners (systemd notify): sync callables fn(event, **fields) called on
         # "reloading", "reloaded" (ok=bool) and "stopping". A failing listener is logged, never fatal.
@@ -159,6 +173,7 @@ class Daemon:
             self.store.open_intent()  # the trip path then only pwrite()s
         except OSError as exc:
             raise StartupError(f"cannot open the latch in {self.store.state_dir}: {exc}", EXIT_CONFIG) from None
+        self._latch_startup_trips(latch)
         rules = build_rules(self.config)
         d = self.config.daemon
         self.executor = Executor(sessions=sessions, send=self.send, audit=self.audit, clock=self.clock,
@@ -175,6 +190,9 @@ class Daemon:
 
     # ------------------------------------------------------------------ run
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
+        own_handlers = self.signals is not None and not self.signals.installed
+        if own_handlers:
+            self.signals.install()
         try:
             self._claim_instance()
         except StartupError as exc:
@@ -184,6 +202,10 @@ class Daemon:
             return await self._run_claimed(task_status)
         finally:
             self.instance_lock.release()
+            if self.signals is not None:
+                self.signals.stop_forwarding()
+                if own_handlers:
+                    self.signals.uninstall()
 
     def _claim_instance(self) -> None:
         """Before anything reaches a venue: this process alone owns the state dir and the socket."""
@@ -215,14 +237,15 @@ class Daemon:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.signals is not None:
+                    token = trio.lowlevel.current_trio_token()
+                    self.signals.forward_to(lambda signum: _deliver_soon(token, self._on_signal, signum))
                 await nursery.start(self.audit.run)
                 await nursery.start(self.executor.run)
                 await nursery.start(self.engine.run, self.receive)
                 nursery.start_soon(self._ticker)
                 if self.config.heartbeat_files:
                     nursery.start_soon(self._watch_heartbeat_files)
-                if self.handle_signals:
-                    await nursery.start(self._signals)
                 for service in self.services:
                     await nursery.start(service, self)
                 for name in self.venues:
@@ -240,16 +263,22 @@ class Daemon:
         return EXIT_OK
 
     async def _wait_startup(self) -> None:
+        """Until every venue is up or refuses the credentials, at most ``startup_timeout``; a
+        stop request ends the wait at once (and no READY follows)."""
         timeout_s = self.config.daemon.startup_timeout_s
-        with trio.move_on_after(timeout_s):
+        t0 = trio.current_time()
+        with self._startup_scope, trio.move_on_after(timeout_s):
             for rt in self.venues.values():
-                await rt.up.wait()
-        if self.fatal is not None:
+                await rt.settled.wait()
+        if self.fatal is not None or self._stop_requested.is_set():
             return
         self.degraded = [n for n, rt in self.venues.items() if not rt.up.is_set()]
         if self.degraded:
-            log.error("startup_degraded", venues_not_up=self.degraded, after_s=timeout_s)
-            self.audit.record("startup_degraded", venues_not_up=self.degraded, after_s=timeout_s)
+            refused = {n: self.venues[n].refused_code for n in self.degraded if self.venues[n].refused_code}
+            after_s = round(trio.current_time() - t0, 3)
+            log.error("startup_degraded", venues_not_up=self.degraded, credentials_refused=refused, after_s=after_s)
+            self.audit.record("startup_degraded", venues_not_up=self.degraded, credentials_refused=refused,
+                              after_s=after_s)
         if self.freeze_gc:
             # Everything built at startup (config, sessions, book after reconcile) moves to
             # the permanent generation: full collections stop re-scanning it, which takes
@@ -260,11 +289,15 @@ class Daemon:
         self.ready.set()
         self.audit.record("ready", degraded=self.degraded, latch=self.engine.latch.state.value)
         log.info("ready", degraded=self.degraded, latch=self.engine.latch.state.value)
+        if self._reload_when_ready:  # a SIGHUP during start-up
+            self._reload_when_ready = False
+            self._nursery.start_soon(self.reload)
 
     async def _supervise_venue(self, name: str) -> None:
         rt = self.venues[name]
         first = True
         while True:
+            delay_s = VENUE_RESTART_DELAY_S
             try:
                 if first:
                     await self._start_gated(rt)
@@ -272,14 +305,17 @@ class Daemon:
                     await self._nursery_start_venue(rt)
                 return  # run() returned: the session ended by itself (stop)
             except AuthError as exc:
-                if first and not rt.up.is_set():
-                    msg = f"venue {name}: authentication refused ({exc.code or 'no code'}): {exc}"
-                    self.fatal = StartupError(msg, EXIT_AUTH)
-                    log.error("startup_auth_failed", venue=name, code=exc.code, error=str(exc))
-                    self.audit.record("startup_auth_failed", venue=name, code=exc.code, error=str(exc))
-                    self.request_stop()
-                    return
-                rt.last_error = f"auth: {exc}"
+                if not rt.up.is_set():
+                    if self.config.daemon.require_all_venues:
+                        msg = f"venue {name}: authentication refused ({exc.code or 'no code'}): {exc}"
+                        self.fatal = StartupError(msg, EXIT_AUTH)
+                        log.error("startup_auth_failed", venue=name, code=exc.code, error=str(exc))
+                        self.audit.record("startup_auth_failed", venue=name, code=exc.code, error=str(exc))
+                        self.request_stop()
+                        return
+                    delay_s = await self._credentials_refused(name, rt, exc)
+                else:
+                    rt.last_error = f"auth: {exc}"
             except Exception as exc:  # a session bug: log, report disconnected, restart
                 rt.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("venue_session_crashed", venue=name, error=rt.last_error)
@@ -287,12 +323,28 @@ class Daemon:
                                                        self.clock.monotonic_s()))
             first = False
             rt.restarts += 1
-            await trio.sleep(VENUE_RESTART_DELAY_S)
+            await trio.sleep(delay_s)
+
+    async def _credentials_refused(self, name: str, rt: VenueRuntime, exc: AuthError) -> float:
+        """A venue that has never been up refuses the credentials: the others keep being
+        guarded; this one alarms (engine alarm ``auth:<venue>`` with the venue's own code,
+        log, audit, status, STATUS=) and is retried with capped backoff. Returns the delay."""
+        rt.auth_failures += 1
+        rt.refused_code = str(exc.code or "no code")
+        rt.last_error = f"credentials refused ({rt.refused_code}): {exc}"
+        delay_s = min(AUTH_RETRY_MAX_S, AUTH_RETRY_INITIAL_S * 2 ** (rt.auth_failures - 1))
+        log.error("venue_credentials_refused", venue=name, code=rt.refused_code, error=str(exc),
+                  attempt=rt.auth_failures, retry_in_s=delay_s)
+        self.audit.record("venue_credentials_refused", venue=name, code=rt.refused_code, error=str(exc),
+                          attempt=rt.auth_failures, retry_in_s=delay_s)
+        await self.send.send(VenueAuthFailed(name, rt.refused_code, str(exc), self.clock.monotonic_s()))
+        rt.settled.set()  # start-up does not wait for it
+        return delay_s
 
     async def _nursery_start_venue(self, rt: VenueRuntime, on_started: Callable[[], None] | None = None) -> None:
         # Called directly (no inner nursery) so a first-login AuthError reaches the
         # supervisor unwrapped; ``started()`` marks the venue up.
-        await rt.session.run(self.send, task_status=_SetOnStarted(rt.up, on_started))
+        await rt.session.run(self.send, task_status=_SetOnStarted((rt.up, rt.settled), on_started))
 
     async def _start_gated(self, rt: VenueRuntime) -> None:
         """First start of a venue: at most STARTUP_CONCURRENCY venues connect and reconcile at once.
@@ -346,21 +398,45 @@ class Daemon:
             await trio.sleep(interval)
 
     # ------------------------------------------------------------------ signals
-    async def _signals(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        sigs = {signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
-        with trio.open_signal_receiver(*sigs) as receiver:
-            task_status.started()
-            async for signum in receiver:
-                if signum == signal.SIGUSR1:
-                    await self.send.send(TripCommand(reason="signal", source="signal", operator="SIGUSR1"))
-                elif signum == signal.SIGHUP:
-                    self._nursery.start_soon(self.reload)
-                else:
-                    log.info("stop_requested", signal=signal.Signals(signum).name)
-                    self.request_stop()
+    def _latch_startup_trips(self, latch) -> None:
+        """SIGUSR1s that came before the engine runs: on disk now, acted on as venues connect.
+
+        The intent record goes in first (before any venue is touched), numbered as the trip
+        the engine is about to make of the queued command, so a crash from here on restarts
+        TRIPPED; the engine then trips every venue in scope and sweeps each one as its
+        reconcile snapshot arrives."""
+        pending = self.signals.take_trips() if self.signals is not None else 0
+        if not pending:
+            return
+        try:
+            self.store.mark_tripped(latch.next_trip_id, self.clock.wall_ms())
+        except OSError as exc:  # the engine's own trip retries the write and alarms
+            log.error("latch_intent_failed", error=str(exc))
+        log.warning("startup_signal_trip", signal="SIGUSR1", count=pending)
+        for _ in range(pending):
+            self.send.send_nowait(TripCommand(reason="signal (during start-up)", source="signal", operator="SIGUSR1"))
+
+    def _on_signal(self, signum: int) -> None:
+        """In the trio loop (via ``run_sync_soon`` from the handler): no task hop before the engine."""
+        if signum == signal.SIGUSR1:
+            cmd = TripCommand(reason="signal", source="signal", operator="SIGUSR1")
+            try:
+                self.send.send_nowait(cmd)
+            except trio.WouldBlock:  # 10k events queued: wait for room, never drop a trip
+                self._nursery.start_soon(self.send.send, cmd)
+        elif signum == signal.SIGHUP:
+            if self.ready.is_set():
+                self._nursery.start_soon(self.reload)
+            else:
+                self._reload_when_ready = True
+                log.info("reload_deferred", note="SIGHUP during start-up: reloading once up")
+        else:
+            log.info("stop_requested", signal=signal.Signals(signum).name)
+            self.request_stop()
 
     def request_stop(self) -> None:
         self._stop_requested.set()
+        self._startup_scope.cancel()
 
     # ------------------------------------------------------------------ reload
     async def reload(self) -> bool:
@@ -415,11 +491,21 @@ class Daemon:
                 if d.cancel_on_shutdown and self.fatal is None:
                     if not self.engine.latch.tripped:
                         await self.send.send(TripCommand(reason="shutdown (cancel_on_shutdown)", source="shutdown"))
-                    while not self.engine.all_flat():
+                    # Only venues that have been up: one that never connected (down, refusing
+                    # the credentials) has nothing this process could cancel, and must not hold
+                    # the stop for the whole cancel deadline.
+                    while not (self.engine.latch.tripped and self._up_venues_flat()):
                         await trio.sleep(0.01)
-                await self.executor.wait_idle()
+                    await self.executor.wait_idle()
+                elif any(rt.up.is_set() for rt in self.venues.values()):
+                    await self.executor.wait_idle()
         log.info("stopping", latch=self.engine.latch.state.value)
         self.audit.record("daemon_stop", latch=self.engine.latch.state.value)
+
+    def _up_venues_flat(self) -> bool:
+        progress = self.engine.progress
+        return all(name in progress and progress[name].flat
+                   for name, rt in self.venues.items() if rt.up.is_set())
 
     async def _final_persist(self) -> None:
         if self.engine is not None and self.engine.latch.tripped:
@@ -444,6 +530,8 @@ class Daemon:
             if name in st["venues"]:
                 st["venues"][name]["restarts"] = rt.restarts
                 st["venues"][name]["up"] = rt.up.is_set()
+                st["venues"][name]["credentials_refused"] = None if rt.up.is_set() else rt.refused_code
+                st["venues"][name]["last_error"] = rt.last_error
         return st
 
     def status_line(self) -> str:
@@ -460,9 +548,20 @@ class Daemon:
             parts.append(f"ALARMS {len(st['alarms'])}")
         if self.reload_errors:
             parts.append(f"reload failed ({len(self.reload_errors)} errors), running previous config")
-        if self.degraded:
-            parts.append(f"degraded: {','.join(self.degraded)} not up")
+        if self.ready.is_set():
+            not_up = [(n, rt) for n, rt in self.venues.items() if not rt.up.is_set()]
+            if not_up:
+                parts.append("degraded: " + ", ".join(
+                    f"{n} credentials refused (code {rt.refused_code})" if rt.refused_code else f"{n} not up"
+                    for n, rt in not_up))
         return f"{' | '.join(parts)} | {venues}"
+
+
+def _deliver_soon(token: trio.lowlevel.TrioToken, fn: Callable[[int], None], signum: int) -> None:
+    try:
+        token.run_sync_soon(fn, signum)
+    except trio.RunFinishedError:  # the loop just ended: nothing left to act
+        pass
 
 
 async def run_daemon(config_path: str | Path, **kwargs) -> int:

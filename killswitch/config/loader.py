@@ -79,6 +79,9 @@ class DaemonConfig:
     cancel_deadline_s: float = 10.0
     startup_timeout_s: float = 30.0
     cancel_on_shutdown: bool = False
+    # A venue refusing the credentials at start-up: False keeps guarding the others (READY,
+    # STATUS=degraded, alarm, retried); True makes it fatal (exit 3).
+    require_all_venues: bool = False
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"  # auto | json | console
 
@@ -108,6 +111,7 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
         cancel_deadline_s=r.duration("cancel_deadline", d.cancel_deadline_s),
         startup_timeout_s=r.duration("startup_timeout", d.startup_timeout_s),
         cancel_on_shutdown=r.bool("cancel_on_shutdown", False),
+        require_all_venues=r.bool("require_all_venues", False),
         metrics=metrics,
         log_format=r.str("log_format", "auto", choices=("auto", "json", "console")),
     )
