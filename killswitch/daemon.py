@@ -1,11 +1,13 @@
 """The supervisor: wires config, venues, engine, executor, audit and the control plane.
 
-Start-up order (fail closed): load the latch -> open the audit log -> start the engine and
-executor -> connect every venue (each one authenticates, subscribes and reconciles before
-it counts as up; if the latch is TRIPPED the engine re-verifies and sweeps each venue as
-its reconcile snapshot arrives) -> READY. A venue that refuses the credentials at first
-login stops the daemon with a clear error (exit status 3); one that is merely slow makes
-READY degraded after ``startup_timeout`` instead of hanging.
+Start-up order (fail closed): claim the state dir (flock) and the control socket -> load
+the latch (and latch any SIGUSR1 that came during start-up) -> open the audit log -> start
+the engine and executor -> connect every venue (each one authenticates, subscribes and
+reconciles before it counts as up; if the latch is TRIPPED the engine re-verifies and sweeps
+each venue as its reconcile snapshot arrives) -> READY. A venue that refuses the credentials
+at first login is alarmed and retried while the others are guarded (fatal, exit 3, only
+with ``require_all_venues``); one that is merely slow makes READY degraded after
+``startup_timeout`` instead of hanging. A stop request ends the start-up wait at once.
 """
 
 from __future__ import annotations
