@@ -29,7 +29,7 @@ STOP_BOUND_S = 2.0
 async def _trip_at(root, ox, name: str, offset_s: float) -> None:
     await ox.place(3)
     assert ox.open_orders()
-    run = Run(root, name, lambda d: daemon_yaml(d, ox.venue_yaml()), ox.env())
+    run = Run(root, name, lambda d: daemon_yaml(d, ox.venue_yaml(), startup_timeout="5s"), ox.env())
     run.proc.start()
     try:
         t0 = await wait_handlers_installed(run.proc)
@@ -52,6 +52,7 @@ async def _trip_at(root, ox, name: str, offset_s: float) -> None:
 
 
 async def test_sigusr1_at_every_50ms_of_startup_is_a_latched_trip_and_the_book_ends_flat(tmp_path):
+    """21 daemons one after the other (two at once only compete for the same 2 cores)."""
     with trio.fail_after(240):
         async with trio.open_nursery() as nursery:
             ox = await start_ox(nursery)
