@@ -95,3 +95,22 @@ def test_lock_is_released_when_the_holder_closes(tmp_path):
     b.acquire()
     assert b.held
     b.release()
+
+
+def test_lock_file_owned_by_another_uid_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to create a file owned by another uid")
+    state = tmp_path / "state"
+    state.mkdir()
+    lock = state / LOCK_FILE
+    lock.write_text("4242\n")
+    os.chown(lock, 54321, 54321)
+    try:
+        InstanceLock(state).acquire()
+    except InstanceLockError as exc:
+        assert "uid 54321" in str(exc)
+    else:
+        raise AssertionError("another user's lock file was used")
+    assert lock.read_text() == "4242\n"
