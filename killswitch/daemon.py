@@ -250,14 +250,17 @@ class Daemon:
                     nursery.start_soon(self._watch_heartbeat_files)
                 for service in self.services:
                     await nursery.start(service, self)
-                for name in self.venues:
-                    nursery.start_soon(self._supervise_venue, name)
+                if not self._stop_requested.is_set():  # a SIGTERM already in: connect nothing
+                    for name in self.venues:
+                        nursery.start_soon(self._supervise_venue, name)
                 await self._wait_startup()
                 task_status.started(self)
                 await self._stop_requested.wait()
                 await self._graceful_stop()
                 nursery.cancel_scope.cancel()
         finally:
+            if self.signals is not None:
+                self.signals.stop_forwarding()  # recorded from here on; nothing left to act
             with trio.CancelScope(shield=True):
                 await self._final_persist()
         if self.fatal is not None:
@@ -419,7 +422,15 @@ class Daemon:
             self.send.send_nowait(TripCommand(reason="signal (during start-up)", source="signal", operator="SIGUSR1"))
 
     def _on_signal(self, signum: int) -> None:
-        """In the trio loop (via ``run_sync_soon`` from the handler): no task hop before the engine."""
+        """In the trio loop (via ``run_sync_soon`` from the handler): no task hop before the engine.
+        An exception here would end the trio run, so none escapes."""
+        try:
+            self._act_on_signal(signum)
+        except Exception as exc:  # e.g. the nursery already closed during shutdown
+            log.error("signal_handling_failed", signal=signal.Signals(signum).name,
+                      error=f"{type(exc).__name__}: {exc}")
+
+    def _act_on_signal(self, signum: int) -> None:
         if signum == signal.SIGUSR1:
             cmd = TripCommand(reason="signal", source="signal", operator="SIGUSR1")
             try:
