@@ -38,6 +38,7 @@ from wsproto.events import TextMessage
 from killswitch.clock import Clock
 from killswitch.venues.base import RateBudget
 from killswitch.venues.oxfun import wire
+from killswitch.venues.oxfun.sim.envelope import check_order_envelope
 from killswitch.venues.oxfun.sim.book import (
     ORDER_ID_BASE,
     SimAccount,
@@ -81,6 +82,10 @@ class SimOptions:
     unknown_cancel_mode: str = "reject"  # reject: immediate 100005 | race: ack true + async CANCEL 100004
     push_before_ack: bool = False
     cancel_all_order_pushes: bool = True
+    # REST order commands: recvWindow when the request has none; how far ahead of the
+    # server a timestamp may be (neither is documented; see sim/envelope.py).
+    rest_default_recv_window_ms: int = 60_000
+    rest_future_tolerance_ms: int = 1_000
     marks: dict = field(default_factory=lambda: dict(DEFAULT_MARKS))
 
 
@@ -735,9 +740,13 @@ class OxfunSim:
             await self._reply(conn, self._error("cancelorder", "20002", "Unexpected error", tag, order_op=True), is_ack=True)
             return
         market, raw_id = item.get("marketCode"), item.get("orderId")
-        echo = {"marketCode": market, "orderId": str(raw_id)}
+        echo = {"marketCode": market} if raw_id is None else {"marketCode": market, "orderId": str(raw_id)}
         if not market:
             await self._reply(conn, reply(False, echo, "20011", "marketCode is required"), is_ack=True)
+            return
+        if raw_id is None:
+            # The WS cancel is by orderId only; the docs' code for a missing id.
+            await self._reply(conn, reply(False, echo, "20010", "Either clientOrderId or orderId is required"), is_ack=True)
             return
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or not str(raw_id).isdigit():
             await self._reply(conn, reply(False, echo, "20019", "orderId is invalid"), is_ack=True)
@@ -970,13 +979,26 @@ class OxfunSim:
         await self._fanout(acct, {"event": "CANCEL", "submitted": True, "timestamp": self._ts()})
         return Response.json({"success": True, "data": {"notice": "Orders queued for cancelation"}})
 
+    def _check_envelope(self, body: dict) -> Response | None:
+        o = self.options
+        refusal = check_order_envelope(body, now_ms=self.clock.wall_ms(), default_recv_window_ms=o.rest_default_recv_window_ms,
+                                       future_tolerance_ms=o.rest_future_tolerance_ms)
+        if refusal is None:
+            return None
+        return Response.json({"success": False, "code": refusal[0], "message": refusal[1]}, 400)
+
     async def _r_cancel(self, req: Request, acct: SimAccount) -> Response:
         acct.counters.rest_cancel += 1
         try:
             body = req.json() or {}
         except orjson.JSONDecodeError:
             return Response.json({"success": False, "code": "20009", "message": "JSON data format is invalid"}, 400)
-        items = body.get("orders") if isinstance(body, dict) and "orders" in body else [body]
+        if not isinstance(body, dict):
+            return Response.json({"success": False, "code": "20001", "message": "Invalid parameter"}, 400)
+        refused = self._check_envelope(body)
+        if refused is not None:
+            return refused
+        items = body.get("orders") if "orders" in body else [body]
         if not isinstance(items, list) or not items or len(items) > 8:
             return Response.json({"success": False, "code": "20001", "message": "orders must hold 1 to 8 entries"}, 400)
         results = []
