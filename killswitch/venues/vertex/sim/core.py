@@ -46,6 +46,7 @@ class SimOrder:
     unfilled_amount: int
     appendix: int | None = None
     signature: str = ""
+    trigger: dict | None = None  # trigger service: the order's TriggerCriteria as sent
 
     def to_json(self) -> dict:
         d = {
@@ -65,6 +66,7 @@ class SimOrder:
         return d
 
     def to_trigger_json(self) -> dict:
+        """One ``list_trigger_orders`` item, shaped as nado-protocol's ``TriggerOrder``."""
         order = {
             "sender": self.sender,
             "priceX18": str(self.price_x18),
@@ -75,11 +77,10 @@ class SimOrder:
         if self.appendix is not None:
             order["appendix"] = str(self.appendix)
         return {
-            "product_id": self.product_id,
-            "digest": self.digest,
-            "order": {"order": order, "signature": self.signature, "product_id": self.product_id, "digest": self.digest},
-            "trigger": {"price_below": str(self.price_x18)},
-            "status": "pending",
+            "order": {"product_id": self.product_id, "order": order, "signature": self.signature,
+                      "digest": self.digest, "trigger": self.trigger},
+            "status": "waiting_price",
+            "placed_at": self.placed_at,
             "updated_at": self.placed_at,
         }
 
@@ -149,6 +150,7 @@ class SimCore:
         endpoint_address: str | None = None,
         spot_products: tuple[int, ...] = (0, 1, 3, 5),
         perp_products: tuple[int, ...] = (2, 4, 6),
+        allow_linked_signer_stream_auth: bool = False,
     ) -> None:
         if flavour not in ("nado", "vertex"):
             raise ValueError("flavour is 'nado' or 'vertex'")
@@ -166,6 +168,9 @@ class SimCore:
         self.subaccounts: dict[str, Subaccount] = {}
         self.budgets: dict[str, RateBudget] = {}
         self.seen_cancel_nonces: set[tuple[str, int]] = set()
+        # The docs: StreamAuthentication "must be signed by the wallet address specified by
+        # sender"; whether a linked signer may is undocumented, so it is refused unless asked.
+        self.allow_linked_signer_stream_auth = allow_linked_signer_stream_auth
 
     # -- setup --------------------------------------------------------------------------
 
@@ -204,7 +209,8 @@ class SimCore:
 
     # -- validation helpers ---------------------------------------------------------------
 
-    def _check_signer(self, digest: bytes, signature: Any, sender: bytes) -> None:
+    def _check_signer(self, digest: bytes, signature: Any, sender: bytes, *, owner_only: bool = False) -> str:
+        """The recovered signer (lowercase address); raises unless it may act for ``sender``."""
         sig = _hex_bytes(signature, 0, "signature")
         try:
             signer = recover_address(digest, sig)
@@ -212,9 +218,10 @@ class SimCore:
             raise ExecError(exc.code, str(exc)) from None
         owner = "0x" + sender[:20].hex()
         sub = self.subaccounts.get("0x" + sender.hex())
-        linked = sub.linked_signer if sub else None
+        linked = None if owner_only or sub is None else sub.linked_signer
         if signer != owner and signer != linked:
-            raise ExecError(2028, "invalid signer")
+            raise ExecError(2028, "invalid signer" + (": must be signed by the sender's wallet" if owner_only else ""))
+        return signer
 
     @staticmethod
     def _check_recv_time(nonce: int, now_ms: int) -> None:
@@ -311,6 +318,7 @@ class SimCore:
         sub = self.subaccount("0x" + sender.hex())
         if charge and not trigger:
             self._charge(sub.address, max(1, len(digests)), now_s)
+        required = _required_unfilled(payload, len(digests), trigger)
         book = sub.trigger_orders if trigger else sub.orders
         removed, missing = [], []
         for pid, d in zip(pids, digests):
@@ -323,6 +331,8 @@ class SimCore:
             # The whole request fails; the message names every missing digest so a client
             # can tell which ones are gone and re-cancel the rest.
             raise ExecError(2020, "Order not found: " + ",".join(missing))
+        if required is not None and abs(removed[0].unfilled_amount) != abs(required):
+            raise ExecError(2124, f"unfilled amount {removed[0].unfilled_amount} != required {required}")
         return self._remove(sub, removed, trigger, now_ms)
 
     def _check_replay(self, sender: bytes, nonce: int) -> None:
@@ -363,13 +373,14 @@ class SimCore:
         dh = "0x" + digest.hex()
         if dh in sub.orders or dh in sub.trigger_orders:
             raise ExecError(2013, "digest already exists")
+        criteria = _trigger_criteria(payload.get("trigger")) if trigger else None
         book = sub.trigger_orders if trigger else sub.orders
         if sum(1 for x in book.values() if x.product_id == pid) >= 500:
             raise ExecError(2005, "too many open orders")
         if charge and not trigger:
             self._charge(sub.address, 1 if payload.get("spot_leverage", True) is not False else 20, now_s)
         order = SimOrder(pid, sub.sender, price, amount, expiration, nonce, dh, now_ms // 1000, amount, appendix,
-                         str(payload.get("signature")))
+                         str(payload.get("signature")), criteria)
         book[dh] = order
         pushes = []
         if not trigger:
@@ -380,7 +391,7 @@ class SimCore:
         return {"digest": dh}, pushes
 
     def sign_order_body(self, sub: Subaccount, *, product_id: int, price_x18: int, amount: int, nonce: int,
-                        expiration: int = 4_294_967_295) -> dict:
+                        expiration: int = 4_294_967_295, trigger: dict | None = None) -> dict:
         """A ``place_order`` execute signed with the subaccount's own key (admin helper)."""
         if sub.private_key_hex is None:
             raise ExecError(2028, "the sim does not hold this subaccount's key")
@@ -393,7 +404,10 @@ class SimCore:
                  "expiration": str(expiration), "nonce": str(nonce)}
         if appendix is not None:
             order["appendix"] = str(appendix)
-        return {"place_order": {"product_id": product_id, "order": order, "signature": "0x" + sig.hex()}}
+        body: dict = {"product_id": product_id, "order": order, "signature": "0x" + sig.hex()}
+        if trigger is not None:
+            body["trigger"] = trigger
+        return {"place_order": body}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -499,8 +513,40 @@ class SimCore:
         if not now_ms < expiration <= now_ms + MAX_RECV_AHEAD_MS:
             raise ExecError(2011, "expiration outside (now, now + 100 s]")
         digest = self.domain.digest(eip712.hash_stream_authentication(sender, expiration))
-        self._check_signer(digest, msg.get("signature"), sender)
+        self._check_signer(digest, msg.get("signature"), sender, owner_only=not self.allow_linked_signer_stream_auth)
         return "0x" + sender[:20].hex()
+
+
+_PRICE_REQUIREMENTS = frozenset(f"{src}_price_{side}" for src in ("oracle", "last", "mid") for side in ("above", "below"))
+
+
+def _trigger_criteria(v: Any) -> dict:
+    """A trigger service order's ``trigger``: a price trigger (one price requirement) or a
+    TWAP time trigger, as nado-protocol's ``TriggerCriteria``; anything else is refused."""
+    if v is None:
+        raise ExecError(2038, "missing field `trigger`: a trigger order needs a trigger condition")
+    if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("price_trigger"), dict):
+        req = v["price_trigger"].get("price_requirement")
+        if isinstance(req, dict) and len(req) == 1:
+            ((kind, price),) = req.items()
+            if kind in _PRICE_REQUIREMENTS:
+                _uint(price, 128, kind, signed=True)
+                return v
+    if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("time_trigger"), dict):
+        _uint(v["time_trigger"].get("interval"), 64, "time_trigger.interval")
+        return v
+    raise ExecError(2038, "invalid trigger: expected price_trigger.price_requirement or time_trigger")
+
+
+def _required_unfilled(payload: dict, n_digests: int, trigger: bool) -> int | None:
+    """Nado ``cancel_orders.required_unfilled_amount`` (x18, unsigned field next to tx)."""
+    v = payload.get("required_unfilled_amount")
+    if v is None or trigger:
+        return None
+    amount = _uint(v, 128, "required_unfilled_amount", signed=True)
+    if n_digests != 1:
+        raise ExecError(2123, "required_unfilled_amount needs exactly one digest")
+    return amount
 
 
 def _failure(rt: str, code: int, message: str, signature: Any = None) -> dict:

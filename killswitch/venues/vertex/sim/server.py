@@ -59,12 +59,14 @@ class VertexSim:
         endpoint_address: str | None = None,
         idle_timeout_s: float = 30.0,
         require_deflate: bool = True,
+        require_accept_encoding: bool = True,
         **options: Any,
     ) -> None:
         self.core = SimCore(flavour=flavour, chain_id=chain_id, endpoint_address=endpoint_address, **options)
         self.clock = clock or Clock()
         self.idle_timeout_s = idle_timeout_s
         self.require_deflate = require_deflate
+        self.require_accept_encoding = require_accept_encoding
         self.faults = Faults()
         self.http = HttpServer()
         self.ws_host = ""
@@ -339,7 +341,8 @@ class VertexSim:
 
     def place_orders(self, sender: str, *, product_id: int, price: str | int, qty: str | int, side: str = "buy",
                      count: int = 1, trigger: bool = False, price_step: str | int = 0) -> list[str]:
-        """Place ``count`` orders signed by the subaccount's key (no wallet weight charged)."""
+        """Place ``count`` orders signed by the subaccount's key (no wallet weight charged).
+        Trigger orders get a price trigger at their own price (below for a buy, above for a sell)."""
         sub = self.core.subaccount(sender)
         price_x18 = _to_x18(price)
         step_x18 = _to_x18(price_step)
@@ -348,8 +351,12 @@ class VertexSim:
         for i in range(count):
             now_ms, now_s = self._now()
             px = price_x18 - i * step_x18 if side == "buy" else price_x18 + i * step_x18
+            criteria = None
+            if trigger:
+                kind = "oracle_price_below" if side == "buy" else "oracle_price_above"
+                criteria = {"price_trigger": {"price_requirement": {kind: str(px)}}}
             body = self.core.sign_order_body(sub, product_id=product_id, price_x18=px, amount=amount,
-                                             nonce=self._admin_nonce(now_ms))
+                                             nonce=self._admin_nonce(now_ms), trigger=criteria)
             resp, pushes = self.core.execute(body, now_ms=now_ms, now_s=now_s, trigger=trigger, charge_weight=False)
             if resp["status"] != "success":
                 raise ExecError(resp["error_code"], resp["error"])
@@ -485,7 +492,17 @@ class VertexSim:
         r("POST", "/admin/fill", self._admin_fill)
         r("GET", "/admin/state", self._admin_state)
 
+    def _refuse_encoding(self, req: Request) -> Response | None:
+        # The docs: gateway HTTP requests must send Accept-Encoding with gzip, br or deflate.
+        # The refusal's code and status are undocumented: HTTP 400, failure envelope, no code.
+        if not self.require_accept_encoding or accepts_compression(req.headers.get("accept-encoding", "")):
+            return None
+        return Response.json({"status": "failure", "error": "Accept-Encoding must include gzip, br or deflate"}, 400)
+
     async def _rest_execute(self, req: Request) -> Response:
+        refused = self._refuse_encoding(req)
+        if refused is not None:
+            return refused
         try:
             body = req.json()
         except orjson.JSONDecodeError:
@@ -494,6 +511,9 @@ class VertexSim:
         return Response(status=-1) if resp is None else Response.json(resp)
 
     async def _rest_query(self, req: Request) -> Response:
+        refused = self._refuse_encoding(req)
+        if refused is not None:
+            return refused
         if req.method == "GET":
             body: Any = dict(req.query)
             for k in ("product_id",):
@@ -574,6 +594,17 @@ class VertexSim:
 
     async def _admin_state(self, req: Request) -> Response:
         return await self._admin(self.state)
+
+
+def accepts_compression(header: str) -> bool:
+    """Does an Accept-Encoding value accept gzip, br or deflate (q=0 excluded)?"""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "br", "deflate"):
+            q = params.strip().lower()
+            if not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000")):
+                return True
+    return False
 
 
 def _to_x18(v: str | int) -> int:
