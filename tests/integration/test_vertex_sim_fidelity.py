@@ -5,6 +5,8 @@ Raw clients over 127.0.0.1; each test shows a request the sim used to accept.
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
 import orjson
 import trio
@@ -27,7 +29,7 @@ def _auth_frame(sim, sender_hex: str, key: str, rid: int) -> bytes:
 
 def _cancel_orders_body(sim, acct, digests: list[str], pid: int, **extra) -> dict:
     sender = bytes.fromhex(acct["sender"][2:])
-    nonce = ((sim.clock.wall_ms() + 30_000) << 20) | (len(extra) + 7 * len(digests))
+    nonce = ((sim.clock.wall_ms() + 30_000) << 20) | secrets.randbits(20)
     raw = [bytes.fromhex(d[2:]) for d in digests]
     digest = sim.core.domain.digest(eip712.hash_cancellation(sender, [pid] * len(raw), raw, nonce))
     sig = FastSigner(acct["private_key"]).sign_digest(digest)
