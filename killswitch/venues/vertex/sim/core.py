@@ -18,10 +18,13 @@ from killswitch.venues.vertex import eip712
 from killswitch.venues.vertex.eip712 import Domain, product_address
 from killswitch.venues.vertex.nonce import MAX_RECV_AHEAD_MS, split_nonce
 from killswitch.venues.vertex.signing import FastSigner, SignatureError, recover_address
+from killswitch.venues.vertex.sim.catalogue import market_price, perp_product, spot_product, symbol_entry
 
 X18 = 10**18
 WALLET_LIMITS = ((60, 600), (10, 100))
 SUBSCRIPTION_CAP_PER_WALLET = 5
+MAX_PLACE_ORDERS = 50  # per place_orders request (2111)
+_TH_LINK_SIGNER = eip712.keccak256(b"LinkSigner(bytes32 sender,bytes32 signer,uint64 nonce)")
 VERTEX_ENDPOINT = "0xbbEE07B3e8121227AfCFe1E2B82772246226128e"
 NADO_ENDPOINT = "0x05ec92D78ED421f3D3Ada77FFdE167106565974E"
 
@@ -168,6 +171,7 @@ class SimCore:
         self.subaccounts: dict[str, Subaccount] = {}
         self.budgets: dict[str, RateBudget] = {}
         self.seen_cancel_nonces: set[tuple[str, int]] = set()
+        self.tx_nonces: dict[str, int] = {}  # wallet address -> next tx_nonce (link_signer)
         # The docs: StreamAuthentication "must be signed by the wallet address specified by
         # sender"; whether a linked signer may is undocumented, so it is refused unless asked.
         self.allow_linked_signer_stream_auth = allow_linked_signer_stream_auth
@@ -257,7 +261,12 @@ class SimCore:
                 "cancel_product_orders": self._cancel_product_orders,
                 "cancel_orders": self._cancel_orders,
                 "place_order": self._place_order,
+                "place_orders": self._place_orders,
+                "cancel_and_place": self._cancel_and_place,
+                "link_signer": self._link_signer,
             }.get(name)
+            if trigger and name in ("place_orders", "cancel_and_place", "link_signer"):
+                handler = None
             if handler is None:
                 raise ExecError(2038, f"unsupported execute {name}")
             data, pushes = handler(_obj(payload, name), now_ms, now_s, trigger, charge_weight)
@@ -390,6 +399,74 @@ class SimCore:
             }))
         return {"digest": dh}, pushes
 
+    def _place_orders(self, payload, now_ms, now_s, trigger, charge):
+        """Nado batch: one result per order (digest or error); stop_on_failure stops at the first error."""
+        orders = payload.get("orders")
+        if not isinstance(orders, list) or not orders:
+            raise ExecError(2038, "invalid orders")
+        if len(orders) > MAX_PLACE_ORDERS:
+            raise ExecError(2111, f"at most {MAX_PLACE_ORDERS} orders per place_orders")
+        results, pushes = [], []
+        for item in orders:
+            try:
+                data, p = self._place_order(_obj(item, "orders[]"), now_ms, now_s, trigger, charge)
+            except ExecError as exc:
+                results.append({"digest": None, "error": exc.message})
+                if payload.get("stop_on_failure"):
+                    break
+                continue
+            results.append({"digest": data["digest"], "error": None})
+            pushes += p
+        return {"place_orders": results}, pushes
+
+    def _cancel_and_place(self, payload, now_ms, now_s, trigger, charge):
+        cancel_tx = _obj(payload.get("cancel_tx"), "cancel_tx")
+        place = _obj(payload.get("place_order"), "place_order")
+        sender, pids, digests, nonce = self._parse_cancel_tx({"tx": cancel_tx}, True)
+        cancel_signer = self._check_signer(self.domain.digest(eip712.hash_cancellation(sender, pids, digests, nonce)),
+                                           payload.get("cancel_signature"), sender)
+        order = _obj(place.get("order"), "order")
+        if _hex_bytes(order.get("sender"), 32, "sender") != sender:
+            raise ExecError(2066, "cancel and place have different senders")
+        pid = _uint(place.get("product_id"), 32, "product_id")
+        appendix = _uint(order.get("appendix", 1), 128, "appendix") if self.flavour == "nado" else None
+        place_digest = self.order_domain(pid).digest(eip712.hash_order(
+            sender, _uint(order.get("priceX18"), 128, "priceX18", signed=True),
+            _uint(order.get("amount"), 128, "amount", signed=True), _uint(order.get("expiration"), 64, "expiration"),
+            _uint(order.get("nonce"), 64, "nonce"), appendix))
+        if self._check_signer(place_digest, place.get("signature"), sender) != cancel_signer:
+            raise ExecError(2066, "cancel and place are signed by different signers")
+        cancel_payload = {"tx": cancel_tx, "signature": payload.get("cancel_signature")}
+        if payload.get("required_unfilled_amount") is not None:
+            cancel_payload["required_unfilled_amount"] = payload["required_unfilled_amount"]
+        try:
+            _, cancel_pushes = self._cancel_orders(cancel_payload, now_ms, now_s, trigger, charge)
+        except ExecError as exc:
+            if payload.get("place_requires_unfilled"):
+                raise ExecError(2121, f"place aborted: the cancel failed ({exc.code} {exc.message})") from None
+            raise
+        data, place_pushes = self._place_order(place, now_ms, now_s, trigger, charge)
+        return data, cancel_pushes + place_pushes
+
+    def _link_signer(self, payload, now_ms, now_s, trigger, charge):
+        tx = _obj(payload.get("tx"), "tx")
+        sender = _hex_bytes(tx.get("sender"), 32, "sender")
+        signer = _hex_bytes(tx.get("signer"), 32, "signer")
+        if "nonce" not in tx:
+            raise ExecError(2033, "nonce missing in payload")
+        nonce = _uint(tx.get("nonce"), 64, "nonce")
+        struct = eip712.keccak256(_TH_LINK_SIGNER + sender + signer + nonce.to_bytes(32, "big"))
+        self._check_signer(self.domain.digest(struct), payload.get("signature"), sender)
+        sub = self.subaccount("0x" + sender.hex())
+        if nonce != self.tx_nonces.get(sub.address, 0):
+            raise ExecError(2022, f"invalid nonce: expected tx_nonce {self.tx_nonces.get(sub.address, 0)}")
+        if charge:
+            self._charge(sub.address, 30, now_s)
+        self.tx_nonces[sub.address] = nonce + 1
+        linked = "0x" + signer[:20].hex()
+        sub.linked_signer = None if linked == "0x" + "00" * 20 else linked
+        return None, []
+
     def sign_order_body(self, sub: Subaccount, *, product_id: int, price_x18: int, amount: int, nonce: int,
                         expiration: int = 4_294_967_295, trigger: dict | None = None) -> dict:
         """A ``place_order`` execute signed with the subaccount's own key (admin helper)."""
@@ -432,12 +509,24 @@ class SimCore:
                                                          if p in self.book_addrs]
             return d
         if t == "all_products":
-            return {"spot_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])}
-                                      for p in self.spot_products],
-                    "perp_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])}
-                                      for p in self.perp_products]}
+            return {"spot_products": [spot_product(p, self.oracle_x18[p]) for p in self.spot_products],
+                    "perp_products": [perp_product(p, self.oracle_x18[p]) for p in self.perp_products]}
+        if t == "symbols":
+            return {"symbols": self._symbols(body)}
+        if t == "market_price":
+            pid = _uint(body.get("product_id"), 32, "product_id")
+            self._check_products([pid])
+            return market_price(pid, self.oracle_x18[pid])
+        if t == "market_prices":
+            pids = body.get("product_ids")
+            if not isinstance(pids, list):
+                raise ExecError(2038, "invalid product_ids")
+            pids = [_uint(p, 32, "product_id") for p in pids]
+            self._check_products(pids)
+            return {"market_prices": [market_price(p, self.oracle_x18[p]) for p in pids]}
         if t == "nonces":
-            return {"tx_nonce": "0", "order_nonce": str((now_ms + 100_000) << 20)}
+            addr = str(body.get("address", "")).lower()[:42]
+            return {"tx_nonce": str(self.tx_nonces.get(addr, 0)), "order_nonce": str((now_ms + 100_000) << 20)}
         if t == "subaccount_info":
             return self._subaccount_info(str(body.get("subaccount", "")).lower())
         if t == "subaccount_orders":
@@ -465,21 +554,45 @@ class SimCore:
             return {"linked_signer": sub.linked_signer or "0x" + "00" * 20}
         raise ExecError(2038, f"unsupported query {t}")
 
+    def _symbols(self, body: dict) -> dict:
+        kind = body.get("product_type")
+        wanted = body.get("product_ids")
+        out = {}
+        for pid in self.products:
+            is_perp = pid in self.perp_products
+            if kind not in (None, "perp" if is_perp else "spot") or (isinstance(wanted, list) and pid not in wanted):
+                continue
+            entry = symbol_entry(pid, is_perp, self.oracle_x18[pid])
+            out[entry["symbol"]] = entry
+        return out
+
     def _subaccount_info(self, sender: str) -> dict:
+        # Shaped as the docs' example (§6.1) and nado-protocol's SubaccountInfoData; the sim
+        # does no margining, so all three healths are the unweighted one.
         sub = self.subaccounts.get(sender)
         if sub is None:
             zero = {"assets": "0", "liabilities": "0", "health": "0"}
-            return {"subaccount": sender, "exists": False, "healths": [zero, zero, zero],
-                    "spot_balances": [], "perp_balances": [], "spot_products": [], "perp_products": []}
+            return {"subaccount": sender, "exists": False, "healths": [zero, zero, zero], "health_contributions": [],
+                    "spot_count": 0, "perp_count": 0, "spot_balances": [], "perp_balances": [],
+                    "spot_products": [], "perp_products": []}
         h = self.health_x18(sub)
         health = {"assets": str(max(h, 0)), "liabilities": str(max(-h, 0)), "health": str(h)}
+        contributions = [["0", "0", "0"] for _ in range(max(self.products) + 1)]
+        for p, a in sub.spot_x18.items():
+            contributions[p] = [str(a * self.oracle_x18.get(p, 0) // X18)] * 3
+        for p, (a, vq) in sub.perp_x18.items():
+            contributions[p] = [str(a * self.oracle_x18.get(p, 0) // X18 + vq)] * 3
+        spot = sorted(sub.spot_x18.items())
+        perp = sorted(sub.perp_x18.items())
         return {
             "subaccount": sub.sender, "exists": True, "healths": [health, health, health],
-            "spot_balances": [{"product_id": p, "balance": {"amount": str(a)}} for p, a in sorted(sub.spot_x18.items())],
-            "perp_balances": [{"product_id": p, "balance": {"amount": str(a), "v_quote_balance": str(vq)}}
-                              for p, (a, vq) in sorted(sub.perp_x18.items())],
-            "spot_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])} for p in self.spot_products],
-            "perp_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])} for p in self.perp_products],
+            "health_contributions": contributions, "spot_count": len(spot), "perp_count": len(perp),
+            "spot_balances": [{"product_id": p, "balance": {"amount": str(a)}} for p, a in spot],
+            "perp_balances": [{"product_id": p, "balance": {"amount": str(a), "v_quote_balance": str(vq),
+                                                            "last_cumulative_funding_x18": "0"}}
+                              for p, (a, vq) in perp],
+            "spot_products": [spot_product(p, self.oracle_x18[p]) for p in self.spot_products],
+            "perp_products": [perp_product(p, self.oracle_x18[p]) for p in self.perp_products],
         }
 
     def trigger_query(self, body: Any, *, now_ms: int) -> dict:
@@ -498,7 +611,9 @@ class SimCore:
                 raise ExecError(2012, "recvTime too far ahead")
             sub = self.subaccount("0x" + sender.hex())
             pid = body.get("product_id")
-            orders = [o.to_trigger_json() for o in sub.trigger_orders.values() if pid is None or o.product_id == pid]
+            pids = body.get("product_ids")  # nado-protocol's filter
+            orders = [o.to_trigger_json() for o in sub.trigger_orders.values()
+                      if (pid is None or o.product_id == pid) and (not isinstance(pids, list) or o.product_id in pids)]
         except ExecError as exc:
             return _failure(rt, exc.code, exc.message)
         return {"status": "success", "data": {"orders": orders}, "request_type": rt}

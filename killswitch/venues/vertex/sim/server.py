@@ -293,26 +293,44 @@ class VertexSim:
             conn.wallet = wallet
             return {"result": None, "id": rid}
         if method in ("subscribe", "unsubscribe"):
-            stream = msg.get("stream")
-            if not isinstance(stream, dict) or not isinstance(stream.get("type"), str):
-                return {"result": None, "error": "error parsing request: missing field `stream`", "id": rid}
-            st = stream["type"]
-            sub = str(stream.get("subaccount", "")).lower()
-            pid = stream.get("product_id")
-            key = (st, sub, pid if isinstance(pid, int) else None)
-            if method == "unsubscribe":
-                conn.streams.discard(key)
-                return {"result": None, "id": rid}
-            if st == "order_update" and (conn.wallet is None or sub[:42] != conn.wallet):
-                return {"result": None, "error": "Auth is needed.", "id": rid}
-            conn.streams.add(key)
+            error = self._subscription(conn, method, msg.get("stream"))
+            return {"result": None, "id": rid} if error is None else {"result": None, "error": error, "id": rid}
+        if method in ("subscribe_multi", "unsubscribe_multi"):
+            # nado-protocol 2.0 only; the reply is undocumented: all or nothing, one ack.
+            streams = msg.get("streams")
+            if not isinstance(streams, list) or not streams:
+                return {"result": None, "error": "error parsing request: missing field `streams`", "id": rid}
+            single = method.removesuffix("_multi")
+            for stream in streams:
+                error = self._subscription(conn, single, stream, check_only=True)
+                if error is not None:
+                    return {"result": None, "error": error, "id": rid}
+            for stream in streams:
+                self._subscription(conn, single, stream)
             return {"result": None, "id": rid}
+        if method == "time":
+            return {"result": {"method": "time", "server_time": str(now_ms)}, "id": rid}
         if method == "list":
             return {"result": [{"type": t, "subaccount": s, "product_id": p} for t, s, p in conn.streams], "id": rid}
         if method == "ping":
             return {"result": {"method": "pong", "server_time": str(now_ms), "client_time": msg.get("client_time")},
                     "id": rid}
         return {"result": None, "error": f"unknown method {method!r}", "id": rid}
+
+    @staticmethod
+    def _subscription(conn: _SubConn, method: str, stream: Any, *, check_only: bool = False) -> str | None:
+        """Apply one subscribe/unsubscribe; the error text, or None."""
+        if not isinstance(stream, dict) or not isinstance(stream.get("type"), str):
+            return "error parsing request: missing field `stream`"
+        st = stream["type"]
+        sub = str(stream.get("subaccount", "")).lower()
+        pid = stream.get("product_id")
+        key = (st, sub, pid if isinstance(pid, int) else None)
+        if method == "subscribe" and st == "order_update" and (conn.wallet is None or sub[:42] != conn.wallet):
+            return "Auth is needed."
+        if not check_only:
+            (conn.streams.discard if method == "unsubscribe" else conn.streams.add)(key)
+        return None
 
     def _publish(self, pushes: list[Push]) -> None:
         for p in pushes:
