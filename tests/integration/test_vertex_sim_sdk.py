@@ -1,6 +1,8 @@
 """The official nado-protocol SDK drives the Nado simulator (issue #13 item 11): place -> list ->
 cancel -> list on the engine and the trigger service, plus the catalogue queries
-(all_products, symbols, market_price) and subaccount_info, all parsed by the SDK's own models.
+(all_products, symbols, market_price), subaccount_info, place_orders, cancel_and_place,
+link_signer and the subscription socket (time, authenticate, subscribe_multi, order_update),
+all built and parsed by the SDK's own models.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ async def test_nado_sdk_place_list_cancel_list_against_the_sim():
             acct = sim.create_subaccount()
             sim.set_balances(acct["sender"], spot={0: "10000"})
             proc = await trio.run_process([python, str(DRIVERS / "nado_sdk_driver.py"), sim.gateway_rest_url,
-                                           sim.trigger_url, acct["private_key"]], capture_stdout=True,
+                                           sim.trigger_url, sim.subscribe_ws_url.removesuffix("/subscribe"),
+                                           acct["private_key"]], capture_stdout=True,
                                           capture_stderr=True, check=False)
             nursery.cancel_scope.cancel()
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
@@ -32,5 +35,12 @@ async def test_nado_sdk_place_list_cancel_list_against_the_sim():
     assert "BTC-PERP" in out["symbols"] and int(out["market_price"][0]) < int(out["market_price"][1])
     assert out["listed"] == out["placed"] and len(out["placed"]) == 3
     assert len(out["after_cancel_orders"]) == 2 and out["after_cancel_product"] == []
+    assert out["swapped_out"] not in out["after_cancel_and_place"] and out["swapped_in"] in out["after_cancel_and_place"]
+    assert out["time"]["result"]["method"] == "time" and int(out["time"]["result"]["server_time"]) > 0
+    assert out["auth"] == {"result": None, "id": out["auth"]["id"]}
+    assert out["subscribe_multi"]["result"] is None and "error" not in out["subscribe_multi"]
+    assert out["subscriptions"] == 3
+    assert out["pushed"]["type"] == "order_update" and out["pushed"]["reason"] == "placed"
+    assert out["linked_signer"].lower() == "0x" + "00" * 19 + "42"
     assert int(out["health"]) == 10_000 * 10**18
     assert out["trigger_listed"] == ["waiting_price"] and out["trigger_after_cancel"] == 0
