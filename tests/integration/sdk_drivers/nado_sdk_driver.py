@@ -79,6 +79,9 @@ def main(gateway_url: str, trigger_url: str, ws_url: str, key: str) -> dict:
 
     placed = engine.place_order(PlaceOrderParams(product_id=PERP, order=order(1800, 0.1)))
     out["pushed"] = subs.recv(timeout=5)
+    # Closed before more pushes queue up: websockets' sync client cannot finish the close
+    # handshake while an unread message is pending (it would wait out its 10 s timeout).
+    subs.close()
     batch = engine.place_orders(PlaceOrdersParams(orders=[PlaceOrderParams(product_id=PERP, order=order(1790, 0.1)),
                                                           PlaceOrderParams(product_id=PERP, order=order(1780, 0.1))]))
     digests = [placed.data.digest] + [r.digest for r in batch.data.place_orders]
@@ -100,7 +103,6 @@ def main(gateway_url: str, trigger_url: str, ws_url: str, key: str) -> dict:
     delegate = "0x" + "00" * 19 + "42"
     engine.link_signer(LinkSignerParams(sender=sender, signer=delegate + "00" * 12))
     out["linked_signer"] = engine.get_linked_signer(sender).linked_signer
-    subs.close()
 
     criteria = PriceTrigger(price_trigger=PriceTriggerData(price_requirement=OraclePriceBelow(
         oracle_price_below=str(to_x18(1700)))))
