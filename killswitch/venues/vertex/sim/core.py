@@ -68,8 +68,9 @@ class SimOrder:
             d["appendix"] = str(self.appendix)
         return d
 
-    def to_trigger_json(self) -> dict:
-        """One ``list_trigger_orders`` item, shaped as nado-protocol's ``TriggerOrder``."""
+    def to_trigger_json(self, status: str = "waiting_price") -> dict:
+        """One ``list_trigger_orders`` item, shaped as nado-protocol's / vertex-protocol's
+        ``TriggerOrder`` (Vertex's status for a pending trigger is ``pending``)."""
         order = {
             "sender": self.sender,
             "priceX18": str(self.price_x18),
@@ -82,7 +83,7 @@ class SimOrder:
         return {
             "order": {"product_id": self.product_id, "order": order, "signature": self.signature,
                       "digest": self.digest, "trigger": self.trigger},
-            "status": "waiting_price",
+            "status": status,
             "placed_at": self.placed_at,
             "updated_at": self.placed_at,
         }
@@ -382,7 +383,7 @@ class SimCore:
         dh = "0x" + digest.hex()
         if dh in sub.orders or dh in sub.trigger_orders:
             raise ExecError(2013, "digest already exists")
-        criteria = _trigger_criteria(payload.get("trigger")) if trigger else None
+        criteria = _trigger_criteria(payload.get("trigger"), self.flavour) if trigger else None
         book = sub.trigger_orders if trigger else sub.orders
         if sum(1 for x in book.values() if x.product_id == pid) >= 500:
             raise ExecError(2005, "too many open orders")
@@ -509,8 +510,9 @@ class SimCore:
                                                          if p in self.book_addrs]
             return d
         if t == "all_products":
-            return {"spot_products": [spot_product(p, self.oracle_x18[p]) for p in self.spot_products],
-                    "perp_products": [perp_product(p, self.oracle_x18[p]) for p in self.perp_products]}
+            vx = self.flavour == "vertex"
+            return {"spot_products": [spot_product(p, self.oracle_x18[p], vx) for p in self.spot_products],
+                    "perp_products": [perp_product(p, self.oracle_x18[p], vx) for p in self.perp_products]}
         if t == "symbols":
             return {"symbols": self._symbols(body)}
         if t == "market_price":
@@ -554,6 +556,19 @@ class SimCore:
             return {"linked_signer": sub.linked_signer or "0x" + "00" * 20}
         raise ExecError(2038, f"unsupported query {t}")
 
+    def _spot_balance(self, pid: int, amount: int) -> dict:
+        if self.flavour == "vertex":
+            return {"product_id": pid, "lp_balance": {"amount": "0"},
+                    "balance": {"amount": str(amount), "last_cumulative_multiplier_x18": str(X18)}}
+        return {"product_id": pid, "balance": {"amount": str(amount)}}
+
+    def _perp_balance(self, pid: int, amount: int, v_quote: int) -> dict:
+        d = {"product_id": pid, "balance": {"amount": str(amount), "v_quote_balance": str(v_quote),
+                                            "last_cumulative_funding_x18": "0"}}
+        if self.flavour == "vertex":
+            d["lp_balance"] = {"amount": "0", "last_cumulative_funding_x18": "0"}
+        return d
+
     def _symbols(self, body: dict) -> dict:
         kind = body.get("product_type")
         wanted = body.get("product_ids")
@@ -562,7 +577,7 @@ class SimCore:
             is_perp = pid in self.perp_products
             if kind not in (None, "perp" if is_perp else "spot") or (isinstance(wanted, list) and pid not in wanted):
                 continue
-            entry = symbol_entry(pid, is_perp, self.oracle_x18[pid])
+            entry = symbol_entry(pid, is_perp, self.oracle_x18[pid], self.flavour == "vertex")
             out[entry["symbol"]] = entry
         return out
 
@@ -576,6 +591,7 @@ class SimCore:
                     "spot_count": 0, "perp_count": 0, "spot_balances": [], "perp_balances": [],
                     "spot_products": [], "perp_products": []}
         h = self.health_x18(sub)
+        vx = self.flavour == "vertex"
         health = {"assets": str(max(h, 0)), "liabilities": str(max(-h, 0)), "health": str(h)}
         contributions = [["0", "0", "0"] for _ in range(max(self.products) + 1)]
         for p, a in sub.spot_x18.items():
@@ -587,12 +603,10 @@ class SimCore:
         return {
             "subaccount": sub.sender, "exists": True, "healths": [health, health, health],
             "health_contributions": contributions, "spot_count": len(spot), "perp_count": len(perp),
-            "spot_balances": [{"product_id": p, "balance": {"amount": str(a)}} for p, a in spot],
-            "perp_balances": [{"product_id": p, "balance": {"amount": str(a), "v_quote_balance": str(vq),
-                                                            "last_cumulative_funding_x18": "0"}}
-                              for p, (a, vq) in perp],
-            "spot_products": [spot_product(p, self.oracle_x18[p]) for p in self.spot_products],
-            "perp_products": [perp_product(p, self.oracle_x18[p]) for p in self.perp_products],
+            "spot_balances": [self._spot_balance(p, a) for p, a in spot],
+            "perp_balances": [self._perp_balance(p, a, vq) for p, (a, vq) in perp],
+            "spot_products": [spot_product(p, self.oracle_x18[p], vx) for p in self.spot_products],
+            "perp_products": [perp_product(p, self.oracle_x18[p], vx) for p in self.perp_products],
         }
 
     def trigger_query(self, body: Any, *, now_ms: int) -> dict:
@@ -612,7 +626,8 @@ class SimCore:
             sub = self.subaccount("0x" + sender.hex())
             pid = body.get("product_id")
             pids = body.get("product_ids")  # nado-protocol's filter
-            orders = [o.to_trigger_json() for o in sub.trigger_orders.values()
+            status = "pending" if self.flavour == "vertex" else "waiting_price"
+            orders = [o.to_trigger_json(status) for o in sub.trigger_orders.values()
                       if (pid is None or o.product_id == pid) and (not isinstance(pids, list) or o.product_id in pids)]
         except ExecError as exc:
             return _failure(rt, exc.code, exc.message)
@@ -635,11 +650,21 @@ class SimCore:
 _PRICE_REQUIREMENTS = frozenset(f"{src}_price_{side}" for src in ("oracle", "last", "mid") for side in ("above", "below"))
 
 
-def _trigger_criteria(v: Any) -> dict:
-    """A trigger service order's ``trigger``: a price trigger (one price requirement) or a
-    TWAP time trigger, as nado-protocol's ``TriggerCriteria``; anything else is refused."""
+_VERTEX_TRIGGERS = frozenset(("price_above", "price_below", "last_price_above", "last_price_below"))
+
+
+def _trigger_criteria(v: Any, flavour: str = "nado") -> dict:
+    """A trigger service order's ``trigger``: on Nado a price trigger (one price requirement)
+    or a TWAP time trigger, as nado-protocol's ``TriggerCriteria``; on Vertex one of
+    vertex-protocol's ``{price_above|price_below|last_price_above|last_price_below: x18}``.
+    Anything else is refused."""
     if v is None:
         raise ExecError(2038, "missing field `trigger`: a trigger order needs a trigger condition")
+    if flavour == "vertex":
+        if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in _VERTEX_TRIGGERS:
+            _uint(next(iter(v.values())), 128, "trigger price", signed=True)
+            return v
+        raise ExecError(2038, "invalid trigger: expected price_above, price_below, last_price_above or last_price_below")
     if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("price_trigger"), dict):
         req = v["price_trigger"].get("price_requirement")
         if isinstance(req, dict) and len(req) == 1:

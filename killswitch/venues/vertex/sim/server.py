@@ -371,8 +371,12 @@ class VertexSim:
             px = price_x18 - i * step_x18 if side == "buy" else price_x18 + i * step_x18
             criteria = None
             if trigger:
-                kind = "oracle_price_below" if side == "buy" else "oracle_price_above"
-                criteria = {"price_trigger": {"price_requirement": {kind: str(px)}}}
+                below = side == "buy"
+                if self.core.flavour == "vertex":
+                    criteria = {"price_below" if below else "price_above": str(px)}
+                else:
+                    kind = "oracle_price_below" if below else "oracle_price_above"
+                    criteria = {"price_trigger": {"price_requirement": {kind: str(px)}}}
             body = self.core.sign_order_body(sub, product_id=product_id, price_x18=px, amount=amount,
                                              nonce=self._admin_nonce(now_ms), trigger=criteria)
             resp, pushes = self.core.execute(body, now_ms=now_ms, now_s=now_s, trigger=trigger, charge_weight=False)
