@@ -123,3 +123,22 @@ async def test_trigger_order_without_trigger_condition_is_refused():
                 listed = t.to_trigger_json()
                 assert listed["order"]["trigger"] == body["place_order"]["trigger"]
                 assert listed["status"] == "waiting_price"
+
+
+async def test_admin_options_relax_the_strict_checks_for_a_rehearsal():
+    with trio.fail_after(10):
+        async with sim_and_session(start_session=False) as (sim, acct, _, _log):
+            async with httpx.AsyncClient() as http:
+                query = orjson.dumps({"type": "status"})
+                bare = {"Accept-Encoding": "identity"}
+                assert (await http.post(f"{sim.gateway_rest_url}/query", content=query, headers=bare)).status_code == 400
+                r = await http.post(f"{sim.admin_url}/options", json={"require_accept_encoding": False,
+                                                                      "allow_linked_signer_stream_auth": True})
+                assert r.json()["options"]["allow_linked_signer_stream_auth"] is True
+                assert (await http.post(f"{sim.gateway_rest_url}/query", content=query, headers=bare)).status_code == 200
+                delegate = FastSigner(b"\x0c" * 32)
+                r = await http.post(f"{sim.admin_url}/linked_signer", json={"sender": acct["sender"],
+                                                                            "signer": delegate.address})
+                assert r.json() == {"ok": True}
+                assert sim.core.subaccount(acct["sender"]).linked_signer == delegate.address.lower()
+                assert (await http.post(f"{sim.admin_url}/options", json={"bogus": 1})).status_code == 400

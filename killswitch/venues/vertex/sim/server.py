@@ -513,6 +513,8 @@ class VertexSim:
         r("POST", "/admin/burn_weight", self._admin_burn)
         r("POST", "/admin/fill", self._admin_fill)
         r("GET", "/admin/state", self._admin_state)
+        r("POST", "/admin/options", self._admin_options)
+        r("POST", "/admin/linked_signer", self._admin_linked_signer)
 
     def _refuse_encoding(self, req: Request) -> Response | None:
         # The docs: gateway HTTP requests must send Accept-Encoding with gzip, br or deflate.
@@ -613,6 +615,27 @@ class VertexSim:
     async def _admin_fill(self, req: Request) -> Response:
         b = req.json() or {}
         return await self._admin(lambda: (self.fill_order(b["digest"], b["qty"]), {"ok": True})[1])
+
+    def set_options(self, **changes: Any) -> dict:
+        """Strictness knobs: require_accept_encoding, require_deflate (for new handshakes),
+        allow_linked_signer_stream_auth."""
+        for k, v in changes.items():
+            if k == "allow_linked_signer_stream_auth":
+                self.core.allow_linked_signer_stream_auth = bool(v)
+            elif k in ("require_accept_encoding", "require_deflate"):
+                setattr(self, k, bool(v))
+            else:
+                raise ValueError(f"unknown option {k!r}")
+        return {"require_accept_encoding": self.require_accept_encoding, "require_deflate": self.require_deflate,
+                "allow_linked_signer_stream_auth": self.core.allow_linked_signer_stream_auth}
+
+    async def _admin_options(self, req: Request) -> Response:
+        b = req.json() or {}
+        return await self._admin(lambda: {"ok": True, "options": self.set_options(**b)})
+
+    async def _admin_linked_signer(self, req: Request) -> Response:
+        b = req.json() or {}
+        return await self._admin(lambda: (self.link_signer(b["sender"], b.get("signer")), {"ok": True})[1])
 
     async def _admin_state(self, req: Request) -> Response:
         return await self._admin(self.state)
