@@ -103,3 +103,31 @@ async def test_ws_cancel_without_order_id_is_20010_as_documented():
                 await c.send({"op": "cancelorder", "tag": 8, "data": {"marketCode": BTC, "orderId": "x1"}})
                 reply = await c.recv_json(lambda f: f.get("event") == "cancelorder")
                 assert reply["code"] == "20019" and reply["data"]["orderId"] == "x1"
+
+
+async def test_rest_place_checks_the_envelope_and_books_the_order():
+    with trio.fail_after(10):
+        async with running_sim() as sim:
+            key, secret = sim.add_account()
+            path = "/v3/orders/place"
+
+            async def place(body: dict) -> dict:
+                text = orjson.dumps(body).decode()
+                headers = wire.rest_headers(api_key=key, secret=secret,
+                                            timestamp=wire.rest_timestamp(Clock().wall_ms()), nonce="2", verb="POST",
+                                            host=sim.rest_url.split("//")[1], path=path, body=text)
+                async with httpx.AsyncClient(base_url=sim.rest_url) as http:
+                    return (await http.post(path, content=text.encode(), headers=headers)).json()
+
+            order = {"marketCode": BTC, "side": "BUY", "orderType": "LIMIT", "quantity": "0.1", "price": "50000"}
+            assert (await place({"responseType": "FULL", "orders": [order]}))["code"] == "30001"
+            stale = await place({"timestamp": Clock().wall_ms() - 5_000, "responseType": "FULL", "orders": [order]})
+            assert stale["code"] == "100015"  # default recvWindow 1000 ms
+            assert sim.open_orders(key) == []
+            r = await place({"timestamp": Clock().wall_ms(), "responseType": "FULL",
+                             "orders": [order, {**order, "marketCode": "NOPE-USD"}]})
+            ok, bad = r["data"]
+            assert ok["submitted"] is True and ok["notice"] == "OrderOpened" and ok["status"] == "OPEN"
+            assert bad == {"submitted": False, "code": "20015", "message": "marketCode is invalid",
+                           "marketCode": "NOPE-USD"}
+            assert [o["orderId"] for o in sim.open_orders(key)] == [ok["orderId"]]
