@@ -67,3 +67,16 @@ async def test_owner_key_authenticates_the_stream_for_a_linked_signer():
             opened = await log.wait_for(lambda evs: [e for e in evs if isinstance(e, OrderOpened)])
             assert opened[0].order.venue_order_id == d
             assert not log.of(VenueDegraded)
+
+
+def test_an_owner_key_of_another_wallet_is_a_clear_error():
+    import pytest
+
+    sim = VertexSim(flavour="nado")  # not serving: only its URLs feed the config
+    owner = sim.core.create_subaccount()
+    cfg = make_config(sim, wallet_address=owner.address)
+    stranger_key = "0x" + "0d" * 32
+    with pytest.raises(ValueError) as info:
+        VertexSession(cfg, private_key=Secret(DELEGATE_KEY), clock=Clock(), owner_key=Secret(stranger_key))
+    assert "owner_private_key" in str(info.value) and owner.address.lower() in str(info.value)
+    assert stranger_key[2:] not in str(info.value)
