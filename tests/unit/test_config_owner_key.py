@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from killswitch.config import ConfigError, load_config_text
+from killswitch.config import ConfigError, load_config_text, summarize
 from killswitch.config.loader import LITERAL_SECRET
 from killswitch.secrets import SecretRef
 
@@ -31,6 +31,7 @@ def test_owner_key_is_a_secret_reference_and_is_checked_like_one():
     (vx,) = cfg.venues
     assert vx.owner_private_key == SecretRef("file", "/etc/ks/owner.key") and vx.open_orders_poll_s == 2.0
     assert any(s.ref == vx.owner_private_key for s in cfg.secret_sites)
+    assert "owner_private_key {file: /etc/ks/owner.key}" in summarize(cfg)
     with pytest.raises(ConfigError) as info:
         load_config_text(VENUE + "    owner_private_key: '0xabc'\n")
     (issue,) = info.value.issues
