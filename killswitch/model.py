@@ -277,6 +277,18 @@ class StreamDriftDetected:
 
 
 @dataclass(frozen=True, slots=True)
+class VenueDegraded:
+    """The session runs in a degraded mode named by ``condition`` (e.g. its stream
+    authentication was refused and open orders are polled); ``active=False`` ends it."""
+
+    venue: str
+    condition: str
+    message: str = ""
+    active: bool = True
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class VenueAuthFailed:
     """Credentials rejected: the kill switch cannot act on this venue. Always loud."""
 

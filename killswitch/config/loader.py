@@ -246,6 +246,13 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         if isinstance(ref, SecretRef):
             sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
         return ref
+    if ftype == "SecretRef | None":
+        if not r.has(key):
+            return None
+        ref = _parse_secret(r, key)
+        if isinstance(ref, SecretRef):
+            sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
+        return ref
     if ftype == "float" and name.endswith("_s"):
         max_s = Decimal(100) if name == "recv_window_s" else MAX_DURATION_S
         return r.duration(key, default, max_s=max_s)

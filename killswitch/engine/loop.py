@@ -47,6 +47,7 @@ from killswitch.model import (
     Tick,
     TripCommand,
     VenueAuthFailed,
+    VenueDegraded,
     VenueConnected,
     VenueDisconnected,
     VerifyFailed,
@@ -312,6 +313,11 @@ class Engine:
             log.warning("bad_frame", venue=ev.venue, error=ev.error, sample=ev.sample[:120])
         elif t is VenueAuthFailed:
             self._alarm(f"auth:{ev.venue}", f"{ev.venue}: credentials rejected ({ev.code} {ev.message})")
+        elif t is VenueDegraded:
+            if ev.active:
+                self._alarm(f"{ev.condition}:{ev.venue}", f"{ev.venue}: {ev.message}")
+            elif self.alarms.pop(f"{ev.condition}:{ev.venue}", None) is not None:
+                self.audit.record("alarm_cleared", key=f"{ev.condition}:{ev.venue}")
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
             if self.alarms.pop(f"stream_drift:{ev.venue}", None) is not None:  # reconnected and reconciled

@@ -16,7 +16,10 @@ def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = No
     if isinstance(cfg, OxfunConfig):
         return {"api_key": cfg.api_key.resolve(environ), "api_secret": cfg.api_secret.resolve(environ)}
     if isinstance(cfg, VertexConfig):
-        return {"private_key": cfg.private_key.resolve(environ)}
+        creds = {"private_key": cfg.private_key.resolve(environ)}
+        if cfg.owner_private_key is not None:
+            creds["owner_private_key"] = cfg.owner_private_key.resolve(environ)
+        return creds
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
 
 
@@ -41,5 +44,6 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
             FastSigner(credentials["private_key"])  # a malformed key: a start-up error, not a traceback
         except ValueError as exc:  # the signer's own words ("private key is not hex"), never the value
             raise SecretError(f"secret {cfg.private_key.describe()}: {exc}") from None
-        return VertexSession(cfg, private_key=credentials["private_key"], clock=clock)
+        return VertexSession(cfg, private_key=credentials["private_key"], clock=clock,
+                             owner_key=credentials.get("owner_private_key"))
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
