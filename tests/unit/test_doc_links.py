@@ -138,3 +138,17 @@ def test_unit_documentation_points_at_an_installed_page(unit):
         assert (ROOT / "docs" / page).exists(), f"{url}: docs/{page} is not in the repository"
         # The install steps must put it where the unit says.
         assert f"/usr/share/doc/killswitch/{page}" in install, url
+
+
+def test_the_readme_walkthrough_config_passes_check():
+    """The config the five-minute walk-through writes is valid as printed (it is copied verbatim)."""
+    from killswitch.config import check_secrets, load_config_text
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"cat > /tmp/guard/guard\.yaml <<'EOF'\n(.*?)\nEOF\n", text, re.S)
+    assert m, "walk-through config block not found"
+    cfg = load_config_text(m.group(1), "/tmp/guard/guard.yaml")
+    assert [v.name for v in cfg.venues] == ["ox-sim"]
+    assert {r.kind for r in cfg.rules} == {"drawdown", "max_open_orders", "manual"}
+    env = {"KILLSWITCH_SIM_OX_KEY": "k", "KILLSWITCH_SIM_OX_SECRET": "s"}
+    assert not [i for i in check_secrets(cfg, env, strict_env=True) if i.severity == "error"]
