@@ -152,3 +152,20 @@ def test_the_readme_walkthrough_config_passes_check():
     assert {r.kind for r in cfg.rules} == {"drawdown", "max_open_orders", "manual"}
     env = {"KILLSWITCH_SIM_OX_KEY": "k", "KILLSWITCH_SIM_OX_SECRET": "s"}
     assert not [i for i in check_secrets(cfg, env, strict_env=True) if i.severity == "error"]
+
+
+def test_every_test_the_docs_name_exists():
+    """A docs table that cites ``test_x`` (or ``file.py::test_x[param]``) cites a real test."""
+    defined = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^(?:async )?def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
+    missing = []
+    for doc in _doc_files():
+        for n, line in _prose_lines(doc):
+            for m in _CODE_SPAN.finditer(line):
+                token = m.group(1).strip()
+                names = re.findall(r"::(test_\w+)", token)
+                if not names and re.fullmatch(r"test_\w+", token):
+                    names = [token]
+                missing += [f"{doc.relative_to(ROOT)}:{n}: {name}" for name in names if name not in defined]
+    assert not missing, "the docs cite tests that do not exist:\n" + "\n".join(missing)
