@@ -70,7 +70,8 @@ async def test_rest_cancel_requires_timestamp_and_response_type():
             r = await _rest_cancel(sim, key, secret, _body(oid, timestamp="yesterday", responseType="FULL"))
             assert r.json()["success"] is False and r.json()["code"] == "20001", r.text
             assert len(sim.open_orders(key)) == 1
-            r = await _rest_cancel(sim, key, secret, _body(oid, timestamp=now, responseType="ACK"))
+            # A fresh timestamp: the default recvWindow is 1000 ms.
+            r = await _rest_cancel(sim, key, secret, _body(oid, timestamp=Clock().wall_ms(), responseType="ACK"))
             assert r.json()["success"] is True and sim.open_orders(key) == []
 
 

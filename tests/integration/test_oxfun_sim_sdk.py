@@ -32,12 +32,14 @@ def _drive(ccxt, rest_url: str, key: str, secret: str) -> dict:
     markets = ex.load_markets()
     symbol = "BTC/USD:OX"
     out = {"swap": markets[symbol]["swap"], "currencies": sorted(ex.currencies)}
-    placed = [ex.create_order(symbol, "limit", "buy", 0.01, 50_000 - i)["id"] for i in range(3)]
+    # recvWindow 5 s instead of the venue's 1 s default: a loaded CI box may stall this thread.
+    window = {"recvWindow": 5000}
+    placed = [ex.create_order(symbol, "limit", "buy", 0.01, 50_000 - i, dict(window))["id"] for i in range(3)]
     out["placed"] = placed
     out["listed"] = sorted(o["id"] for o in ex.fetch_open_orders(symbol))
-    out["cancelled"] = ex.cancel_order(placed[0], symbol)["id"]
+    out["cancelled"] = ex.cancel_order(placed[0], symbol, dict(window))["id"]
     out["after_cancel"] = sorted(o["id"] for o in ex.fetch_open_orders(symbol))
-    ex.cancel_orders([placed[1]], symbol)
+    ex.cancel_orders([placed[1]], symbol, dict(window))
     out["after_cancel_orders"] = sorted(o["id"] for o in ex.fetch_open_orders(symbol))
     ex.cancel_all_orders(symbol)
     out["after_cancel_all"] = ex.fetch_open_orders(symbol)
