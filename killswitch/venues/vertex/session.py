@@ -342,7 +342,7 @@ class VertexSession:
         if signer.address.lower() != self._stream_wallet() and await self._is_linked_signer(gw, signer.address):
             # A linked signer may trade and cancel, but the venue may refuse it here: the
             # cancel path still works, only the order_update stream is lost.
-            self._log.error("venue.stream_auth_refused", signer=signer.address, error=reply.error)
+            self._log.error("venue_stream_auth_refused", signer=signer.address, error=reply.error)
             return False
         raise AuthError(f"venue {self.name}: stream authentication refused: {reply.error}",
                         code="stream_auth", venue=self.name)
@@ -359,7 +359,7 @@ class VertexSession:
             try:
                 orders = await self._fetch_open_orders(gw)
             except VenueRejected as exc:
-                self._log.warning("venue.open_orders_poll_failed", code=exc.code, error=str(exc))
+                self._log.warning("venue_open_orders_poll_failed", code=exc.code, error=str(exc))
                 continue
             products = None if not self.cfg.products else frozenset(str(p) for p in self.cfg.products)
             await send.send(OpenOrdersSnapshot(self.name, orders, products, "poll", self._clock.wall_ms(),
