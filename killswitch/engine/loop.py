@@ -323,7 +323,9 @@ class Engine:
         if t is OrderOpened:
             self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id)
         elif t is OpenOrdersSnapshot and ev.purpose == "poll" and not self.latch.tripped:
-            drifted = self.drift.on_poll(ev.venue, ev.orders, self.state.book(ev.venue).orders, ev.ts_event_ms)
+            streamed = ev.orders if ev.stream_products is None else \
+                [o for o in ev.orders if o.product in ev.stream_products]
+            drifted = self.drift.on_poll(ev.venue, streamed, self.state.book(ev.venue).orders, ev.ts_event_ms)
         elif t is VenueConnected or t is VenueDisconnected:
             self.drift.forget(ev.venue)
         is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False

@@ -31,6 +31,10 @@ class RuleStateError(Exception):
     """The stored rule state cannot be used (the message says why)."""
 
 
+class RuleStateUnreadable(RuleStateError):
+    """The file exists but this process may not read it (permissions, I/O)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rebase:
     """A rule whose stored baseline does not apply to its current config."""
@@ -141,7 +145,7 @@ class RuleStateStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise RuleStateError(f"cannot read {self.path}: {exc}") from None
+            raise RuleStateUnreadable(f"cannot read {self.path}: {exc.strerror or exc}") from None
         return decode(data)
 
     def save(self, rules_state: dict, saved_wall_ms: int, *, durable: bool = False) -> None:
@@ -174,6 +178,8 @@ def describe_rebases(config_rules: Iterable[object], state_dir: Path | str) -> l
     store = RuleStateStore(state_dir)
     try:
         stored = store.load()
+    except RuleStateUnreadable as exc:
+        return [f"{exc}: run check as the daemon's user to see which rules would rebase"]
     except RuleStateError as exc:
         return [f"stored rule state in {store.path} is unusable ({exc}): every baseline restarts"]
     _, rebases = plan_restore(config_rules, stored)

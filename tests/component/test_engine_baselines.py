@@ -163,3 +163,15 @@ async def test_drift_poll_with_orders_the_stream_never_reported_alarms_reconnect
             assert asked == [("ox", "stream drift")]
             assert "stream_drift:ox" in h.engine.alarms and h.engine.counters.stream_drift == 1
             assert h.engine.latch.trips[-1].rule == "drift"
+
+
+async def test_orders_on_products_the_stream_does_not_cover_are_not_stream_drift(tmp_path, autojump_clock):
+    with trio.fail_after(30):
+        asked: list = []
+        async with running(tmp_path, [FakeSession("ox")], [], reconnect=lambda v, why: asked.append(v)) as h:
+            orders = tuple(OrderInfo("ox", "3", f"o{i}") for i in range(5))
+            for _ in range(3):
+                await h.send.send(OpenOrdersSnapshot("ox", orders, None, "poll", stream_products=frozenset({"2"})))
+            await h.until(lambda: h.engine.state.open_count("ox") == 5)  # still reach the book
+            await trio.sleep(0.1)
+            assert h.engine.counters.stream_drift == 0 and not asked
