@@ -13,6 +13,7 @@ thread)``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -63,6 +64,7 @@ DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other t
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
 RULE_STATE_SAVE_MIN_S = 0.1  # baselines are written at most this often (and on every tick when changed)
+RULE_STATE_MAX_SHARE = 0.05  # snapshotting baselines takes at most this share of the engine's time
 
 
 def manual_scope_of(rules: Iterable[Rule]) -> CancelScope:
@@ -173,6 +175,10 @@ class Engine:
         self.drift = DriftTracker()
         self._rule_state_saved: tuple = ()
         self._rule_state_saved_s = float("-inf")
+        self._rule_state_cache: dict = {}  # per-rule exports, reused while a baseline is unchanged
+        self._rule_state_seq = 0
+        self._rule_state_min_s = RULE_STATE_SAVE_MIN_S  # grows when snapshots get expensive
+        self._rule_state_failed: str | None = None  # a background write's outcome: "" ok, else the error
         self.counters = EngineCounters()
         self.observations = Observations()  # histograms for the metrics endpoint
         self.progress: dict[str, VenueProgress] = {}
@@ -748,24 +754,51 @@ class Engine:
     def save_rule_state(self, *, force: bool = False, durable: bool = False) -> None:
         """Write baselines when they changed (at most every RULE_STATE_SAVE_MIN_S unless forced).
 
-        Plain writes land in the page cache (they survive a crash of the process);
-        ``durable`` adds fsync (reset, shutdown). Failure is an alarm, never a crash.
+        The engine only snapshots them (per-rule exports cached while unchanged); encoding
+        and the atomic replace run in a worker thread, landing in the page cache (they
+        survive a crash of the process). ``durable`` (reset, shutdown) writes here, with
+        fsync. A failed write is an alarm, never a crash.
         """
         if self.rule_store is None:
             return
+        outcome, self._rule_state_failed = self._rule_state_failed, None
+        if outcome:
+            self._alarm("rule_state_persist", f"cannot write rule baselines: {outcome}")
+            self._rule_state_saved = ()  # try again
+        elif outcome == "" and self.alarms.pop("rule_state_persist", None) is not None:
+            self.audit.record("alarm_cleared", key="rule_state_persist")
         version = self._rule_state_version()
         now = self.clock.monotonic_s()
-        if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < RULE_STATE_SAVE_MIN_S):
+        if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < self._rule_state_min_s):
             return
-        try:
-            self.rule_store.save(rule_state.collect(self._baseline_rules, self._wall_offset_s()),
-                                 self.clock.wall_ms(), durable=durable)
-        except OSError as exc:
-            self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
-            return
-        if self.alarms.pop("rule_state_persist", None) is not None:
-            self.audit.record("alarm_cleared", key="rule_state_persist")
+        t0 = time.perf_counter()
+        data = rule_state.collect(self._baseline_rules, self._wall_offset_s(), self._rule_state_cache)
+        # Many long rolling windows make a snapshot cost milliseconds: space them out so the
+        # engine spends at most RULE_STATE_MAX_SHARE of its time on them.
+        self._rule_state_min_s = max(RULE_STATE_SAVE_MIN_S, (time.perf_counter() - t0) / RULE_STATE_MAX_SHARE)
+        self._rule_state_seq += 1
+        seq, wall_ms, store = self._rule_state_seq, self.clock.wall_ms(), self.rule_store
         self._rule_state_saved, self._rule_state_saved_s = version, now
+        if durable:
+            try:
+                store.save(data, wall_ms, durable=True, seq=seq)
+            except OSError as exc:
+                self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
+                self._rule_state_saved = ()
+                return
+            if self.alarms.pop("rule_state_persist", None) is not None:
+                self.audit.record("alarm_cleared", key="rule_state_persist")
+            return
+
+        def write() -> None:  # worker thread: it only hands its outcome back
+            try:
+                store.save(data, wall_ms, seq=seq)
+            except OSError as exc:
+                self._rule_state_failed = str(exc)
+            else:
+                self._rule_state_failed = ""
+
+        self.executor.spawn_sync(write)
 
     def _alarm(self, key: str, message: str) -> None:
         if self.alarms.get(key) != message:

@@ -175,3 +175,24 @@ async def test_orders_on_products_the_stream_does_not_cover_are_not_stream_drift
             await h.until(lambda: h.engine.state.open_count("ox") == 5)  # still reach the book
             await trio.sleep(0.1)
             assert h.engine.counters.stream_drift == 0 and not asked
+
+
+async def test_a_failing_baseline_write_alarms_and_clears_once_writes_work_again(tmp_path, autojump_clock):
+    class FlakyStore(RuleStateStore):
+        fail = True
+
+        def _write(self, data, durable):
+            if self.fail:
+                raise OSError("disk full")
+            super()._write(data, durable)
+
+    with trio.fail_after(30):
+        store = FlakyStore(tmp_path / "state")
+        async with running(tmp_path, [FakeSession("ox")], rules_of(), rule_store=store) as h:
+            await equity(h, 1000)
+            await h.until(lambda: "rule_state_persist" in h.engine.alarms)
+            assert not h.engine.latch.tripped  # an alarm, never a crash or a silent loss
+            store.fail = False
+            await equity(h, 1001)
+            await h.until(lambda: "rule_state_persist" not in h.engine.alarms)
+        assert '"peak":"1001"' in (tmp_path / "state" / "rule_state.json").read_text()
