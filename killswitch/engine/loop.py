@@ -63,6 +63,7 @@ FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the fir
 DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
+EQUITY_ALARM_AFTER_S = 5.0  # an account that cannot be valued this long (an asset with no price) alarms
 RULE_STATE_SAVE_MIN_S = 0.1  # baselines are written at most this often (and on every tick when changed)
 RULE_STATE_MAX_SHARE = 0.05  # snapshotting baselines takes at most this share of the engine's time
 
@@ -173,6 +174,7 @@ class Engine:
         self.rule_store = rule_store
         self.reconnect = reconnect  # asks a venue session to drop and re-establish its stream
         self.drift = DriftTracker()
+        self._equity_unavailable: dict[str, tuple[float, tuple[str, ...]]] = {}  # venue -> (since, assets)
         self._rule_state_saved: tuple = ()
         self._rule_state_saved_s = float("-inf")
         self._rule_state_cache: dict = {}  # per-rule exports, reused while a baseline is unchanged
@@ -290,11 +292,13 @@ class Engine:
             self._apply_rules(ev)
             return
         if t is EquityUnavailable:
-            self._alarm(f"equity:{ev.venue}", f"{ev.venue}: equity unknown, no price for {', '.join(ev.missing)} "
-                                              f"(drawdown rules count it as missing)")
-        elif t is EquityObserved and f"equity:{ev.venue}" in self.alarms:
-            del self.alarms[f"equity:{ev.venue}"]
-            self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
+            # Alarmed on a tick once it lasts (a start-up waits a moment for its conversion marks).
+            since = self._equity_unavailable.get(ev.venue)
+            self._equity_unavailable[ev.venue] = (since[0] if since else now, ev.missing)
+        elif t is EquityObserved and ev.venue in self._equity_unavailable:
+            del self._equity_unavailable[ev.venue]
+            if self.alarms.pop(f"equity:{ev.venue}", None) is not None:
+                self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
         if t is DeclareCashFlow:
             self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
             # In the venue's equity currency, so drawdown rules shift the right series.
@@ -639,6 +643,10 @@ class Engine:
 
     def _on_tick(self, now: float) -> None:
         self._check_feeds(now)
+        for venue, (since, missing) in self._equity_unavailable.items():
+            if now - since >= EQUITY_ALARM_AFTER_S:
+                self._alarm(f"equity:{venue}", f"{venue}: equity unknown, no price for {', '.join(missing)} "
+                                               f"(drawdown rules count it as missing)")
         self.save_rule_state()
         for rule in self._tick_rules:
             try:
