@@ -721,6 +721,11 @@ class Engine:
             self._alarm("rule_state", f"stored rule baselines unusable ({exc}): every drawdown peak restarts "
                                       f"from the current equity")
             return
+        if not stored and self._baseline_rules and not self.rule_store.path.exists():
+            # First start, or the file was lost: either way the peaks start from the current
+            # equity. Loud until a baseline has been written.
+            self._alarm("rule_state_missing", f"no stored rule baselines in {self.rule_store.path} (first start, "
+                                              f"or the file was lost): drawdown peaks start from the current equity")
         restore, rebases = rule_state.plan_restore(self.rules, stored)
         offset = self._wall_offset_s()
         for rule, data in restore:
@@ -773,8 +778,10 @@ class Engine:
         if outcome:
             self._alarm("rule_state_persist", f"cannot write rule baselines: {outcome}")
             self._rule_state_saved = ()  # try again
-        elif outcome == "" and self.alarms.pop("rule_state_persist", None) is not None:
-            self.audit.record("alarm_cleared", key="rule_state_persist")
+        elif outcome == "":
+            for key in ("rule_state_persist", "rule_state_missing"):
+                if self.alarms.pop(key, None) is not None:
+                    self.audit.record("alarm_cleared", key=key)
         version = self._rule_state_version()
         now = self.clock.monotonic_s()
         if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < self._rule_state_min_s):
@@ -794,8 +801,9 @@ class Engine:
                 self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
                 self._rule_state_saved = ()
                 return
-            if self.alarms.pop("rule_state_persist", None) is not None:
-                self.audit.record("alarm_cleared", key="rule_state_persist")
+            for key in ("rule_state_persist", "rule_state_missing"):
+                if self.alarms.pop(key, None) is not None:
+                    self.audit.record("alarm_cleared", key=key)
             return
 
         def write() -> None:  # worker thread: it only hands its outcome back

@@ -196,3 +196,14 @@ async def test_a_failing_baseline_write_alarms_and_clears_once_writes_work_again
             await equity(h, 1001)
             await h.until(lambda: "rule_state_persist" not in h.engine.alarms)
         assert '"peak":"1001"' in (tmp_path / "state" / "rule_state.json").read_text()
+
+
+async def test_missing_rule_state_alarms_until_a_baseline_is_written(tmp_path, autojump_clock):
+    with trio.fail_after(30):
+        store = RuleStateStore(tmp_path / "state")
+        async with running(tmp_path, [FakeSession("ox")], rules_of(), rule_store=store) as h:
+            assert "rule_state_missing" in h.engine.alarms
+            await equity(h, 1000)
+            await h.until(lambda: "rule_state_missing" not in h.engine.alarms)
+            recs = await h.audit_records()
+        assert any(r["event"] == "alarm" and r["key"] == "rule_state_missing" for r in recs)
