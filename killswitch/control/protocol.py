@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import orjson
 
 from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetCommand, TripCommand
+from killswitch.schema.suggest import did_you_mean
 
 
 # The status reply's schema (docs/status.md): bumped when a field is renamed, removed or
@@ -112,7 +113,7 @@ def trip_command(req: Mapping[str, Any], *, known_venues: frozenset[str], defaul
     operator = text_field(req, "operator", required=False) or default_operator
     venues = _str_list(req, "venues")
     if venues is not None and not venues <= known_venues:
-        unknown = ", ".join(sorted(venues - known_venues))
+        unknown = ", ".join(f"{v}{did_you_mean(v, known_venues)}" for v in sorted(venues - known_venues))
         raise RequestError(f"unknown venue(s): {unknown}; configured: {', '.join(sorted(known_venues))}")
     products = _str_list(req, "products")
     force = _flag(req, "force")
@@ -138,7 +139,8 @@ def cash_flow_command(req: Mapping[str, Any], *, known_venues: frozenset[str], d
     would neutralise the rule. With the equity unknown there is nothing to bound it by."""
     venue = text_field(req, "venue", required=True)
     if venue not in known_venues:
-        raise RequestError(f"unknown venue {venue!r}; configured: {', '.join(sorted(known_venues))}")
+        raise RequestError(f"unknown venue {venue!r}{did_you_mean(venue, known_venues)}; "
+                           f"configured: {', '.join(sorted(known_venues))}")
     raw = req.get("amount")
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise RequestError("'amount' must be a decimal string such as \"-250.5\" (never a float)")
