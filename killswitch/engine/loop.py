@@ -14,7 +14,7 @@ thread)``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 import structlog
@@ -331,11 +331,13 @@ class Engine:
 
         drifted: tuple[str, ...] = ()
         if t is OrderOpened:
-            self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id)
+            self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id, now)
         elif t is OpenOrdersSnapshot and ev.purpose == "poll" and not self.latch.tripped:
             streamed = ev.orders if ev.stream_products is None else \
                 [o for o in ev.orders if o.product in ev.stream_products]
-            drifted = self.drift.on_poll(ev.venue, streamed, self.state.book(ev.venue).orders, ev.ts_event_ms)
+            book = self.state.book(ev.venue).orders
+            drifted = self.drift.on_poll(ev.venue, streamed, book, ev.ts_event_ms)
+            ev = self._keep_recent_pushes(ev, book, now)
         elif t is VenueConnected or t is VenueDisconnected:
             self.drift.forget(ev.venue)
         is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False
@@ -360,6 +362,14 @@ class Engine:
                 self._after_snapshot(ev, now)
         if drifted:
             self._on_stream_drift(ev.venue, drifted, now)
+
+    def _keep_recent_pushes(self, ev: OpenOrdersSnapshot, book: dict[str, OrderInfo], now: float) -> OpenOrdersSnapshot:
+        """A push can overtake a poll reply computed before its order existed: orders the stream
+        reported within the drift grace stay in the book (their close event or the next poll
+        settles them), so count rules never lose a fresh order to a stale poll."""
+        present = {o.venue_order_id for o in ev.orders}
+        keep = [book[oid] for oid in self.drift.recently_reported(ev.venue, now) if oid in book and oid not in present]
+        return replace(ev, orders=ev.orders + tuple(keep)) if keep else ev
 
     def _on_stream_drift(self, venue: str, order_ids: tuple[str, ...], now: float) -> None:
         """The poll saw orders the stream never pushed: alarm, count, reconnect, let rules judge."""

@@ -8,7 +8,7 @@ from killswitch.config import build_rules, load_config_text
 from killswitch.engine.loop import ApplyRules
 from killswitch.engine.rule_state import RuleStateStore
 from killswitch.model import (
-    EVERYTHING, EquityObserved, OpenOrdersSnapshot, OrderInfo, ResetCommand, TripCommand, VenueAlive,
+    EVERYTHING, EquityObserved, OpenOrdersSnapshot, OrderInfo, OrderOpened, ResetCommand, TripCommand, VenueAlive,
 )
 from tests.unit.test_rules_helpers import VENUES_YAML
 
@@ -207,3 +207,17 @@ async def test_missing_rule_state_alarms_until_a_baseline_is_written(tmp_path, a
             await h.until(lambda: "rule_state_missing" not in h.engine.alarms)
             recs = await h.audit_records()
         assert any(r["event"] == "alarm" and r["key"] == "rule_state_missing" for r in recs)
+
+
+async def test_a_push_that_overtakes_a_stale_poll_keeps_its_order_in_the_book(tmp_path, autojump_clock):
+    with trio.fail_after(30):
+        async with running(tmp_path, [FakeSession("ox")], []) as h:
+            await h.send.send(OrderOpened(OrderInfo("ox", "BTC", "fresh")))
+            await h.until(lambda: h.engine.state.open_count("ox") == 1)
+            await h.send.send(OpenOrdersSnapshot("ox", (), None, "poll"))  # computed before the order existed
+            await trio.sleep(0.1)
+            assert h.engine.state.open_count("ox") == 1
+            await trio.sleep(3)
+            await h.send.send(OpenOrdersSnapshot("ox", (), None, "poll"))  # a later poll: really gone
+            await h.until(lambda: h.engine.state.open_count("ox") == 0)
+            assert h.engine.counters.stream_drift == 0
