@@ -68,6 +68,7 @@ class TripRecord:
     scope: CancelScope
     source: str  # rule | signal | cli | control | startup
     ts_wall_ms: int
+    operator: str = ""  # who tripped by hand (control socket, CLI); empty for a rule
 
 
 @dataclass(slots=True)
@@ -94,8 +95,9 @@ class Latch:
         return scope
 
     def trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
-             scope: CancelScope, source: str, ts_wall_ms: int) -> TripRecord:
-        rec = TripRecord(self.next_trip_id, rule, kind, reason, observed, threshold, scope, source, ts_wall_ms)
+             scope: CancelScope, source: str, ts_wall_ms: int, operator: str = "") -> TripRecord:
+        rec = TripRecord(self.next_trip_id, rule, kind, reason, observed, threshold, scope, source, ts_wall_ms,
+                         operator)
         self.next_trip_id += 1
         self.trips.append(rec)
         self.state = LatchState.TRIPPED
@@ -190,7 +192,7 @@ def latch_to_bytes(latch: Latch) -> bytes:
                 {
                     "trip_id": t.trip_id, "rule": t.rule, "kind": t.kind, "reason": t.reason,
                     "observed": t.observed, "threshold": t.threshold, "scope": scope_to_dict(t.scope),
-                    "source": t.source, "ts_wall_ms": t.ts_wall_ms,
+                    "source": t.source, "ts_wall_ms": t.ts_wall_ms, "operator": t.operator,
                 }
                 for t in latch.trips
             ],
@@ -206,7 +208,17 @@ def _trip_from_dict(t: Any) -> TripRecord:
     return TripRecord(
         _int(t, "trip_id", minimum=1), _str(t, "rule"), _str(t, "kind"), _str(t, "reason"), _str(t, "observed"),
         _str(t, "threshold"), scope_from_dict(t.get("scope")), _str(t, "source"), _int(t, "ts_wall_ms", minimum=0),
+        _optional_str(t, "operator"),  # absent in files written before trips named their operator
     )
+
+
+def _optional_str(d: dict, key: str) -> str:
+    v = d.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise LatchFormatError(f"{key!r} must be a string, not {v!r}")
+    return v
 
 
 def latch_from_bytes(data: bytes) -> Latch:
