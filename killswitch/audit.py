@@ -48,11 +48,11 @@ log = structlog.get_logger("killswitch.audit")
 # durability by milliseconds, and it keeps the worker-thread hand-off off the trip path
 # (profiled: 26% of the main thread during trips when every record woke the flusher).
 GROUP_COMMIT_S = 0.005
+TAIL_CHUNK_BYTES = 1 << 20  # open() reads the file backwards in chunks of this size for the last seq
 AUDIT_QUEUE_MAX = 10_000  # records held in memory while the log cannot be written
 AUDIT_RETRY_S = 0.5  # retry period while the log cannot be written
 ALARM_UNWRITABLE = "audit_unwritable"
 ALARM_REPLACED = "audit_file_replaced"
-TAIL_CHUNK_BYTES = 1 << 20  # open() reads the file backwards in chunks of this size for the last seq
 
 
 def _default(obj: Any) -> Any:
@@ -112,24 +112,31 @@ class AuditLog:
         """Open at start-up. A refused file (symlink, another owner) raises StateFileError;
         a disk fault becomes ``problem`` and is retried by the flusher (the daemon starts)."""
         try:
-            base = last_seq(self.path)
-        except OSError:
-            base = 0  # unreadable: the file's own records say where the sequence restarted
-        try:
             self._open_fd()
+            base = _last_seq_fd(self._fd)
+            self._terminate_torn_line()
         except OSError as exc:
             self._fail("open", exc)
             return
-        try:
-            torn = _ends_without_newline(self.path)
-        except OSError:
-            torn = False
         if base:
             # Records made before open() were numbered from 1: move them after the file's last.
             self._queue = deque(_renumber(line, base) for line in self._queue)
             self._seq += base
-        if torn:  # a torn last line (power loss) must not swallow the next record
-            self._queue.appendleft(b"\n")
+        self._write_backlog_now()
+
+    def _terminate_torn_line(self) -> None:
+        if _ends_without_newline_fd(self._fd):
+            self._write(self._fd, b"\n")  # a torn last line (power loss) must not swallow the next record
+
+    def _write_backlog_now(self) -> None:
+        """Records made before open() are written at once, so they stay ahead of later ones."""
+        if not self._queue or self.problem is not None:
+            return
+        batch = list(self._queue)
+        self._queue.clear()
+        done, offset, err = self._drain_sync(self._fd, batch, self._head_done, fsync=False)
+        self._head_done = 0
+        self._after_drain(batch, done, offset, err, 0)
 
     def ts_utc(self, ms: int) -> str:
         second, milli = divmod(ms, 1000)
@@ -140,7 +147,8 @@ class AuditLog:
 
     def _open_fd(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = open_state_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        # Read-write: open() reads the last seq through this descriptor (never via the path).
+        fd = open_state_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             os.fchmod(fd, 0o600)
         except OSError:
@@ -175,7 +183,12 @@ class AuditLog:
         deleted = why == "deleted"
         try:
             self._open_fd()
+            if old is not None and _file_id(old) != _file_id(self._fd):
+                self._head_done = 0  # a record cut short in the old file is written whole here
+                self._terminate_torn_line()
         except (OSError, StateFileError) as exc:
+            if self._fd is not None and self._fd != old:
+                os.close(self._fd)
             self._fd = old
             self._fail("reopen", exc)
             return False
@@ -281,7 +294,8 @@ class AuditLog:
             self._emit(ALARM_UNWRITABLE, msg)
 
     # ---- flushing ----------------------------------------------------------------------
-    def _drain_sync(self, fd: int, batch: list[bytes], head_done: int) -> tuple[int, int, OSError | None]:
+    def _drain_sync(self, fd: int, batch: list[bytes], head_done: int, *,
+                    fsync: bool = True) -> tuple[int, int, OSError | None]:
         """Worker thread: write ``batch`` in order, then fsync. Returns (records done, bytes of
         the next one done, error)."""
         done, offset = 0, head_done
@@ -294,7 +308,8 @@ class AuditLog:
                         raise OSError(28, "short write (no space left on device?)")
                     view, offset = view[n:], offset + n
                 done, offset = done + 1, 0
-            self._fsync(fd)
+            if fsync:
+                self._fsync(fd)
         except OSError as exc:
             return done, offset, exc
         return done, 0, None
@@ -374,38 +389,33 @@ class AuditLog:
             self._final_write()  # synchronous: runs even while cancelled
 
 
-def read_audit(path: Path) -> list[dict]:
-    """Parse an audit log (for tests, `status` and post-mortems). Raises on a corrupt line."""
-    out = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(orjson.loads(line))
-    return out
-
-
 def last_seq(path: Path) -> int:
     """The ``seq`` of the last parseable record in an audit file (0: none, or no file)."""
     try:
-        fh = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return 0
-    with fh:
-        end = fh.seek(0, os.SEEK_END)
-        tail = b""
-        while end > 0:
-            start = max(0, end - TAIL_CHUNK_BYTES)
-            fh.seek(start)
-            tail = fh.read(end - start) + tail
-            lines = tail.split(b"\n")
-            # The first piece may be a partial line unless the chunk began at the file's start.
-            candidates = lines if start == 0 else lines[1:]
-            for line in reversed(candidates):
-                seq = _seq_of(line)
-                if seq is not None:
-                    return seq
-            tail = lines[0] if start > 0 else b""
-            end = start
+    try:
+        return _last_seq_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_seq_fd(fd: int) -> int:
+    end = os.fstat(fd).st_size
+    tail = b""
+    while end > 0:
+        start = max(0, end - TAIL_CHUNK_BYTES)
+        tail = os.pread(fd, end - start, start) + tail
+        lines = tail.split(b"\n")
+        # The first piece may be a partial line unless the chunk began at the file's start.
+        candidates = lines if start == 0 else lines[1:]
+        for line in reversed(candidates):
+            seq = _seq_of(line)
+            if seq is not None:
+                return seq
+        tail = lines[0] if start > 0 else b""
+        end = start
     return 0
 
 
@@ -420,13 +430,14 @@ def _seq_of(line: bytes) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-def _ends_without_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return False
-        fh.seek(size - 1)
-        return fh.read(1) != b"\n"
+def _ends_without_newline_fd(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def _file_id(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _renumber(line: bytes, base: int) -> bytes:
@@ -434,3 +445,12 @@ def _renumber(line: bytes, base: int) -> bytes:
     rec["seq"] += base
     return orjson.dumps(rec, default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
+
+def read_audit(path: Path) -> list[dict]:
+    """Parse an audit log (for tests, `status` and post-mortems). Raises on a corrupt line."""
+    out = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(orjson.loads(line))
+    return out

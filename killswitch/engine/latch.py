@@ -182,16 +182,6 @@ def _str(d: dict, key: str) -> str:
     return v
 
 
-def _opt_str(d: dict, key: str) -> str:
-    """An optional text field (written by newer versions): absent or null is empty."""
-    v = d.get(key)
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise LatchFormatError(f"{key!r} must be null or a string, not {v!r}")
-    return v
-
-
 def latch_to_bytes(latch: Latch) -> bytes:
     return orjson.dumps(
         {
@@ -218,8 +208,17 @@ def _trip_from_dict(t: Any) -> TripRecord:
     return TripRecord(
         _int(t, "trip_id", minimum=1), _str(t, "rule"), _str(t, "kind"), _str(t, "reason"), _str(t, "observed"),
         _str(t, "threshold"), scope_from_dict(t.get("scope")), _str(t, "source"), _int(t, "ts_wall_ms", minimum=0),
-        _opt_str(t, "operator"),
+        _optional_str(t, "operator"),  # absent in files written before trips named their operator
     )
+
+
+def _optional_str(d: dict, key: str) -> str:
+    v = d.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise LatchFormatError(f"{key!r} must be a string, not {v!r}")
+    return v
 
 
 def latch_from_bytes(data: bytes) -> Latch:

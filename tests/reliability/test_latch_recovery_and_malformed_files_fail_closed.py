@@ -88,7 +88,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(intent=json_values | st.binary(max_size=64), latch=json_values | st.binary(max_size=64) | st.none())
 def test_fuzzed_state_file_content_never_crashes_and_never_loads_armed_by_accident(tmp_path_factory, intent, latch):
     d = tmp_path_factory.mktemp("fuzz")
