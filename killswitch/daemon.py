@@ -168,14 +168,16 @@ class Daemon:
         return out
 
     def _build(self) -> None:
-        sessions = self._build_sessions()
-        self.venues = {name: VenueRuntime(s) for name, s in sessions.items()}
+        # The latch before the sessions: a SIGUSR1 already received is on disk even if a
+        # secret then fails to resolve.
         latch = self.store.load()
         try:
             self.store.open_intent()  # the trip path then only pwrite()s
         except OSError as exc:
             raise StartupError(f"cannot open the latch in {self.store.state_dir}: {exc}", EXIT_CONFIG) from None
         self._latch_startup_trips(latch)
+        sessions = self._build_sessions()
+        self.venues = {name: VenueRuntime(s) for name, s in sessions.items()}
         rules = build_rules(self.config)
         d = self.config.daemon
         self.executor = Executor(sessions=sessions, send=self.send, audit=self.audit, clock=self.clock,
@@ -223,6 +225,7 @@ class Daemon:
             self._build()
         except StartupError as exc:
             log.error("startup_failed", error=str(exc))
+            self.store.close()
             return exc.exit_code
         assert self.engine is not None and self.executor is not None
         try:
