@@ -35,7 +35,7 @@ from killswitch.model import EVERYTHING, HeartbeatReceived, Tick, TripCommand, V
 from killswitch.secrets import SecretError
 from killswitch.signals import StartupSignals
 from killswitch.venues.base import AuthError, VenueSession
-from killswitch.venues.registry import make_session, resolve_credentials
+from killswitch.venues.registry import check_credentials, make_session, resolve_credentials
 
 log = structlog.get_logger("killswitch.daemon")
 
@@ -471,6 +471,12 @@ class Daemon:
         The messages name references and files, never values; the values are dropped."""
         new = load_config(path, max_bytes=self.config_max_bytes)
         issues = [str(i) for i in check_secrets(new, self.environ, strict_env=True) if i.severity == "error"]
+        if not issues:
+            for vcfg in new.venues:  # resolvable, but usable? (a malformed key)
+                try:
+                    check_credentials(vcfg, resolve_credentials(vcfg, self.environ))
+                except SecretError as exc:
+                    issues.append(f"venue {vcfg.name}: {exc}")
         return new, issues
 
     async def _reload(self) -> bool:

@@ -20,6 +20,19 @@ def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = No
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
 
 
+def check_credentials(cfg: VenueConfig, credentials: Mapping[str, Secret]) -> None:
+    """Raise :class:`SecretError` (naming the reference, never the value) if a resolved secret
+    cannot be used by the venue: at start-up (exit 2, not a traceback) and before a reload is
+    accepted (not at the next restart)."""
+    if isinstance(cfg, VertexConfig):
+        from killswitch.venues.vertex.signing import FastSigner
+
+        try:
+            FastSigner(credentials["private_key"])
+        except ValueError as exc:  # the signer's own words ("private key is not hex"), never the value
+            raise SecretError(f"secret {cfg.private_key.describe()}: {exc}") from None
+
+
 def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock,
                  shared: dict | None = None) -> VenueSession:
     """``shared``: one dict per daemon for state its sessions share (OX.FUN's per-IP REST budget).
@@ -35,11 +48,7 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
                             rest_limiter=limiter)
     if isinstance(cfg, VertexConfig):
         from killswitch.venues.vertex.session import VertexSession
-        from killswitch.venues.vertex.signing import FastSigner
 
-        try:
-            FastSigner(credentials["private_key"])  # a malformed key: a start-up error, not a traceback
-        except ValueError as exc:  # the signer's own words ("private key is not hex"), never the value
-            raise SecretError(f"secret {cfg.private_key.describe()}: {exc}") from None
+        check_credentials(cfg, credentials)
         return VertexSession(cfg, private_key=credentials["private_key"], clock=clock)
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
