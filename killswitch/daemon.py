@@ -195,7 +195,8 @@ class Daemon:
     # ------------------------------------------------------------------ run
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
         own_handlers = self.signals is not None and not self.signals.installed
-        if own_handlers:
+        if own_handlers:  # inside an event loop already: a stop is always the graceful one
+            self.signals.exit_on_stop = False
             self.signals.install()
         try:
             self._claim_instance()
