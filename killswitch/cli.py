@@ -137,16 +137,12 @@ def cmd_check(args) -> int:
 def cmd_run(args, signals=None) -> int:
     """``signals``: the handlers ``killswitch.launch`` installed first thing; installed here
     when called another way."""
-    from killswitch.signals import StartupSignals, StopBeforeStart
+    from killswitch.signals import StartupSignals
 
     if signals is None:
         signals = StartupSignals()
         signals.install()
-    try:
-        return _run(args, signals)
-    except StopBeforeStart as stop:
-        print(stop.describe(), file=sys.stderr)
-        return 0
+    return _run(args, signals)
 
 
 def _run(args, signals) -> int:

@@ -38,7 +38,7 @@ from killswitch.signals import StartupSignals
 from killswitch.state_guard import StateGuard
 from killswitch.statefile import StateFileError
 from killswitch.venues.base import AuthError, VenueSession
-from killswitch.venues.registry import make_session, resolve_credentials
+from killswitch.venues.registry import check_credentials, make_session, resolve_credentials
 
 log = structlog.get_logger("killswitch.daemon")
 
@@ -174,8 +174,8 @@ class Daemon:
         return out
 
     def _build(self) -> None:
-        sessions = self._build_sessions()
-        self.venues = {name: VenueRuntime(s) for name, s in sessions.items()}
+        # The latch before the sessions: a SIGUSR1 already received is on disk even if a
+        # secret then fails to resolve.
         try:
             latch = self.store.load()
         except StateFileError as exc:
@@ -192,6 +192,8 @@ class Daemon:
             intent_error = exc
             log.error("latch_intent_unavailable", path=str(self.store.intent_path), error=str(exc))
         self._latch_startup_trips(latch)
+        sessions = self._build_sessions()
+        self.venues = {name: VenueRuntime(s) for name, s in sessions.items()}
         rules = build_rules(self.config)
         d = self.config.daemon
         self.executor = Executor(sessions=sessions, send=self.send, audit=self.audit, clock=self.clock,
@@ -215,7 +217,8 @@ class Daemon:
     # ------------------------------------------------------------------ run
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> int:
         own_handlers = self.signals is not None and not self.signals.installed
-        if own_handlers:
+        if own_handlers:  # inside an event loop already: a stop is always the graceful one
+            self.signals.exit_on_stop = False
             self.signals.install()
         try:
             self._claim_instance()
@@ -248,6 +251,7 @@ class Daemon:
             self._build()
         except StartupError as exc:
             log.error("startup_failed", error=str(exc))
+            self.store.close()
             return exc.exit_code
         assert self.engine is not None and self.executor is not None
         try:
@@ -509,6 +513,12 @@ class Daemon:
         The messages name references and files, never values; the values are dropped."""
         new = load_config(path, max_bytes=self.config_max_bytes)
         issues = [str(i) for i in check_secrets(new, self.environ, strict_env=True) if i.severity == "error"]
+        if not issues:
+            for vcfg in new.venues:  # resolvable, but usable? (a malformed key)
+                try:
+                    check_credentials(vcfg, resolve_credentials(vcfg, self.environ))
+                except SecretError as exc:
+                    issues.append(f"venue {vcfg.name}: {exc}")
         return new, issues
 
     async def _reload(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from killswitch.signals import StartupSignals, StopBeforeStart
+from killswitch.signals import StartupSignals
 
 
 def main() -> None:
@@ -16,10 +16,6 @@ def main() -> None:
     if sys.argv[1:2] == ["run"]:  # argv as given: parsing it would come after the handlers
         signals = StartupSignals()
         signals.install()
-    try:
-        from killswitch.cli import entry
+    from killswitch.cli import entry
 
-        entry(signals)
-    except StopBeforeStart as stop:
-        print(stop.describe(), file=sys.stderr)
-        sys.exit(0)
+    entry(signals)

@@ -12,11 +12,12 @@ handlers before anything else (before argparse, trio, the config), and keeps the
   straight to the loop with ``run_sync_soon`` (one wake-up of the loop, no receiver task in
   between, no coalescing of repeated signals).
 
-Only ``signal`` is imported here: this module is loaded before everything else.
+Only ``os`` and ``signal`` are imported here: this module is loaded before everything else.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 
 # Annotations only (``from __future__ import annotations``): importing typing costs ~4 ms here.
@@ -26,18 +27,14 @@ HANDLED = (signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class StopBeforeStart(BaseException):
-    """SIGTERM/SIGINT in the synchronous start-up phase: nothing is connected, exit now.
-
-    A BaseException so no ``except Exception`` on the way swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-    def describe(self) -> str:
-        return (f"killswitch: {signal.Signals(self.signum).name} during start-up, before any venue was "
-                "connected: exiting")
+def _exit_before_start(signum: int) -> None:
+    """SIGTERM/SIGINT in the synchronous start-up phase: nothing is connected or written yet
+    (the state dir is first touched inside the event loop), so leave at once. ``os._exit``
+    rather than an exception raised into whatever is running (an import, the YAML parser),
+    which a ``finally`` or a ``__del__`` could swallow or delay."""
+    name = signal.Signals(signum).name
+    os.write(2, f"killswitch: {name} during start-up, before any venue was connected: exiting\n".encode())
+    os._exit(0)
 
 
 class StartupSignals:
@@ -77,7 +74,7 @@ class StartupSignals:
             self.stop_signal = signum
             # A recorded trip must reach the latch first, so then the stop waits for that.
             if self.exit_on_stop and not self.trips:
-                raise StopBeforeStart(signum)
+                _exit_before_start(signum)
 
     def take_trips(self) -> int:
         n, self.trips = self.trips, 0

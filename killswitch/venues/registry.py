@@ -23,6 +23,22 @@ def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = No
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
 
 
+def check_credentials(cfg: VenueConfig, credentials: Mapping[str, Secret]) -> None:
+    """Raise :class:`SecretError` (naming the reference, never the value) if a resolved secret
+    cannot be used by the venue: at start-up (exit 2, not a traceback) and before a reload is
+    accepted (not at the next restart)."""
+    if isinstance(cfg, VertexConfig):
+        from killswitch.venues.vertex.signing import FastSigner
+
+        for key in ("private_key", "owner_private_key"):
+            if key not in credentials:
+                continue
+            try:
+                FastSigner(credentials[key])
+            except ValueError as exc:  # the signer's own words ("private key is not hex"), never the value
+                raise SecretError(f"secret {getattr(cfg, key).describe()}: {exc}") from None
+
+
 def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock,
                  shared: dict | None = None) -> VenueSession:
     """``shared``: one dict per daemon for state its sessions share (OX.FUN's per-IP REST budget).
@@ -38,12 +54,8 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
                             rest_limiter=limiter)
     if isinstance(cfg, VertexConfig):
         from killswitch.venues.vertex.session import VertexSession
-        from killswitch.venues.vertex.signing import FastSigner
 
-        try:
-            FastSigner(credentials["private_key"])  # a malformed key: a start-up error, not a traceback
-        except ValueError as exc:  # the signer's own words ("private key is not hex"), never the value
-            raise SecretError(f"secret {cfg.private_key.describe()}: {exc}") from None
+        check_credentials(cfg, credentials)
         return VertexSession(cfg, private_key=credentials["private_key"], clock=clock,
                              owner_key=credentials.get("owner_private_key"))
     raise ValueError(f"unknown venue config {type(cfg).__name__}")

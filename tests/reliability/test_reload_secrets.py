@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import trio
 
-from .harness import audit_records, daemon_yaml, running_daemon, start_ox
+from .harness import audit_records, daemon_yaml, running_daemon, start_nado, start_ox
 
 NEW_RULE = "  - {name: extra-limit, kind: max_open_orders, max: 500}\n"
 
@@ -54,4 +54,20 @@ async def test_reload_with_a_group_readable_secret_file_is_refused(tmp_path):
                 assert not await d.reload()
                 assert any(str(secret) in e and "chmod 600" in e for e in d.reload_errors), d.reload_errors
                 assert ox.secret not in str(d.reload_errors)
+            nursery.cancel_scope.cancel()
+
+
+async def test_reload_with_a_malformed_nado_key_file_is_refused(tmp_path):
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nado = await start_nado(nursery)
+            key_file = tmp_path / "nado.key"
+            key_file.write_text(nado.account["private_key"] + "\n")
+            key_file.chmod(0o600)
+            text = daemon_yaml(tmp_path, nado.venue_yaml()).replace("{env: RL_NADO_KEY}", f"{{file: {key_file}}}")
+            async with running_daemon(tmp_path, text, {}) as d:
+                key_file.write_text("0x" + "zz" * 32 + "\n")  # a bad edit of the key file
+                assert not await d.reload()
+                assert any(f"{{file: {key_file}}}" in e and "not hex" in e for e in d.reload_errors), d.reload_errors
+                assert "zz" * 8 not in str(d.reload_errors)
             nursery.cancel_scope.cancel()

@@ -61,6 +61,27 @@ async def test_sigusr1_at_every_50ms_of_startup_is_a_latched_trip_and_the_book_e
             nursery.cancel_scope.cancel()
 
 
+async def test_sigusr1_before_a_startup_error_still_leaves_the_latch_tripped(tmp_path):
+    """The trip is on disk as soon as the state dir is known: a start-up that then fails (a
+    secret not set: exit 2) restarts TRIPPED once the secret is fixed."""
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            ox = await start_ox(nursery)
+            env = {k: v for k, v in ox.env().items() if not k.endswith("_SECRET")}
+            run = Run(tmp_path, "err", lambda d: daemon_yaml(d, ox.venue_yaml()), env)
+            run.proc.start()
+            try:
+                await wait_handlers_installed(run.proc)
+                assert not (run.dir / "state").exists()
+                run.proc.signal(signal.SIGUSR1)
+                assert await run.proc.wait_exit(20) == 2, run.log()
+                assert "RL_OX_SECRET" in run.log()
+                assert run.latch_tripped()
+            finally:
+                run.proc.kill()
+            nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("offset_ms", [0, 5, 20])
 async def test_sighup_during_startup_is_deferred_until_up_then_reloads(tmp_path, offset_ms):
     with trio.fail_after(40):
