@@ -53,6 +53,10 @@ class StartupSignals:
         for signum in HANDLED:
             self._previous[signum] = signal.signal(signum, self._on_signal)
         self.installed = True
+        # The systemd units start the daemon with these signals blocked (``env
+        # --block-signal``): one that came during the interpreter's own start-up, before any
+        # handler could exist, waits pending and is delivered to the handler right here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
     def uninstall(self) -> None:
         """Put back what was there (an in-process daemon in a longer-lived program)."""

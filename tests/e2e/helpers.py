@@ -122,11 +122,11 @@ class DaemonProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "DaemonProcess":
+    def start(self, *, preexec_fn=None) -> "DaemonProcess":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "killswitch", "run", "-c", str(self.config)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec_fn,
         )
         return self
 

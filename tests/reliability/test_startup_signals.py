@@ -157,3 +157,40 @@ async def test_sigterm_while_a_venue_is_down_exits_within_2s_and_cancels_on_the_
             finally:
                 run.proc.kill()
             nursery.cancel_scope.cancel()
+
+
+def _block_startup_signals() -> None:  # preexec: what the units' `env --block-signal` does
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
+
+
+async def test_sigusr1_right_at_exec_with_signals_blocked_as_the_unit_starts_it_is_a_latched_trip(tmp_path):
+    """The interpreter's own start-up (before any Python handler) is covered by starting the
+    daemon with the signals blocked, as the systemd units do: a SIGUSR1 sent the moment the
+    process exists waits pending, and the handler gets it once installed."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            ox = await start_ox(nursery)
+            await ox.place(3)
+            run = Run(tmp_path, "at-exec", lambda d: daemon_yaml(d, ox.venue_yaml(), startup_timeout="5s"), ox.env())
+            run.proc.start(preexec_fn=_block_startup_signals)
+            try:
+                run.proc.signal(signal.SIGUSR1)  # before the interpreter has run a line of ours
+                with trio.fail_after(30):
+                    await wait_for(lambda: run.proc.proc.poll() is not None or (
+                        not ox.open_orders() and run.latch_tripped() and "flat" in run.events()), step_s=0.02)
+                assert run.proc.proc.poll() is None, f"SIGUSR1 at exec killed it:\n{run.log()}"
+                assert run.latch_tripped() and not ox.open_orders()
+                run.proc.signal(signal.SIGTERM)
+                assert await run.proc.wait_exit(10) == 0, run.log()
+            finally:
+                run.proc.kill()
+            nursery.cancel_scope.cancel()
+
+
+def test_units_start_the_daemon_with_its_signals_blocked():
+    from tests.e2e.helpers import REPO
+
+    for unit in ("killswitch.service", "killswitch@.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+        assert "env --block-signal=SIGUSR1,SIGHUP,SIGTERM,SIGINT" in line, line
