@@ -143,7 +143,7 @@ class Daemon:
             except SecretError as exc:
                 raise StartupError(f"venue {vcfg.name}: {exc}", EXIT_CONFIG) from None
             self.redactor.add(s.reveal() for s in creds.values())
-            out[vcfg.name] = make_session(vcfg, creds, self.clock, shared)
+            out[vcfg.name] = make_session(vcfg, creds, self.clock, shared, state_dir=self.config.daemon.state_dir)
         return out
 
     def _build(self) -> None:
@@ -165,6 +165,7 @@ class Daemon:
             latch=latch, store=self.store, audit=self.audit, executor=self.executor, clock=self.clock,
             budget=lambda venue, now: sessions[venue].budget_available(now) if venue in sessions else None,
             repoll_interval_s=d.repoll_interval_s, dry_run=d.dry_run, manual_scope=manual_scope_of(rules),
+            feed_alarm_after_s={v.name: v.disconnect_alarm_after_s for v in self.config.venues},
         )
         self.executor.on_first_cancel = self.engine.note_first_cancel
 

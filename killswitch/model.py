@@ -253,6 +253,21 @@ class VenueAlive:
 
 
 @dataclass(frozen=True, slots=True)
+class VenueCondition:
+    """A venue-side condition the session observed (``active``) or saw end (not ``active``).
+
+    ``condition``: ``clock_skew`` | ``venue_maintenance`` | ``venue_query_only`` |
+    ``rate_limited``. The engine keeps one alarm per (condition, venue) while it lasts.
+    """
+
+    venue: str
+    condition: str
+    active: bool
+    message: str = ""
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class VenueAuthFailed:
     """Credentials rejected: the kill switch cannot act on this venue. Always loud."""
 
@@ -294,7 +309,12 @@ class CancelAttempted:
 
 @dataclass(frozen=True, slots=True)
 class CancelCompleted:
-    """The outcome of one attempt. ``outcome`` is ok | rejected | unknown | rate_limited | auth."""
+    """The outcome of one attempt. ``outcome`` is ok | rejected | unknown | rate_limited | auth.
+
+    ``retry_after_s``: when the venue (or the session's own budget) says a retry can succeed.
+    ``venue_state``: ``maintenance`` | ``query_only`` when the venue refused for its own state
+    (outcome ``unknown``: not confirmed, and not a failure of the cancel itself).
+    """
 
     venue: str
     trip_id: int
@@ -307,6 +327,8 @@ class CancelCompleted:
     gone_ids: tuple[str, ...] = ()  # "not found": probably gone, to confirm by snapshot
     latency_s: float = 0.0
     ts_recv_s: float = 0.0
+    retry_after_s: float | None = None
+    venue_state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

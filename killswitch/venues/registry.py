@@ -21,8 +21,9 @@ def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = No
 
 
 def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock,
-                 shared: dict | None = None) -> VenueSession:
-    """``shared``: one dict per daemon for state its sessions share (OX.FUN's per-IP REST budget)."""
+                 shared: dict | None = None, state_dir: str | None = None) -> VenueSession:
+    """``shared``: one dict per daemon for state its sessions share (OX.FUN's per-IP REST budget).
+    ``state_dir``: where a session may keep small files across restarts (Nado's recent spend)."""
     if isinstance(cfg, OxfunConfig):
         from killswitch.venues.oxfun.session import OxfunSession, RestLimiter
 
@@ -34,5 +35,5 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
     if isinstance(cfg, VertexConfig):
         from killswitch.venues.vertex.session import VertexSession
 
-        return VertexSession(cfg, private_key=credentials["private_key"], clock=clock)
+        return VertexSession(cfg, private_key=credentials["private_key"], clock=clock, state_dir=state_dir)
     raise ValueError(f"unknown venue config {type(cfg).__name__}")

@@ -39,6 +39,12 @@ class Faults:
     maintenance_code: int = 1004
     maintenance_count: int = 0
     ignore_pings: bool = False
+    # Doc "2026 changes" item 6: GET /ip answers 403 {"blocked":true,"reason":"ip_query_only"};
+    # queries still work, every execute is refused (REST: that 403; WS: a failure naming it).
+    query_only: bool = False
+    # The sim's clock runs this far ahead of its injected Clock (ms): a venue whose clock
+    # disagrees with the host's (GET /time, recv_time and expiration windows all follow it).
+    clock_offset_ms: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -127,7 +133,7 @@ class VertexSim:
             task_status.started(self)
 
     def _now(self) -> tuple[int, float]:
-        return self.clock.wall_ms(), self.clock.monotonic_s()
+        return self.clock.wall_ms() + self.faults.clock_offset_ms, self.clock.monotonic_s()
 
     def _decide(self, req) -> tuple[bool, list, int, bytes]:
         path = req.target.split("?")[0]
@@ -224,7 +230,10 @@ class VertexSim:
         if f.drop_response_count > 0:
             f.drop_response_count -= 1
             drop = True
-        if f.maintenance_count > 0:
+        if f.query_only:
+            resp = {"status": "failure", "error": "ip_query_only: this IP may only query",
+                    "request_type": f"execute_{name}"}
+        elif f.maintenance_count > 0:
             f.maintenance_count -= 1
             resp = {"status": "failure", "error": "maintenance", "error_code": f.maintenance_code,
                     "request_type": f"execute_{name}"}
@@ -310,6 +319,8 @@ class VertexSim:
         if method == "ping":
             return {"result": {"method": "pong", "server_time": str(now_ms), "client_time": msg.get("client_time")},
                     "id": rid}
+        if method == "time":
+            return {"result": {"method": "time", "server_time": str(now_ms)}, "id": rid}
         return {"result": None, "error": f"unknown method {method!r}", "id": rid}
 
     def _publish(self, pushes: list[Push]) -> None:
@@ -470,6 +481,8 @@ class VertexSim:
     def _setup_routes(self) -> None:
         r = self.http.route
         r("POST", "/v1/execute", self._rest_execute)
+        r("GET", "/v1/time", self._rest_time)
+        r("GET", "/v1/ip", self._rest_ip)
         r("POST", "/v1/query", self._rest_query)
         r("GET", "/v1/query", self._rest_query)
         r("POST", "/trigger/execute", self._trigger_execute)
@@ -485,7 +498,18 @@ class VertexSim:
         r("POST", "/admin/fill", self._admin_fill)
         r("GET", "/admin/state", self._admin_state)
 
+    async def _rest_time(self, req: Request) -> Response:
+        now_ms, _ = self._now()
+        return Response.json(now_ms)  # a bare JSON number: the server epoch in ms
+
+    async def _rest_ip(self, req: Request) -> Response:
+        if self.faults.query_only:
+            return Response.json({"blocked": True, "reason": "ip_query_only"}, 403)
+        return Response.json({"blocked": False})
+
     async def _rest_execute(self, req: Request) -> Response:
+        if self.faults.query_only:
+            return Response.json({"blocked": True, "reason": "ip_query_only"}, 403)
         try:
             body = req.json()
         except orjson.JSONDecodeError:
