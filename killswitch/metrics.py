@@ -54,6 +54,19 @@ class DaemonCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_active_trips", "Trips latched since the last reset",
                                 value=len(engine.latch.trips))
         yield GaugeMetricFamily(f"{PREFIX}_alarms", "Active alarms", value=len(engine.alarms))
+        # One series per active alarm (one alarm per condition): how often it was raised and
+        # when it was first and last seen (wall clock, seconds).
+        count = GaugeMetricFamily(f"{PREFIX}_alarm_count", "Occurrences of an active alarm", labels=["key"])
+        first = GaugeMetricFamily(f"{PREFIX}_alarm_first_seen_seconds", "Wall time an active alarm started",
+                                  labels=["key"])
+        last = GaugeMetricFamily(f"{PREFIX}_alarm_last_seen_seconds", "Wall time an active alarm was last raised",
+                                 labels=["key"])
+        details = engine.alarms.details(now) if hasattr(engine.alarms, "details") else {}
+        for key, a in details.items():
+            count.add_metric([key], a["count"])
+            first.add_metric([key], a["first_seen_wall_ms"] / 1000.0)
+            last.add_metric([key], a["last_seen_wall_ms"] / 1000.0)
+        yield from (count, first, last)
         yield GaugeMetricFamily(f"{PREFIX}_reload_failed", "1 when the last reload failed (old config runs)",
                                 value=1 if d.reload_errors else 0)
         yield GaugeMetricFamily(f"{PREFIX}_dry_run", "1 in dry-run mode", value=1 if engine.dry_run else 0)

@@ -549,6 +549,12 @@ class Engine:
         if prog.verify_failures >= VERIFY_ALARM_AFTER:
             self._alarm(f"unverified:{ev.venue}",
                         f"{ev.venue}: cannot confirm open orders ({prog.verify_failures} failures: {ev.error})")
+        elif prog.flat and prog.job_id is None:
+            # The venue's own snapshot already showed it flat and the feed sweeps anything new:
+            # one failed poll is a reason to poll again, not to spend the wallet's budget on a
+            # blind all-products cancel (which drew a rate-limit refusal after a restart).
+            # Repeated failures still end in the cancel round below (fail closed).
+            return
         self._schedule_retry(ev.venue, prog, now, ev.error)
 
     def _schedule_retry(self, venue: str, prog: VenueProgress, now: float, why: str) -> None:

@@ -45,6 +45,9 @@ class Faults:
     # The sim's clock runs this far ahead of its injected Clock (ms): a venue whose clock
     # disagrees with the host's (GET /time, recv_time and expiration windows all follow it).
     clock_offset_ms: int = 0
+    # Next N trigger-service queries (list_trigger_orders) fail with this code: a flaky read.
+    trigger_query_fail_code: int = 5000
+    trigger_query_fail_count: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -536,6 +539,11 @@ class VertexSim:
 
     async def _trigger_query(self, req: Request) -> Response:
         now_ms, _ = self._now()
+        f = self.faults
+        if f.trigger_query_fail_count > 0:
+            f.trigger_query_fail_count -= 1
+            return Response.json({"status": "failure", "error": "injected query failure",
+                                  "error_code": f.trigger_query_fail_code, "request_type": "query_list_trigger_orders"})
         return Response.json(self.core.trigger_query(req.json(), now_ms=now_ms))
 
     async def _admin(self, fn) -> Response:
