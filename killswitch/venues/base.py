@@ -284,7 +284,7 @@ class OxfunConfig:
     # Venue clock: measured from the login/subscribe replies' timestamps, re-measured every
     # clock_sync_interval_s; a skew above clock_skew_alarm_s raises the clock_skew alarm.
     clock_sync_interval_s: float = 60.0
-    clock_skew_alarm_s: float = 5.0
+    clock_skew_alarm_s: float = 10.0
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
 
 
@@ -317,7 +317,7 @@ class VertexConfig:
     # Venue clock from GET /time (and the subscription socket's time reply), re-measured
     # every clock_sync_interval_s and on any 2011/2012; alarm above clock_skew_alarm_s.
     clock_sync_interval_s: float = 60.0
-    clock_skew_alarm_s: float = 5.0
+    clock_skew_alarm_s: float = 10.0
     # Weight budget of the wallet (600/min, 100/10 s). reserve: kept for cancels.
     budget_reserve: int = 50
     backoff: BackoffConfig = field(default_factory=BackoffConfig)

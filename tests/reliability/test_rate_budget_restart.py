@@ -129,3 +129,30 @@ async def test_nado_rate_limit_refusal_blocks_the_budget_for_the_venue_window(tm
     held = [r for r in recs if r["event"] == "cancel_result" and r.get("code") == "held"]
     assert len(refusals) <= 2 and len(held) <= 3, (refusals, len(held))
     assert "rate_limited:" + NADO_VENUE not in status["alarms"]  # cleared once flat
+
+
+async def test_restarted_nado_session_counts_the_weight_spent_before_the_crash(tmp_path):
+    from killswitch.clock import Clock
+    from killswitch.secrets import Secret
+    from killswitch.venues.vertex.session import VertexSession
+    from tests.integration.vertex_fixtures import EventLog, SentLog, make_config, sim_and_session
+
+    with trio.fail_after(15):
+        async with sim_and_session(start_session=False) as (sim, acct, _, _log):
+            async def session_run(nursery) -> VertexSession:
+                s = VertexSession(make_config(sim), private_key=Secret(acct["private_key"]), clock=Clock(),
+                                  state_dir=tmp_path)
+                send, recv = trio.open_memory_channel(1000)
+                nursery.start_soon(EventLog().drain, recv)
+                await nursery.start(s.run, send)
+                return s
+
+            async with trio.open_nursery() as n:
+                first = await session_run(n)
+                res = await first.cancel_all_orders(include_triggers=False, trip_id=1, on_sent=SentLog())
+                assert [r.outcome for r in res] == ["ok"]
+                n.cancel_scope.cancel()  # the process dies: nothing but the spend file is left
+            async with trio.open_nursery() as n:
+                second = await session_run(n)
+                assert second.budget_available(trio.current_time()) <= 100 - 50
+                n.cancel_scope.cancel()
