@@ -294,6 +294,7 @@ class Engine:
                 self._alarm(key, ev.message)
             else:
                 self._clear_alarm(key)
+            return  # about the venue, not from its feed: no book or rule sees it
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
             self.audit.record("venue_connected", venue=ev.venue)

@@ -28,21 +28,24 @@ class OffsetSample:
 class VenueClock:
     """Offset estimate from (send, receive, server time) samples; bounded history."""
 
-    __slots__ = ("_samples", "_max_age_ms")
+    __slots__ = ("_samples", "_max_age_ms", "_best")
 
     def __init__(self, *, max_samples: int = 16, max_age_s: float = 600.0) -> None:
         self._samples: deque[OffsetSample] = deque(maxlen=max_samples)
         self._max_age_ms = max_age_s * 1000.0
+        self._best: OffsetSample | None = None  # chosen when a sample arrives: venue_ms is O(1)
 
     def add(self, *, mono_send_ms: float, mono_recv_ms: float, server_ms: float) -> OffsetSample:
         rtt = max(0.0, mono_recv_ms - mono_send_ms)
         s = OffsetSample(server_ms - (mono_send_ms + mono_recv_ms) / 2.0, rtt, mono_recv_ms)
         self._samples.append(s)
+        self._best = self.best(mono_recv_ms)
         return s
 
     def reset(self) -> None:
         """Forget every sample (the venue refused a timestamp: re-measure from scratch)."""
         self._samples.clear()
+        self._best = None
 
     def best(self, mono_now_ms: float) -> OffsetSample | None:
         horizon = mono_now_ms - self._max_age_ms
@@ -56,10 +59,9 @@ class VenueClock:
         return bool(self._samples)
 
     def venue_ms(self, *, mono_now_ms: float, wall_now_ms: int) -> int:
-        best = self.best(mono_now_ms)
-        if best is None:
-            # Older than max_age: still better than the host clock, which may have stepped.
-            best = self._samples[-1] if self._samples else None
+        # The best sample as of the last measurement (older than max_age only if no newer
+        # one arrived: still better than the host clock, which may have stepped).
+        best = self._best
         if best is None:
             return wall_now_ms
         return int(mono_now_ms + best.offset_ms)

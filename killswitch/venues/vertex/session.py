@@ -703,13 +703,13 @@ class VertexSession:
 
             def written(nonce=nonce, digest=digest, attempt=attempt, transport=transport, request_id=request_id):
                 # Built once the request is on the wire: nothing but the send before it.
-                self._persist_spend(weight)
                 on_sent(CancelAttempted(
                     self.name, trip_id, verb, request_id, n_orders, products,
                     detail={"nonce": request_id, "recv_time_ms": nonce.recv_time_ms,
                             "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
                     ts_sent_s=self._clock.monotonic_s(),
                 ))
+                self._persist_spend(weight)
 
             t0 = self._clock.monotonic_s()
             if weight:
