@@ -503,7 +503,8 @@ class Engine:
         self.audit.record("cancel_result", venue=ev.venue, trip_id=ev.trip_id, verb=ev.verb,
                           request_id=ev.request_id, outcome=ev.outcome, code=ev.code, message=ev.message,
                           n_cancelled=len(ev.cancelled_ids), n_gone=len(ev.gone_ids),
-                          latency_ms=round(ev.latency_s * 1000, 3))
+                          latency_ms=round(ev.latency_s * 1000, 3), **({"venue_state": ev.venue_state}
+                                                                        if ev.venue_state else {}))
 
     @staticmethod
     def _hold(prog: VenueProgress | None, now: float, for_s: float, *, counts: bool) -> None:
