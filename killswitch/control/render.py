@@ -75,7 +75,15 @@ def render_status(st: Mapping[str, Any]) -> str:
     out += _table(["RULE", "KIND", "OBSERVED", "THRESHOLD", "STATE", "ACTION"], rows)
     alarms = st.get("alarms") or {}
     out += ["", "alarms: none" if not alarms else f"ALARMS ({len(alarms)}):"]
-    out += [f"  {k}: {m}" for k, m in alarms.items()]
+    details = st.get("alarm_details") or {}
+
+    def seen(k: str) -> str:
+        d = details.get(k)
+        if not isinstance(d, dict) or not d.get("count"):
+            return ""
+        return f" (x{d['count']}, for {_s(d.get('active_for_s'))}s)"
+
+    out += [f"  {k}: {m}{seen(k)}" for k, m in alarms.items()]
     counters = st.get("counters") or {}
     if counters:
         out += ["", "counters: " + "  ".join(f"{k}={_s(v)}" for k, v in counters.items())]

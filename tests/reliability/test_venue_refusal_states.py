@@ -117,6 +117,32 @@ async def test_nado_query_only_ip_is_its_own_alarm_and_cancels_resume_when_lifte
     assert any(r["event"] == "cancel_result" and r.get("code") == "ip_query_only" for r in recs)
 
 
+async def test_oxfun_maintenance_refusals_are_their_own_alarm_not_cancel_failures(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_loop, "VENUE_STATE_RETRY_S", {"maintenance": (0.05, 0.2), "query_only": (0.05, 0.2)},
+                        raising=False)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as n:
+            w = await start_ox(n)
+            text = daemon_yaml(tmp_path, w.venue_yaml())
+            async with running_daemon(tmp_path, text, w.env()) as d:
+                await wait_for(lambda: d.engine.state.book(OX_VENUE).connected)
+                await w.place(3)
+                await wait_for(lambda: len(d.engine.state.book(OX_VENUE).orders) == 3)
+                await w.sim.inject_fault("reject_cancels", code="000101")  # WS cancels: "unavailable"
+                await w.sim.inject_fault("rest", mode="maintenance", count=2)
+                await trip(d)
+                await wait_for(lambda: f"venue_maintenance:{OX_VENUE}" in d.engine.alarms)
+                await w.sim.inject_fault("reject_cancels", code=None)
+                await wait_for(lambda: venue_flat(d, OX_VENUE) and not w.open_orders())
+                status = d.engine.status()
+                recs = await audit_records(d)
+            n.cancel_scope.cancel()
+    assert status["counters"]["cancel_failures"] == 0
+    assert _alarms(recs, "unflat:") == []
+    assert any(r["event"] == "cancel_result" and r.get("venue_state") == "maintenance" for r in recs)
+    assert f"venue_maintenance:{OX_VENUE}" not in status["alarms"]
+
+
 async def test_oxfun_repeating_alarm_is_one_alarm_with_count_and_first_last_seen(tmp_path):
     with trio.fail_after(20):
         async with trio.open_nursery() as n:

@@ -925,6 +925,12 @@ class OxfunSession:
             results[i] = [self._completed(trip_id, verb, tag, "unknown", t0, code="timeout" if not batch.disconnected else "1006",
                                           message=why, cancelled_ids=cancelled, gone_ids=gone_ids)]
             return
+        if rejected and all(a.code in wire.MAINTENANCE_CODES for a in rejected):
+            first = rejected[0]
+            results[i] = [self._completed(trip_id, verb, tag, "unknown", t0, code=first.code,
+                                          message=f"{len(rejected)} refused: {first.message}", cancelled_ids=cancelled,
+                                          gone_ids=gone_ids, venue_state="maintenance")]
+            return
         if rejected:
             first = rejected[0]
             results[i] = [self._completed(trip_id, verb, tag, "rejected", t0, code=first.code,
