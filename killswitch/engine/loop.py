@@ -473,7 +473,9 @@ class Engine:
         state_alarm = VENUE_STATE_ALARMS.get(ev.venue_state)
         held = ev.outcome == "rate_limited" and ev.code == "held"  # never sent: the budget said no
         if state_alarm is not None:
-            # The venue refuses executes for now: not a cancel failure. Own retry schedule.
+            # The venue refuses executes for now: counted as a not-ok result, but not as a
+            # cancel round that failed (unflat), and retried on its own schedule.
+            self.counters.cancel_failures += 1
             first_s, max_s = VENUE_STATE_RETRY_S[ev.venue_state]
             k = prog.venue_state_refusals if prog is not None else 0
             if prog is not None:

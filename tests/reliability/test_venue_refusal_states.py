@@ -80,14 +80,12 @@ async def test_nado_maintenance_is_its_own_alarm_retried_on_its_schedule_never_u
                 w.sim.set_faults(maintenance_code=1004, maintenance_count=refusals)
                 await trip(d)
                 await wait_for(lambda: venue_flat(d, NADO_VENUE) and w.open_count() == 0)
-                counters = d.engine.status()["counters"]
                 recs = await audit_records(d)
             n.cancel_scope.cancel()
     maint = [r for r in recs if r["event"] == "cancel_result" and r.get("code") == "1004"]
     assert len(maint) >= refusals - 1  # every round refused, more rounds than the unflat threshold
     assert len(_alarms(recs, f"venue_maintenance:{NADO_VENUE}")) == 1
     assert _alarms(recs, "unflat:") == []
-    assert counters["cancel_failures"] == 0
     assert any(r["event"] == "alarm_cleared" and r["key"] == f"venue_maintenance:{NADO_VENUE}" for r in recs)
 
 
@@ -113,11 +111,10 @@ async def test_nado_query_only_ip_is_its_own_alarm_and_cancels_resume_when_lifte
             n.cancel_scope.cancel()
     assert key not in status["alarms"]
     assert _alarms(recs, "unflat:") == []
-    assert status["counters"]["cancel_failures"] == 0
     assert any(r["event"] == "cancel_result" and r.get("code") == "ip_query_only" for r in recs)
 
 
-async def test_oxfun_maintenance_refusals_are_their_own_alarm_not_cancel_failures(tmp_path, monkeypatch):
+async def test_oxfun_maintenance_refusals_are_their_own_alarm_never_unflat(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_loop, "VENUE_STATE_RETRY_S", {"maintenance": (0.05, 0.2), "query_only": (0.05, 0.2)},
                         raising=False)
     with trio.fail_after(20):
@@ -137,7 +134,6 @@ async def test_oxfun_maintenance_refusals_are_their_own_alarm_not_cancel_failure
                 status = d.engine.status()
                 recs = await audit_records(d)
             n.cancel_scope.cancel()
-    assert status["counters"]["cancel_failures"] == 0
     assert _alarms(recs, "unflat:") == []
     assert any(r["event"] == "cancel_result" and r.get("venue_state") == "maintenance" for r in recs)
     assert f"venue_maintenance:{OX_VENUE}" not in status["alarms"]
