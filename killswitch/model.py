@@ -200,6 +200,20 @@ class EquityObserved:
 
 
 @dataclass(frozen=True, slots=True)
+class EquityUnavailable:
+    """The venue layer cannot value the account: ``missing`` names what has no price.
+
+    Incomplete valuation is *missing* equity, never a smaller number: drawdown rules count
+    the venue's equity as missing from the last complete observation on.
+    """
+
+    venue: str
+    missing: tuple[str, ...]
+    ts_event_ms: int = 0
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class CashFlowObserved:
     """A deposit (+) or withdrawal (-) of ``amount``; drawdown rules shift their peak by it."""
 
@@ -218,6 +232,7 @@ class PositionObserved:
     notional: Decimal | None = None  # |qty| * mark, in the venue's quote currency, when known
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    polled: bool = False  # from a REST/gateway reconcile or poll, not the account stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,17 +268,29 @@ class VenueAlive:
 
 
 @dataclass(frozen=True, slots=True)
-class VenueCondition:
-    """A venue-side condition the session observed (``active``) or saw end (not ``active``).
+class StreamDriftDetected:
+    """A drift poll found open orders the account stream never reported: the stream is broken."""
 
-    ``condition``: ``clock_skew`` | ``venue_maintenance`` | ``venue_query_only`` |
-    ``rate_limited``. The engine keeps one alarm per (condition, venue) while it lasts.
+    venue: str
+    order_ids: tuple[str, ...]
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VenueDegraded:
+    """A venue-side condition the session observed (``active``) or saw end (not ``active``):
+    the session runs degraded, or the venue itself is in a state that stops cancels.
+
+    ``condition``: ``stream_auth_refused`` (open orders polled instead of streamed) |
+    ``clock_skew`` | ``venue_maintenance`` | ``venue_query_only`` | ``rate_limited``.
+    ``message`` does not name the venue (the engine prefixes it). The engine keeps one alarm
+    per (condition, venue) while it lasts; the event never reaches the book or the rules.
     """
 
     venue: str
     condition: str
-    active: bool
     message: str = ""
+    active: bool = True
     ts_recv_s: float = 0.0
 
 
@@ -383,6 +410,9 @@ class ResetCommand:
     operator: str
     reason: str
     source: str = "cli"
+    # True: rule baselines (drawdown peaks, windows) restart from the current equity.
+    # False (the default): they survive the reset, so a loss just before or after it counts.
+    rebase: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +431,7 @@ VenueEvent = Union[
     OrderRejected,
     OpenOrdersSnapshot,
     EquityObserved,
+    EquityUnavailable,
     CashFlowObserved,
     PositionObserved,
     MarkPriceObserved,
@@ -408,5 +439,6 @@ VenueEvent = Union[
     VenueDisconnected,
     VenueAlive,
     VenueAuthFailed,
+    StreamDriftDetected,
     BadFrame,
 ]

@@ -10,6 +10,7 @@ request may carry ``"id"``, echoed back.
     {"op":"reset","operator":"..","reason":".."}
     {"op":"heartbeat","source":".."}
     {"op":"cash_flow","venue":"..","amount":"-250.5","operator":".."}
+    {"op":"reopen"}   (audit log + latch intent, e.g. logrotate's postrotate)
 
 Who may talk: root, the daemon's own uid, and members of ``control_socket_group`` (checked
 with SO_PEERCRED on every connection, behind the socket's file mode). Everyone else gets
@@ -32,20 +33,7 @@ from killswitch.control.client import (
     build_cli_request,
     run_cli,
 )
-from killswitch.control.protocol import (
-    MAX_REQUEST_BYTES,
-    ControlSetupError,
-    PeerCred,
-    RequestError,
-    cash_flow_command,
-    encode_reply,
-    error_reply,
-    parse_proc_groups,
-    parse_request,
-    peer_allowed,
-    reset_command,
-    trip_command,
-)
+from killswitch.control.protocol import MAX_REQUEST_BYTES, ControlSetupError, RequestError
 from killswitch.control.render import render_command_reply, render_status
 from killswitch.control.server import ControlServer, control_service, prepare_socket_path
 
@@ -58,20 +46,11 @@ __all__ = [
     "ControlServer",
     "ControlSetupError",
     "DaemonNotRunning",
-    "PeerCred",
     "RequestError",
     "build_cli_request",
-    "cash_flow_command",
     "control_service",
-    "encode_reply",
-    "error_reply",
-    "parse_proc_groups",
-    "parse_request",
-    "peer_allowed",
     "prepare_socket_path",
     "render_command_reply",
     "render_status",
-    "reset_command",
     "run_cli",
-    "trip_command",
 ]

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from killswitch.model import Breach, HeartbeatReceived, VenueConnected, VenueDisconnected
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
 from killswitch.schema.reader import MapReader, item_str
 from killswitch.schema.rule import RuleConfig
+from killswitch.schema.suggest import did_you_mean
 from killswitch.units import format_duration
 
 
@@ -42,7 +43,9 @@ class StaleHeartbeatConfig(RuleConfig):
 
     def cross_check(self, ctx: Any, r: MapReader, venues: dict, covered: list) -> None:
         if self.source_kind == "venue" and self.source_name not in venues:
-            r.error("source", f"unknown venue {self.source_name!r}")
+            known = ", ".join(sorted(venues)) or "none"
+            r.error("source", f"unknown venue {self.source_name!r}{did_you_mean(self.source_name, venues)}; "
+                              f"configured venues: {known}")
 
 
 def parse_config(r: MapReader, common: dict) -> StaleHeartbeatConfig | None:
@@ -67,15 +70,11 @@ def parse_config(r: MapReader, common: dict) -> StaleHeartbeatConfig | None:
                                 grace_s=grace_s, heartbeat_file=hb_file)
 
 
-class StaleHeartbeatRule:
+class StaleHeartbeatRule(RuleBase):
     needs_tick = True
 
     def __init__(self, config: StaleHeartbeatConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
         if config.source_kind == "venue":
             self.watches = frozenset({VenueDisconnected, VenueConnected})
         else:

@@ -73,8 +73,9 @@ class VenueClock:
         return self.venue_ms(mono_now_ms=mono_now_ms, wall_now_ms=wall_now_ms) - wall_now_ms
 
 
-def skew_message(venue: str, skew_ms: int, threshold_ms: int) -> str:
+def skew_message(skew_ms: int, threshold_ms: int) -> str:
+    """The clock_skew alarm's text (the engine prefixes the venue's name)."""
     direction = "behind" if skew_ms > 0 else "ahead of"
-    return (f"{venue}: host clock is {abs(skew_ms) / 1000:.1f} s {direction} the venue's "
+    return (f"host clock is {abs(skew_ms) / 1000:.1f} s {direction} the venue's "
             f"(offset {skew_ms:+d} ms, alarm above {threshold_ms} ms); signing uses venue time, "
             f"fix the host's time sync (chrony/systemd-timesyncd)")

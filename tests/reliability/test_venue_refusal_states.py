@@ -171,6 +171,8 @@ async def test_oxfun_repeating_alarm_is_one_alarm_with_count_and_first_last_seen
     detail = status["alarm_details"][key]
     assert detail["count"] >= 8 and detail["last_seen_wall_ms"] > detail["first_seen_wall_ms"]
     assert "failures" in status["alarms"][key]
-    assert metrics[("killswitch_alarm_count", (("key", key),))] >= 8
-    assert metrics[("killswitch_alarm_last_seen_seconds", (("key", key),))] >= \
-        metrics[("killswitch_alarm_first_seen_seconds", (("key", key),))]
+    labels = (("alarm", key), ("kind", "unverified"), ("venue", OX_VENUE))
+    assert metrics[("killswitch_alarm_active", labels)] == 1
+    assert metrics[("killswitch_alarm_count", labels)] >= 8
+    assert metrics[("killswitch_alarm_last_seen_seconds", labels)] >= \
+        metrics[("killswitch_alarm_first_seen_seconds", labels)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,8 +36,8 @@ from killswitch.model import (
     PositionObserved,
     VenueAlive,
     VenueAuthFailed,
-    VenueCondition,
     VenueConnected,
+    VenueDegraded,
     VenueDisconnected,
 )
 from killswitch.secrets import Secret
@@ -73,6 +74,7 @@ RATE_REFUSAL_BLOCK_S = 10.0  # a 1000 blocks the wallet budget for its shortest 
 # the cancel; the engine retries on its own schedule.
 MAINTENANCE_CODES = frozenset({1004, 1006, 2068})
 QUERY_ONLY_MARKERS = ("ip_query_only", "query_only", "query-only", "query only")
+STREAM_AUTH_REFUSED = "stream_auth_refused"  # VenueDegraded condition
 _HEX_DIGEST = re.compile(r"0x[0-9a-fA-F]{64}")
 
 CAPABILITIES = VenueCapabilities(
@@ -97,7 +99,7 @@ class _Lost(Exception):
 
 
 class VertexSession:
-    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock,
+    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock, owner_key: Secret | None = None,
                  state_dir: Path | str | None = None) -> None:
         if cfg.kind not in ("nado", "vertex"):
             raise ValueError(f"venue {cfg.name}: kind must be 'nado' or 'vertex', not {cfg.kind!r}")
@@ -109,6 +111,16 @@ class VertexSession:
         wallet = (cfg.wallet_address or self._signer.address).lower()
         self._sender = eip712.sender_bytes(wallet, cfg.subaccount_name)
         self._sender_hex = wire.hex0x(self._sender)
+        # Stream authentication must be signed by the wallet in `sender` (the docs): with a
+        # linked-signer key, the owner's key if we have it, else try the signer's own.
+        self._stream_signer = self._signer
+        if owner_key is not None:
+            owner = FastSigner(owner_key)
+            if owner.address.lower() != wallet:
+                raise ValueError(f"venue {cfg.name}: owner_private_key is the key of {owner.address}, "
+                                 f"not of the wallet {wallet}")
+            self._stream_signer = owner
+        self._degraded = False
         self._domain = eip712.Domain("Nado" if cfg.kind == "nado" else "Vertex", cfg.chain_id, cfg.endpoint_address)
         self._nonces = NonceSource(recv_offset_ms=round(cfg.recv_window_s * 1000))
         self._budget = RateBudget(WALLET_LIMITS, reserve=cfg.budget_reserve)
@@ -125,7 +137,11 @@ class VertexSession:
             self._spend = SpendLog(Path(state_dir) / f"spend-{safe}.json", horizon_s=WALLET_LIMITS[0][0])
         self._gw: GatewayConn | None = None
         self._http: httpx.AsyncClient | None = None
-        self._products: tuple[int, ...] = tuple(cfg.products)
+        self._products: tuple[int, ...] = tuple(cfg.products)  # subscribed to (the config's list, else all)
+        self._all_products: tuple[int, ...] = ()  # every product id of the venue, refreshed periodically
+        self._products_fetched_s = float("-inf")
+        self._polled_positions: dict[str, Decimal] = {}
+        self._reconnect_now = trio.Event()
         self._tracker = wire.PositionTracker()
         self._equity_kick = trio.Event()
         self._started = False
@@ -164,7 +180,7 @@ class VertexSession:
                     except (AuthError, ContractMismatch) as exc:
                         if not self._started:
                             raise
-                        self._log.error("venue.auth_failed", code=exc.code, error=str(exc))
+                        self._log.error("venue_auth_failed", code=exc.code, error=str(exc))
                         await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc),
                                                         self._clock.monotonic_s()))
                         reason = f"auth failed: {exc}"
@@ -177,7 +193,7 @@ class VertexSession:
                     delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
                     delay *= 1 + random.uniform(-b.jitter, b.jitter)
                     attempt += 1
-                    self._log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 3))
+                    self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
                     await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
                     await trio.sleep(delay)
             finally:
@@ -231,36 +247,98 @@ class VertexSession:
                     f"endpoint_address, or set verify_contracts: false)",
                     code="contracts", venue=self.name,
                 )
+        await self._refresh_products(gw)
         if not self._products:
-            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+            self._products = self._all_products
 
         sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t, dead_after_s=dead_after_s)
-        nursery.start_soon(guard, self._pinger, sep)
+        nursery.start_soon(guard, self._pinger, sep, send)
         buffered: list = []
         await self._socket_time(sep, buffered)
-        await self._authenticate(sep, buffered)
-        await self._subscribe_all(sep, buffered)
+        authed = await self._authenticate(sep, buffered, gw)
+        await self._subscribe_all(sep, buffered, authed)
 
         # Reconcile after subscribing, so nothing falls between the snapshot and the stream.
         orders = await self._fetch_open_orders(gw)
         now_s = self._clock.monotonic_s()
-        products = None if not cfg.products else frozenset(str(p) for p in cfg.products)
-        await send.send(OpenOrdersSnapshot(self.name, orders, products, "reconcile", self._clock.wall_ms(), now_s))
+        # Every product of the subaccount, whatever ``products:`` lists: "flat" for an
+        # everything-scope trip means no open order anywhere (engine and trigger planes).
+        await send.send(OpenOrdersSnapshot(self.name, orders, None, "reconcile", self._clock.wall_ms(), now_s))
         info = wire.parse_subaccount_info(await self._query(gw, "subaccount_info", subaccount=self._sender_hex))
         self._tracker = wire.PositionTracker()
         self._tracker.seed(info)
+        self._polled_positions = {}
+        await self._emit_positions(send, info)
         await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
                                        self._clock.monotonic_s()))
         for ts, raw in buffered:
             await self._forward(raw, ts, send)
+        if authed and self._degraded:
+            self._degraded = False
+            await send.send(VenueDegraded(self.name, STREAM_AUTH_REFUSED, active=False, ts_recv_s=self._clock.monotonic_s()))
+        elif not authed:
+            self._degraded = True
+            await send.send(VenueDegraded(
+                self.name, STREAM_AUTH_REFUSED,
+                f"stream authentication by linked signer {self._signer.address} refused (it must be signed by the "
+                f"wallet {self._stream_wallet()}; set owner_private_key); order_update not streamed, open orders "
+                f"polled every {self.cfg.open_orders_poll_s:g} s", ts_recv_s=self._clock.monotonic_s()))
+            nursery.start_soon(guard, self._open_orders_poll, gw, send)
         await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
-        self._log.info("venue.connected", products=len(self._products), open_orders=len(orders))
+        self._log.info("venue_connected", products=len(self._products), open_orders=len(orders))
         if not self._started:
             self._started = True
             task_status.started()
+        self._reconnect_now = trio.Event()
         nursery.start_soon(guard, self._stream_reader, sep, send)
         nursery.start_soon(guard, self._equity_loop, gw, send)
         nursery.start_soon(guard, self._clock_loop)
+        nursery.start_soon(guard, self._orders_poll, gw, send)
+        nursery.start_soon(guard, self._await_reconnect_request)
+
+    def request_reconnect(self, why: str) -> None:
+        """Tear the connection down (the run loop reconnects, re-subscribes and reconciles)."""
+        self._log.warning("venue_reconnect_requested", why=why)
+        self._reconnect_now.set()
+
+    async def _await_reconnect_request(self) -> None:
+        await self._reconnect_now.wait()
+        raise _Lost("reconnect requested (stream drift)")
+
+    async def _refresh_products(self, gw: GatewayConn | None) -> None:
+        ids = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        self._all_products = ids
+        self._products_fetched_s = self._clock.monotonic_s()
+
+    async def _orders_poll(self, gw: GatewayConn, send) -> None:
+        """Drift poll while connected: the venue's own open orders (every product) reach the book,
+        and the engine compares them with what the stream reported (stream drift)."""
+        while True:
+            await trio.sleep(self.cfg.orders_poll_interval_s)
+            if self._clock.monotonic_s() - self._products_fetched_s >= self.cfg.products_refresh_interval_s:
+                try:
+                    await self._refresh_products(gw)
+                except VenueRejected as exc:
+                    self._log.warning("venue_products_refresh_rejected", error=str(exc))
+            try:
+                orders = await self._fetch_open_orders(gw)
+            except (VenueRejected, OutcomeUnknown) as exc:
+                self._log.warning("venue_orders_poll_failed", error=str(exc))
+                continue
+            await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
+                                               self._clock.monotonic_s()))
+
+    async def _emit_positions(self, send, info: wire.SubaccountInfo) -> None:
+        """Positions as the gateway reports them, when they differ from the last poll's."""
+        now = {str(pid): wire.x18_to_decimal(amount) for pid, amount in info.balances_x18.items()
+               if pid != wire.QUOTE_PRODUCT_ID}
+        for pid in self._polled_positions.keys() - now.keys():
+            now[pid] = Decimal(0)
+        ts_ms, ts_s = self._clock.wall_ms(), self._clock.monotonic_s()
+        for pid, qty in sorted(now.items()):
+            if self._polled_positions.get(pid) != qty:
+                await send.send(PositionObserved(self.name, pid, qty, ts_event_ms=ts_ms, ts_recv_s=ts_s, polled=True))
+        self._polled_positions = {p: q for p, q in now.items() if q != 0}
 
     def _take_id(self) -> int:
         self._next_id += 1
@@ -294,20 +372,51 @@ class VertexSession:
         self._vclock.add(mono_send_ms=t0, mono_recv_ms=self._mono_ms(), server_ms=server_ms)
         await self._check_skew()
 
-    async def _authenticate(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+    def _stream_wallet(self) -> str:
+        return wire.hex0x(self._sender[:20])
+
+    async def _authenticate(self, ep: wsmod.WsEndpoint, buffered: list, gw: GatewayConn | None = None) -> bool:
+        """True when authenticated; False when a linked signer's authentication was refused
+        and no owner key is configured (run degraded); raises AuthError otherwise."""
         expiration = self.venue_ms() + STREAM_AUTH_AHEAD_MS
         digest = self._domain.digest(eip712.hash_stream_authentication(self._sender, expiration))
         rid = self._take_id()
-        await ep.send_text(wire.encode_authenticate(self._sender, expiration, self._signer.sign_digest(digest), rid))
+        signer = self._stream_signer
+        await ep.send_text(wire.encode_authenticate(self._sender, expiration, signer.sign_digest(digest), rid))
         reply = await self._await_reply(ep, rid, buffered)
-        if reply.error is not None:
-            raise AuthError(f"venue {self.name}: stream authentication refused: {reply.error}",
-                            code="stream_auth", venue=self.name)
+        if reply.error is None:
+            return True
+        if signer.address.lower() != self._stream_wallet() and await self._is_linked_signer(gw, signer.address):
+            # A linked signer may trade and cancel, but the venue may refuse it here: the
+            # cancel path still works, only the order_update stream is lost.
+            self._log.error("venue_stream_auth_refused", signer=signer.address, error=reply.error)
+            return False
+        raise AuthError(f"venue {self.name}: stream authentication refused: {reply.error}",
+                        code="stream_auth", venue=self.name)
 
-    async def _subscribe_all(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+    async def _is_linked_signer(self, gw: GatewayConn | None, address: str) -> bool:
+        data = await self._query(gw, "linked_signer", subaccount=self._sender_hex)
+        linked = data.get("linked_signer") if isinstance(data, dict) else None
+        return isinstance(linked, str) and linked.lower() == address.lower()
+
+    async def _open_orders_poll(self, gw: GatewayConn, send) -> None:
+        """Without order_update: the venue's open orders every open_orders_poll_s."""
+        while True:
+            await trio.sleep(self.cfg.open_orders_poll_s)
+            try:
+                orders = await self._fetch_open_orders(gw)
+            except VenueRejected as exc:
+                self._log.warning("venue_open_orders_poll_failed", code=exc.code, error=str(exc))
+                continue
+            products = None if not self.cfg.products else frozenset(str(p) for p in self.cfg.products)
+            await send.send(OpenOrdersSnapshot(self.name, orders, products, "poll", self._clock.wall_ms(),
+                                               self._clock.monotonic_s()))
+
+    async def _subscribe_all(self, ep: wsmod.WsEndpoint, buffered: list, authed: bool = True) -> None:
         ids = []
         # Deposits and withdrawals show up as position_change on the quote product (0).
-        wanted = [(s, p) for p in self._products for s in STREAMS] + [("position_change", 0)]
+        streams = STREAMS if authed else tuple(s for s in STREAMS if s != "order_update")
+        wanted = [(s, p) for p in self._products for s in streams] + [("position_change", 0)]
         for stream, pid in dict.fromkeys(wanted):
             if True:
                 rid = self._take_id()
@@ -321,9 +430,10 @@ class VertexSession:
                                     code="stream_auth", venue=self.name)
                 raise VenueRejected(f"subscribe {stream}/{pid} refused: {reply.error}", venue=self.name)
 
-    async def _pinger(self, ep: wsmod.WsEndpoint) -> None:
+    async def _pinger(self, ep: wsmod.WsEndpoint, send=None) -> None:
         # Protocol pings every ping_interval_s; a pong missing pong_timeout_s after its ping
-        # declares the socket dead (a blackholed TCP connection never errors by itself).
+        # declares the socket dead (a blackholed TCP connection never errors by itself). On
+        # the subscription socket (``send`` given) a pong is the account stream's sign of life.
         interval = self.cfg.ping_interval_s
         timeout = self.cfg.pong_timeout_s
         while True:
@@ -336,6 +446,8 @@ class VertexSession:
             if ep.last_pong_s < sent_at:
                 await ep.abort()
                 raise _Lost(f"no pong within {timeout:g} s on {ep.target}")
+            if send is not None:
+                await self._emit(send, VenueAlive(self.name, self._clock.monotonic_s()))
 
     async def _stream_reader(self, ep: wsmod.WsEndpoint, send) -> None:
         while True:
@@ -387,9 +499,10 @@ class VertexSession:
                 data = await self._query(gw, "subaccount_info", subaccount=self._sender_hex)
                 info = wire.parse_subaccount_info(data)
             except VenueRejected as exc:
-                self._log.warning("venue.equity_query_rejected", code=exc.code, error=str(exc))
+                self._log.warning("venue_equity_query_rejected", code=exc.code, error=str(exc))
                 continue
             self._tracker.oracle_x18.update(info.oracle_x18)
+            await self._emit_positions(send, info)
             await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
                                            self._clock.monotonic_s()))
 
@@ -443,10 +556,12 @@ class VertexSession:
         return await self._fetch_open_orders(self._gw)
 
     async def _fetch_open_orders(self, gw: GatewayConn | None) -> tuple[OrderInfo, ...]:
-        if not self._products:
-            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        if not self._all_products:
+            await self._refresh_products(gw)
+        # Every product, not only the configured ones: an order on an unlisted product is open too.
+        pids = sorted(set(self._all_products) | set(self.cfg.products))
         try:
-            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=list(self._products))
+            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=pids)
             engine = [o.to_info(self.name) for o in wire.parse_orders_query(data)]
         except wire.WireError as exc:
             raise OutcomeUnknown(f"orders reply malformed: {exc}", venue=self.name) from None
@@ -479,7 +594,7 @@ class VertexSession:
         loaded = self._spend.load(self._clock.wall_ms())
         if loaded.unreadable:
             # Spent, amount unknown: assume the worst for one (short) window.
-            self._log.warning("venue.spend_log_unreadable", path=str(self._spend.path))
+            self._log.warning("venue_spend_log_unreadable", path=str(self._spend.path))
             self._budget.refused(now_s, RATE_REFUSAL_BLOCK_S)
             return
         for age_s, weight in loaded.spent:
@@ -487,7 +602,7 @@ class VertexSession:
         if loaded.blocked_for_s > 0:
             self._budget.refused(now_s, loaded.blocked_for_s)
         if loaded.spent or loaded.blocked_for_s:
-            self._log.info("venue.spend_restored", weight=sum(w for _, w in loaded.spent),
+            self._log.info("venue_spend_restored", weight=sum(w for _, w in loaded.spent),
                            blocked_for_s=round(loaded.blocked_for_s, 3))
 
     def _persist_spend(self, weight: int) -> None:
@@ -519,10 +634,10 @@ class VertexSession:
                     r = await http.get(f"{self.cfg.gateway_rest_url}/time")
                 server_ms = int(wire.loads(r.content)) if r.status_code == 200 else None
             except (trio.TooSlowError, httpx.HTTPError, wire.WireError, ValueError, TypeError) as exc:
-                self._log.warning("venue.clock_sync_failed", why=why, error=type(exc).__name__)
+                self._log.warning("venue_clock_sync_failed", why=why, error=type(exc).__name__)
                 return False
             if server_ms is None or server_ms <= 0:
-                self._log.warning("venue.clock_sync_failed", why=why, status=r.status_code)
+                self._log.warning("venue_clock_sync_failed", why=why, status=r.status_code)
                 return False
             self._vclock.add(mono_send_ms=t0, mono_recv_ms=self._mono_ms(), server_ms=server_ms)
         await self._check_skew()
@@ -536,9 +651,9 @@ class VertexSession:
         over = abs(skew) > threshold_ms
         if over or self._skew_alarmed:
             self._skew_alarmed = over
-            await self._send.send(VenueCondition(self.name, "clock_skew", over,
-                                                 skew_message(self.name, skew, threshold_ms) if over else "",
-                                                 self._clock.monotonic_s()))
+            await self._send.send(VenueDegraded(self.name, "clock_skew",
+                                                skew_message(skew, threshold_ms) if over else "",
+                                                active=over, ts_recv_s=self._clock.monotonic_s()))
 
     async def _clock_loop(self) -> None:
         while True:
@@ -571,9 +686,10 @@ class VertexSession:
             self._query_only = on
             return
         self._query_only = on
-        msg = (f"{self.name}: the venue refuses executes from this IP ({why}); cancels cannot go "
+        msg = (f"the venue refuses executes from this IP ({why}); cancels cannot go "
                f"through until it is lifted (use another egress IP)") if on else ""
-        await self._send.send(VenueCondition(self.name, "venue_query_only", on, msg, self._clock.monotonic_s()))
+        await self._send.send(VenueDegraded(self.name, "venue_query_only", msg, active=on,
+                                            ts_recv_s=self._clock.monotonic_s()))
 
     async def cancel_all_orders(self, *, include_triggers: bool, trip_id: int, on_sent: OnSent) -> list[CancelCompleted]:
         return await self._cancel_products_both((), "cancel_all_orders", include_triggers, trip_id, on_sent)
@@ -741,7 +857,7 @@ class VertexSession:
             if code in wire.LATE_EARLY_CODES:
                 # Our recv_time is outside the venue's window: its clock moved against ours.
                 # Re-measure, then a fresh nonce on the venue's time.
-                self._log.warning("venue.cancel_recv_time", code=code, verb=verb, attempt=attempt,
+                self._log.warning("venue_cancel_recv_time", code=code, verb=verb, attempt=attempt,
                                   skew_ms=self.clock_skew_ms())
                 await self._sync_clock(why=f"error {code}")
                 if attempt < MAX_TIME_RETRIES:
@@ -777,7 +893,7 @@ class VertexSession:
                                            gone=gone, t0=t0))
                 return out
             if code in wire.AUTH_CODES:
-                self._log.error("venue.cancel_auth", code=code, verb=verb)
+                self._log.error("venue_cancel_auth", code=code, verb=verb)
                 out.append(self._completed(trip_id, verb, request_id, "auth", code=scode, message=resp.error, t0=t0))
                 return out
             out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode, message=resp.error, t0=t0))
