@@ -237,6 +237,9 @@ class Daemon:
         """Before anything reaches a venue: this process alone owns the state dir and the socket."""
         try:
             self.instance_lock.acquire()
+            if self.instance_lock.pid_error:
+                log.warning("instance_lock_pid_unwritten", path=str(self.instance_lock.path),
+                            error=self.instance_lock.pid_error)
             check_control_socket(self.config.daemon.control_socket)
         except InstanceLockError as exc:
             self.instance_lock.release()

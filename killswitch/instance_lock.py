@@ -36,6 +36,7 @@ class InstanceLock:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / LOCK_FILE
         self._fd: int | None = None
+        self.pid_error: str | None = None  # why the holder PID could not be written
 
     @property
     def held(self) -> bool:
@@ -44,6 +45,7 @@ class InstanceLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
+        self.pid_error = None
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
@@ -65,8 +67,13 @@ class InstanceLock:
                 who = f"pid {holder}" if holder else "another process"
                 raise InstanceLockError(f"another killswitch ({who}) is running with state_dir "
                                         f"{self.path.parent} (lock {self.path})") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:
+                # The flock is the lock; the PID is only for the second instance's message.
+                # A full disk must not stop the guard (a second instance is still refused).
+                self.pid_error = os.strerror(exc.errno) if exc.errno else str(exc)
         except BaseException:
             os.close(fd)
             raise

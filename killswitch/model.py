@@ -186,6 +186,9 @@ class OpenOrdersSnapshot:
     purpose: str = "reconcile"
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    # Products whose orders the account stream reports (None: all). Stream drift is judged
+    # only on these: an order on an unsubscribed product is no evidence of a broken stream.
+    stream_products: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

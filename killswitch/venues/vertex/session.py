@@ -248,8 +248,8 @@ class VertexSession:
                     code="contracts", venue=self.name,
                 )
         await self._refresh_products(gw)
-        if not self._products:
-            self._products = self._all_products
+        # Without `products:`, every product the venue lists now (a reconnect picks up new ones).
+        self._products = tuple(cfg.products) or self._all_products
 
         sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t, dead_after_s=dead_after_s)
         nursery.start_soon(guard, self._pinger, sep, send)
@@ -326,7 +326,8 @@ class VertexSession:
                 self._log.warning("venue_orders_poll_failed", error=str(exc))
                 continue
             await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
-                                               self._clock.monotonic_s()))
+                                               self._clock.monotonic_s(),
+                                               stream_products=frozenset(str(p) for p in self._products)))
 
     async def _emit_positions(self, send, info: wire.SubaccountInfo) -> None:
         """Positions as the gateway reports them, when they differ from the last poll's."""
