@@ -168,7 +168,8 @@ class Daemon:
             try:
                 creds = resolve_credentials(vcfg, self.environ)
                 self.redactor.add(s.reveal() for s in creds.values())
-                out[vcfg.name] = make_session(vcfg, creds, self.clock, shared)
+                out[vcfg.name] = make_session(vcfg, creds, self.clock, shared,
+                                              state_dir=self.config.daemon.state_dir)
             except SecretError as exc:
                 raise StartupError(f"venue {vcfg.name}: {exc}", EXIT_CONFIG) from None
         return out
@@ -207,6 +208,7 @@ class Daemon:
             repoll_interval_s=d.repoll_interval_s, dry_run=d.dry_run,
             rule_store=RuleStateStore(d.state_dir),
             reconnect=lambda venue, why: _request_reconnect(sessions.get(venue), why),
+            feed_alarm_after_s={v.name: v.disconnect_alarm_after_s for v in self.config.venues},
         )
         self.executor.on_first_cancel = self.engine.note_first_cancel
         self.state_guard = StateGuard(store=self.store, audit=self.audit, engine=self.engine, clock=self.clock)

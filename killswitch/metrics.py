@@ -93,25 +93,40 @@ class DaemonCollector(Collector):
         now = d.clock.monotonic_s()
         yield InfoMetricFamily(f"{PREFIX}_build", "killswitch version and Python it runs on",
                                value={"version": __version__, "python_version": platform.python_version()})
-        yield from self._state(d, engine)
+        yield from self._state(d, engine, now)
         yield from self._venues(d, engine, now)
         yield from self._rules(engine, now)
         yield from self._counters(d, engine)
         yield from self._latency(engine)
 
-    def _state(self, d, engine) -> Iterator[Metric]:
+    def _state(self, d, engine, now: float) -> Iterator[Metric]:
         yield GaugeMetricFamily(f"{PREFIX}_up", "1 once the daemon reported READY", value=1 if d.ready.is_set() else 0)
         yield GaugeMetricFamily(f"{PREFIX}_tripped", "Latch state: 1 TRIPPED, 0 ARMED",
                                 value=1 if engine.latch.tripped else 0)
         yield GaugeMetricFamily(f"{PREFIX}_active_trips", "Trips latched since the last reset",
                                 value=len(engine.latch.trips))
         yield GaugeMetricFamily(f"{PREFIX}_alarms", "Number of active alarms", value=len(engine.alarms))
+        # One series per active alarm (one alarm per condition), all with the same labels:
+        # 1 while active, how often it was raised, when it was first and last seen (wall s).
+        labels = ["alarm", "kind", "venue"]
         alarm = GaugeMetricFamily(f"{PREFIX}_alarm_active", "1 per active alarm (kind: unverified, unflat, auth, ...)",
-                                  labels=["alarm", "kind", "venue"])
+                                  labels=labels)
+        count = GaugeMetricFamily(f"{PREFIX}_alarm_count", "Occurrences of an active alarm", labels=labels)
+        first = GaugeMetricFamily(f"{PREFIX}_alarm_first_seen_seconds", "Wall time an active alarm started",
+                                  labels=labels)
+        last = GaugeMetricFamily(f"{PREFIX}_alarm_last_seen_seconds", "Wall time an active alarm was last raised",
+                                 labels=labels)
+        details = engine.alarms.details(now)
         for key in sorted(engine.alarms):
             kind, _, venue = key.partition(":")
-            alarm.add_metric([key, kind, venue], 1)
-        yield alarm
+            lv = [key, kind, venue]
+            alarm.add_metric(lv, 1)
+            a = details.get(key)
+            if a is not None:
+                count.add_metric(lv, a["count"])
+                first.add_metric(lv, a["first_seen_wall_ms"] / 1000.0)
+                last.add_metric(lv, a["last_seen_wall_ms"] / 1000.0)
+        yield from (alarm, count, first, last)
         yield GaugeMetricFamily(f"{PREFIX}_reload_failed", "1 when the last reload failed (old config runs)",
                                 value=1 if d.reload_errors else 0)
         yield GaugeMetricFamily(f"{PREFIX}_dry_run", "1 in dry-run mode", value=1 if engine.dry_run else 0)

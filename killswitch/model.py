@@ -281,8 +281,14 @@ class StreamDriftDetected:
 
 @dataclass(frozen=True, slots=True)
 class VenueDegraded:
-    """The session runs in a degraded mode named by ``condition`` (e.g. its stream
-    authentication was refused and open orders are polled); ``active=False`` ends it."""
+    """A venue-side condition the session observed (``active``) or saw end (not ``active``):
+    the session runs degraded, or the venue itself is in a state that stops cancels.
+
+    ``condition``: ``stream_auth_refused`` (open orders polled instead of streamed) |
+    ``clock_skew`` | ``venue_maintenance`` | ``venue_query_only`` | ``rate_limited``.
+    ``message`` does not name the venue (the engine prefixes it). The engine keeps one alarm
+    per (condition, venue) while it lasts; the event never reaches the book or the rules.
+    """
 
     venue: str
     condition: str
@@ -333,7 +339,12 @@ class CancelAttempted:
 
 @dataclass(frozen=True, slots=True)
 class CancelCompleted:
-    """The outcome of one attempt. ``outcome`` is ok | rejected | unknown | rate_limited | auth."""
+    """The outcome of one attempt. ``outcome`` is ok | rejected | unknown | rate_limited | auth.
+
+    ``retry_after_s``: when the venue (or the session's own budget) says a retry can succeed.
+    ``venue_state``: ``maintenance`` | ``query_only`` when the venue refused for its own state
+    (outcome ``unknown``: not confirmed, and not a failure of the cancel itself).
+    """
 
     venue: str
     trip_id: int
@@ -346,6 +357,8 @@ class CancelCompleted:
     gone_ids: tuple[str, ...] = ()  # "not found": probably gone, to confirm by snapshot
     latency_s: float = 0.0
     ts_recv_s: float = 0.0
+    retry_after_s: float | None = None
+    venue_state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

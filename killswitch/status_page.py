@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any, Mapping
 
-from killswitch.control.render import scope_text
+from killswitch.control.render import alarm_seen, scope_text
 
 REFRESH_S = 2
 HEADERS = {
@@ -77,7 +77,9 @@ def render_status_page(st: Mapping[str, Any], *, now_ms: int) -> str:
     parts = [banner, "<main>"]
     alarms = st.get("alarms") or {}
     parts.append(f"<h2>Alarms ({len(alarms)})</h2>")
-    parts += [f'<div class="alarm"><b>{_e(k)}</b>: {_e(m)}</div>' for k, m in alarms.items()] or ["<p>none</p>"]
+    details = st.get("alarm_details") or {}
+    parts += [f'<div class="alarm"><b>{_e(k)}</b>: {_e(m)}{_e(alarm_seen(details.get(k)))}</div>'
+              for k, m in alarms.items()] or ["<p>none</p>"]
 
     trips = st.get("trips") or []
     if trips:

@@ -57,6 +57,13 @@ def _s(value: Any, none: str = "-") -> str:
     return none if value is None else str(value)
 
 
+def alarm_seen(detail: Any) -> str:
+    """`` (x3, for 12.5s)`` from an ``alarm_details`` entry: how often and since when."""
+    if not isinstance(detail, Mapping) or not detail.get("count"):
+        return ""
+    return f" (x{detail['count']}, for {_s(detail.get('active_for_s'))}s)"
+
+
 def _wall(ms: Any) -> str:
     if not isinstance(ms, int):
         return "-"
@@ -115,7 +122,8 @@ def render_status(st: Mapping[str, Any], *, colour: bool = False) -> str:
     out += [table[0]] + [paint(line, _RED) if row[4] == "BREACHED" else line for line, row in zip(table[1:], rows)]
     alarms = st.get("alarms") or {}
     out += ["", "alarms: none" if not alarms else paint(f"ALARMS ({len(alarms)}):", _BOLD, _RED)]
-    out += [paint(f"  {k}: {m}", _RED) for k, m in alarms.items()]
+    details = st.get("alarm_details") or {}
+    out += [paint(f"  {k}: {m}{alarm_seen(details.get(k))}", _RED) for k, m in alarms.items()]
     counters = st.get("counters") or {}
     if counters:
         out += ["", "counters: " + "  ".join(f"{k}={_s(v)}" for k, v in counters.items())]

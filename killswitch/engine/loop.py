@@ -22,6 +22,7 @@ import trio
 
 from killswitch.audit import AuditLog
 from killswitch.clock import Clock
+from killswitch.engine.alarms import AlarmBook
 from killswitch.engine.latch import Latch, LatchStore, TripRecord, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
 from killswitch.engine import rule_state
@@ -64,6 +65,11 @@ FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the fir
 DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
+# Cancels the venue refuses because of its own state (maintenance, a query-only IP) are not
+# cancel failures: they are retried on their own schedule (doubling from the first value up
+# to the second, per consecutive refusal) and do not count towards "unflat".
+VENUE_STATE_RETRY_S = {"maintenance": (0.25, 5.0), "query_only": (1.0, 30.0)}
+VENUE_STATE_ALARMS = {"maintenance": "venue_maintenance", "query_only": "venue_query_only"}
 EQUITY_ALARM_AFTER_S = 5.0  # an account that cannot be valued this long (an asset with no price) alarms
 RULE_STATE_SAVE_MIN_S = 0.1  # baselines are written at most this often (and on every tick when changed)
 RULE_STATE_MAX_SHARE = 0.05  # snapshotting baselines takes at most this share of the engine's time
@@ -121,6 +127,16 @@ class VenueProgress:
     verify_failures: int = 0
     pending_sweep: dict[str, OrderInfo] = field(default_factory=dict)
     dry_run_done: bool = False
+    # No retry before this (monotonic s): a rate-limit window, a maintenance retry slot.
+    hold_until_s: float = 0.0
+    # Rounds the venue refused for its own state (maintenance / query-only) or that the
+    # rate budget held back unsent: excluded from the unflat alarm's round count.
+    held_rounds: int = 0
+    last_held_round: int = -1
+    venue_state_refusals: int = 0  # consecutive maintenance / query-only refusals
+    # The book holds the venue's own verification snapshot taken after the last round
+    # (both planes): the next round may be planned from it (plan rule 5).
+    snapshot_fresh: bool = False
 
 
 @dataclass(slots=True)
@@ -157,6 +173,7 @@ class Engine:
         manual_scope: CancelScope | None = None,
         rule_store: RuleStateStore | None = None,
         reconnect: Callable[[str, str], None] = lambda venue, why: None,
+        feed_alarm_after_s: dict[str, float] | None = None,
     ) -> None:
         self.state = BookState(tuple(venues))
         self.caps = dict(venues)
@@ -185,7 +202,10 @@ class Engine:
         self.counters = EngineCounters()
         self.observations = Observations()  # histograms for the metrics endpoint
         self.progress: dict[str, VenueProgress] = {}
-        self.alarms: dict[str, str] = {}
+        self.alarms = AlarmBook()
+        # Per venue: how long a *lost* connection may stay down before the feed alarm (a
+        # venue never connected since start uses FEED_ALARM_AFTER_S).
+        self.feed_alarm_after_s = dict(feed_alarm_after_s or {})
         self.alerting: set[str] = set()
         self.loop_iterations = 0  # watchdog: proof the engine makes progress
         self._job_seq = 0
@@ -300,8 +320,7 @@ class Engine:
             self._equity_unavailable[ev.venue] = (since[0] if since else now, ev.missing)
         elif t is EquityObserved and ev.venue in self._equity_unavailable:
             del self._equity_unavailable[ev.venue]
-            if self.alarms.pop(f"equity:{ev.venue}", None) is not None:
-                self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
+            self._clear_alarm(f"equity:{ev.venue}")
         if t is DeclareCashFlow:
             self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
             # In the venue's equity currency, so drawdown rules shift the right series.
@@ -324,14 +343,15 @@ class Engine:
         elif t is VenueAuthFailed:
             self._alarm(f"auth:{ev.venue}", f"{ev.venue}: credentials rejected ({ev.code} {ev.message})")
         elif t is VenueDegraded:
+            key = f"{ev.condition}:{ev.venue}"
             if ev.active:
-                self._alarm(f"{ev.condition}:{ev.venue}", f"{ev.venue}: {ev.message}")
-            elif self.alarms.pop(f"{ev.condition}:{ev.venue}", None) is not None:
-                self.audit.record("alarm_cleared", key=f"{ev.condition}:{ev.venue}")
+                self._alarm(key, f"{ev.venue}: {ev.message}")
+            else:
+                self._clear_alarm(key)
+            return  # about the venue, not from its feed: no book, liveness or rule sees it
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
-            if self.alarms.pop(f"stream_drift:{ev.venue}", None) is not None:  # reconnected and reconciled
-                self.audit.record("alarm_cleared", key=f"stream_drift:{ev.venue}")
+            self._clear_alarm(f"stream_drift:{ev.venue}")  # reconnected and reconciled
             self.audit.record("venue_connected", venue=ev.venue)
             self.observations.connected(ev.venue)
         elif t is VenueDisconnected:
@@ -496,7 +516,7 @@ class Engine:
         plan = plan_cancels(
             venue=venue, scope=prog.scope, in_scope=in_scope, all_known=all_known,
             caps=caps, trusted=book.trusted and book.connected, round_no=prog.round_no,
-            budget_available=self.budget(venue, now),
+            budget_available=self.budget(venue, now), snapshot_complete=prog.snapshot_fresh,
         )
         prog.pending_sweep.clear()
         prog.next_round_at_s = None
@@ -507,6 +527,7 @@ class Engine:
         job = CancelJob(self._next_job_id(), venue, prog.trip_id, plan, verify=True, purpose=purpose)
         if plan is not None:
             prog.job_id = job.job_id
+            prog.snapshot_fresh = False
             if self.dry_run:
                 prog.dry_run_done = True
             trip_id, round_no = prog.trip_id, prog.round_no
@@ -546,18 +567,55 @@ class Engine:
 
     def _on_cancel_completed(self, ev: CancelCompleted, now: float) -> None:
         self.counters.cancel_requests += 1
-        if ev.outcome != "dry_run":
+        prog = self.progress.get(ev.venue)
+        state_alarm = VENUE_STATE_ALARMS.get(ev.venue_state)
+        held = ev.outcome == "rate_limited" and ev.code == "held"  # never sent: the budget said no
+        if ev.outcome != "dry_run" and not held:  # a held request made no round trip
             self.observations.cancel_completed(ev.venue, ev.latency_s)
-        if ev.outcome not in ("ok", "dry_run"):
+        if state_alarm is not None:
+            # The venue refuses executes for now: counted as a not-ok result, but not as a
+            # cancel round that failed (unflat), and retried on its own schedule.
+            self.counters.cancel_failures += 1
+            first_s, max_s = VENUE_STATE_RETRY_S[ev.venue_state]
+            k = prog.venue_state_refusals if prog is not None else 0
+            if prog is not None:
+                prog.venue_state_refusals += 1
+            retry_s = ev.retry_after_s or min(max_s, first_s * 2 ** min(k, 16))
+            self._alarm(f"{state_alarm}:{ev.venue}", f"{ev.venue}: venue refuses cancels ({ev.venue_state}: "
+                                                      f"{ev.code} {ev.message}); retrying, at most every "
+                                                      f"{max_s:g} s")
+            self._hold(prog, now, retry_s, counts=True)
+        elif ev.outcome == "rate_limited":
+            if not held:
+                self.counters.cancel_failures += 1
+            self._alarm(f"rate_limited:{ev.venue}", f"{ev.venue}: cancel budget exhausted ({ev.code} "
+                                                     f"{ev.message})")
+            self._hold(prog, now, ev.retry_after_s or 1.0, counts=held)
+        elif ev.outcome not in ("ok", "dry_run"):
             self.counters.cancel_failures += 1
             log.warning("cancel_not_ok", venue=ev.venue, verb=ev.verb, outcome=ev.outcome, code=ev.code,
                         message=ev.message)
             if ev.outcome == "auth":
                 self._alarm(f"auth:{ev.venue}", f"{ev.venue}: cancel refused for auth ({ev.code} {ev.message})")
+        if ev.outcome == "ok":
+            if prog is not None:
+                prog.venue_state_refusals = 0
+            for cond in ("venue_maintenance", "venue_query_only", "rate_limited"):
+                self._clear_alarm(f"{cond}:{ev.venue}")
         self.audit.record("cancel_result", venue=ev.venue, trip_id=ev.trip_id, verb=ev.verb,
                           request_id=ev.request_id, outcome=ev.outcome, code=ev.code, message=ev.message,
                           n_cancelled=len(ev.cancelled_ids), n_gone=len(ev.gone_ids),
-                          latency_ms=round(ev.latency_s * 1000, 3))
+                          latency_ms=round(ev.latency_s * 1000, 3), **({"venue_state": ev.venue_state}
+                                                                        if ev.venue_state else {}))
+
+    @staticmethod
+    def _hold(prog: VenueProgress | None, now: float, for_s: float, *, counts: bool) -> None:
+        if prog is None:
+            return
+        prog.hold_until_s = max(prog.hold_until_s, now + max(0.0, for_s))
+        if counts and prog.last_held_round != prog.round_no:
+            prog.last_held_round = prog.round_no
+            prog.held_rounds += 1
 
     def note_first_cancel(self, venue: str, trip_id: int, sent_at_s: float) -> None:
         """Called by the executor (same thread, sync) when a trip's first request is sent."""
@@ -596,10 +654,17 @@ class Engine:
         if prog.verify_failures >= VERIFY_ALARM_AFTER:
             self._alarm(f"unverified:{ev.venue}",
                         f"{ev.venue}: cannot confirm open orders ({prog.verify_failures} failures: {ev.error})")
+        elif prog.flat and prog.job_id is None:
+            # The venue's own snapshot already showed it flat and the feed sweeps anything new:
+            # one failed poll is a reason to poll again, not to spend the wallet's budget on a
+            # blind all-products cancel (which drew a rate-limit refusal after a restart).
+            # Repeated failures still end in the cancel round below (fail closed).
+            return
         self._schedule_retry(ev.venue, prog, now, ev.error)
 
     def _schedule_retry(self, venue: str, prog: VenueProgress, now: float, why: str) -> None:
         delay = min(0.1 * (2 ** max(prog.round_no - 1, 0)), 2.0)
+        delay = max(delay, prog.hold_until_s - now)
         if prog.next_round_at_s is None or prog.next_round_at_s > now + delay:
             prog.next_round_at_s = now + delay
         log.info("cancel_retry_scheduled", venue=venue, in_s=round(delay, 3), round=prog.round_no + 1, why=why)
@@ -610,11 +675,17 @@ class Engine:
             return
         prog.last_verify_s = now
         prog.verify_failures = 0
-        self.alarms.pop(f"unverified:{ev.venue}", None)
+        if ev.products is None and prog.job_id is None:
+            prog.snapshot_fresh = True
+        self._clear_alarm(f"unverified:{ev.venue}")
         remaining = self.state.open_orders(ev.venue, prog.scope)
         if not remaining:
             if not prog.flat and prog.job_id is None:
-                self.alarms.pop(f"unflat:{ev.venue}", None)
+                for cond in ("unflat", "venue_maintenance", "venue_query_only", "rate_limited"):
+                    self._clear_alarm(f"{cond}:{ev.venue}")
+                prog.held_rounds = 0
+                prog.hold_until_s = 0.0
+                prog.venue_state_refusals = 0
                 prog.flat = True
                 prog.flat_at_s = now
                 prog.round_no = 0
@@ -635,11 +706,11 @@ class Engine:
             if prog.round_no == 0:
                 self._start_round(ev.venue, prog, now, purpose="trip" if ev.purpose == "reconcile" else "retry")
             else:
-                if prog.round_no >= UNFLAT_ALARM_AFTER_ROUNDS:
+                if prog.round_no - prog.held_rounds >= UNFLAT_ALARM_AFTER_ROUNDS:
                     # Reachable (the snapshot came back) but the cancels are not taking effect:
                     # keep retrying, and say so loudly.
                     self._alarm(f"unflat:{ev.venue}", f"{ev.venue}: {len(remaining)} orders still open "
-                                                      f"after {prog.round_no} cancel rounds")
+                                                      f"after {prog.round_no - prog.held_rounds} cancel rounds")
                 self._schedule_retry(ev.venue, prog, now, f"{len(remaining)} orders still open")
 
     # ------------------------------------------------------------------ ticks
@@ -651,15 +722,15 @@ class Engine:
             b = self.state.book(venue)
             key = f"feed:{venue}"
             if b.connected:
-                if key in self.alarms:
-                    del self.alarms[key]
-                    self.audit.record("alarm_cleared", key=key)
-                    log.info("alarm_cleared", key=key)
+                self._clear_alarm(key)
                 continue
             since = b.disconnected_since_s if b.disconnected_since_s is not None else self.started_s
-            if now - since >= FEED_ALARM_AFTER_S:
+            after_s = FEED_ALARM_AFTER_S
+            if b.last_seen_s is not None:
+                after_s = self.feed_alarm_after_s.get(venue, FEED_ALARM_AFTER_S)
+            if now - since >= after_s:
                 what = "never connected" if b.last_seen_s is None else "disconnected"
-                self._alarm(key, f"{venue}: feed {what} for more than {FEED_ALARM_AFTER_S:g}s")
+                self._alarm(key, f"{venue}: feed {what} for more than {after_s:g}s")
 
     def _on_tick(self, now: float) -> None:
         self._check_feeds(now)
@@ -703,7 +774,7 @@ class Engine:
         self.progress.clear()
         self.alerting.clear()
         for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:", "latch_file"))]:
-            del self.alarms[key]
+            self._clear_alarm(key)
         if self.rule_factory is not None:
             # Fresh rule objects (debounce counters, alerts), but the baselines carry over:
             # a loss just before or just after the reset still counts against the old peak.
@@ -800,8 +871,7 @@ class Engine:
             self._rule_state_saved = ()  # try again
         elif outcome == "":
             for key in ("rule_state_persist", "rule_state_missing"):
-                if self.alarms.pop(key, None) is not None:
-                    self.audit.record("alarm_cleared", key=key)
+                self._clear_alarm(key)
         version = self._rule_state_version()
         now = self.clock.monotonic_s()
         if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < self._rule_state_min_s):
@@ -822,8 +892,7 @@ class Engine:
                 self._rule_state_saved = ()
                 return
             for key in ("rule_state_persist", "rule_state_missing"):
-                if self.alarms.pop(key, None) is not None:
-                    self.audit.record("alarm_cleared", key=key)
+                self._clear_alarm(key)
             return
 
         def write() -> None:  # worker thread: it only hands its outcome back
@@ -841,15 +910,26 @@ class Engine:
         self._alarm(key, message)
 
     def clear_alarm(self, key: str) -> None:
-        if self.alarms.pop(key, None) is not None:
-            self.audit.record("alarm_cleared", key=key)
-            log.info("alarm_cleared", key=key)
+        self._clear_alarm(key)
 
     def _alarm(self, key: str, message: str) -> None:
-        if self.alarms.get(key) != message:
-            self.alarms[key] = message
-            self.audit.record("alarm", key=key, message=message)
-            log.error("ALARM", key=key, message=message)
+        """One alarm per condition (key) while it lasts: logged when it starts, then every
+        ``alarms.relog_s`` with its count; every occurrence updates count and last seen."""
+        what = self.alarms.raise_(key, message, now_s=self.clock.monotonic_s(), wall_ms=self.clock.wall_ms())
+        if what is None:
+            return
+        a = self.alarms.get_alarm(key)
+        count = a.count if a is not None else 1
+        self.audit.record("alarm", key=key, message=message, count=count, repeat=what == "relog")
+        log.error("ALARM", key=key, message=message, count=count, repeat=what == "relog")
+
+    def _clear_alarm(self, key: str) -> None:
+        a = self.alarms.get_alarm(key)
+        if a is None:
+            return
+        del self.alarms[key]
+        self.audit.record("alarm_cleared", key=key, count=a.count)
+        log.info("alarm_cleared", key=key, count=a.count)
 
     def status(self) -> dict:
         now = self.clock.monotonic_s()
@@ -891,6 +971,7 @@ class Engine:
             "venues": venues,
             "rules": rules,
             "alarms": dict(self.alarms),
+            "alarm_details": self.alarms.details(now),
             "counters": {
                 "events": c.events, "bad_frames": c.bad_frames, "trips": c.trips, "alerts": c.alerts,
                 "cancel_requests": c.cancel_requests, "cancel_failures": c.cancel_failures, "sweeps": c.sweeps,

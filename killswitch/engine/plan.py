@@ -17,6 +17,12 @@ Rules, in order:
 4. Otherwise the cheapest complete candidate among by-id (trusted book only), by-products
    and all-products; ties go to the bulk verb. Candidates that fit the remaining budget
    win over those that do not.
+5. Later rounds planned from the venue's own verification snapshot (``snapshot_complete``:
+   both planes, taken after the previous round) treat that list as complete: by id or per
+   product when cheaper than the all-products verb, and on a two-plane venue the trigger
+   plane is planned on its own service (its survivors by id, which costs the wallet
+   nothing; no trigger request at all when none survive). Without such a snapshot a later
+   round goes wide (all products), since the book evidently missed something.
 """
 
 from __future__ import annotations
@@ -86,8 +92,15 @@ def plan_cancels(
     round_no: int,
     budget_available: int | None,
     sweep: bool = False,
+    snapshot_complete: bool = False,
 ) -> CancelPlan:
-    """Plan one round. ``in_scope``: known open orders the scope covers; ``all_known``: all."""
+    """Plan one round. ``in_scope``: known open orders the scope covers; ``all_known``: all.
+
+    ``snapshot_complete``: ``in_scope`` comes from the venue's own open-orders snapshot taken
+    after the last round (rule 5).
+    """
+    if snapshot_complete and round_no > 1 and not sweep and not _needs_by_id(scope, caps, in_scope, all_known):
+        return _plan_from_snapshot(venue, scope, in_scope, caps, budget_available)
     n = len(in_scope)
     # Bulk verbs on a two-plane venue can leave the trigger plane alone when stops are kept:
     # protective stops are then handled by id below.
@@ -147,3 +160,42 @@ def plan_cancels(
 
     best = min(candidates, key=key)[2]
     return best if isinstance(best, CancelPlan) else best()
+
+
+def _plan_from_snapshot(venue: str, scope: CancelScope, in_scope: Sequence[OrderInfo], caps: VenueCapabilities,
+                        budget_available: int | None) -> CancelPlan:
+    """Rule 5: the venue listed exactly what survives; plan each plane for just that."""
+    n = len(in_scope)
+    split = caps.has_trigger_plane
+    trig = [o for o in in_scope if o.is_trigger] if split else []
+    eng = [o for o in in_scope if not o.is_trigger] if split else list(in_scope)
+    # Stops kept on a two-plane venue are not in in_scope (the scope filtered them out).
+    trig_steps: tuple[CancelStep, ...] = ()
+    if trig:
+        trig_steps = (CancelStep(CANCEL_ORDERS, orders=_refs(trig), cost=caps.cost_cancel_triggers(len(trig))),)
+    trig_cost = sum(s.cost for s in trig_steps)
+    if not eng:
+        return CancelPlan(venue, trig_steps, "from the verification snapshot: trigger plane only, by id",
+                          trig_cost, n)
+    candidates: list[tuple[int, int, tuple[CancelStep, ...], str]] = []
+    by_id = CancelStep(CANCEL_ORDERS, orders=_refs(eng), cost=caps.cost_cancel_orders(len(eng)))
+    candidates.append((by_id.cost, 2, (by_id,), f"from the verification snapshot: {len(eng)} survivors by id"))
+    prods = tuple(sorted({o.product for o in eng}))
+    if scope.products is None or set(prods) <= set(scope.products):
+        step = CancelStep(CANCEL_PRODUCTS, products=prods, include_triggers=False,
+                          cost=caps.cost_cancel_products(len(prods)))
+        candidates.append((step.cost, 1, (step,),
+                           f"from the verification snapshot: per product for the {len(prods)} products with survivors"))
+    if scope.products is None:
+        step = CancelStep(CANCEL_ALL, include_triggers=False, cost=caps.cancel_all_cost)
+        candidates.append((step.cost, 0, (step,), "from the verification snapshot: all products"))
+
+    def key(c):
+        cost, rank, _, _ = c
+        fits = budget_available is None or cost + trig_cost <= budget_available
+        return (not fits, cost, rank)
+
+    cost, _, steps, reason = min(candidates, key=key)
+    if not split:
+        steps = tuple(CancelStep(s.verb, s.products, s.orders, True, s.cost) for s in steps)
+    return CancelPlan(venue, steps + trig_steps, reason, cost + trig_cost, n)

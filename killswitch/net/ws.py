@@ -30,7 +30,10 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
+from killswitch.net.sockopts import socket_of, tune_venue_socket
+
 RECV_BYTES = 65536
+DEFAULT_DEAD_AFTER_S = 10.0  # TCP_USER_TIMEOUT of client sockets
 MAX_MESSAGE_BYTES = 16 << 20
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -517,10 +520,18 @@ async def _open_stream(url: WsUrl, timeout_s: float) -> trio.abc.Stream:
         return await trio.open_tcp_stream(url.host, url.port)
 
 
-async def connect(url: str, *, deflate: bool, timeout_s: float, clock=trio.current_time) -> WsEndpoint:
-    """Client handshake; raises WsHandshakeRejected, WsClosed, OSError or trio.TooSlowError."""
+async def connect(url: str, *, deflate: bool, timeout_s: float, clock=trio.current_time,
+                  dead_after_s: float = DEFAULT_DEAD_AFTER_S) -> WsEndpoint:
+    """Client handshake; raises WsHandshakeRejected, WsClosed, OSError or trio.TooSlowError.
+
+    The socket gets TCP keepalive and ``TCP_USER_TIMEOUT`` = ``dead_after_s`` (see
+    :mod:`killswitch.net.sockopts`); the caller's pings detect a silent peer first.
+    """
     u = WsUrl.parse(url)
     stream = await _open_stream(u, timeout_s)
+    sock = socket_of(stream)
+    if sock is not None:
+        tune_venue_socket(sock, dead_after_s=dead_after_s)
     conn = WSConnection(ConnectionType.CLIENT)
     ext = [PerMessageDeflate()] if deflate else []
     host = u.host if u.port in (80, 443) else f"{u.host}:{u.port}"

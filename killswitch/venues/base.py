@@ -96,12 +96,19 @@ class VenueCapabilities:
     # Prefer by-id cancels for up to this many known orders when the feed is trusted:
     # lower latency (OX.FUN: WS on the open socket instead of a new REST request).
     prefer_by_id_below: int = 0
+    # Cost of a by-id trigger-plane cancel per order against *this* budget: the trigger
+    # service (Nado) is a separate service that does not draw on the wallet's weight.
+    trigger_cancel_cost_per_order: int = 0
 
     def cost_cancel_orders(self, n_orders: int) -> int:
         if n_orders <= 0:
             return 0
         n_requests = -(-n_orders // self.max_orders_per_request)
         return n_requests * self.cancel_orders_cost_per_request + n_orders * self.cancel_orders_cost_per_order
+
+    def cost_cancel_triggers(self, n_orders: int) -> int:
+        """By-id cancels on the trigger plane (two-plane venues only)."""
+        return max(0, n_orders) * self.trigger_cancel_cost_per_order
 
     def cost_cancel_products(self, n_products: int) -> int:
         return n_products * self.cancel_products_cost_per_product
@@ -152,11 +159,22 @@ class RateBudget:
     REST window fills with thousands); only ``wait_s`` on an exhausted window walks it.
     """
 
-    __slots__ = ("_windows", "_reserve")
+    __slots__ = ("_windows", "_reserve", "_blocked_until_s")
 
     def __init__(self, limits: Sequence[tuple[float, int]], *, reserve: int = 0) -> None:
         self._windows = tuple(_Window(float(w), int(cap)) for w, cap in limits)
         self._reserve = reserve
+        self._blocked_until_s = float("-inf")
+
+    # A refusal by the venue (Nado 1000, OX.FUN 429/20007) means someone we cannot see (the
+    # strategy on the same wallet or IP) spent the budget: nothing fits until the venue's
+    # window has passed, whatever our own count says. The first request after the block is
+    # the window's one probe; if it is refused too, the block starts again.
+    def refused(self, now_s: float, block_s: float) -> None:
+        self._blocked_until_s = max(self._blocked_until_s, now_s + block_s)
+
+    def blocked_for_s(self, now_s: float) -> float:
+        return max(0.0, self._blocked_until_s - now_s)
 
     def _window(self, window_s: float) -> "_Window":
         for win in self._windows:
@@ -170,6 +188,8 @@ class RateBudget:
         return win.total
 
     def available(self, now_s: float, *, for_cancel: bool = True) -> int:
+        if now_s < self._blocked_until_s:
+            return 0
         keep = 0 if for_cancel else self._reserve
         best: int | None = None
         for win in self._windows:
@@ -193,7 +213,7 @@ class RateBudget:
 
     def wait_s(self, weight: int, now_s: float) -> float:
         """Seconds until ``weight`` fits in every window (0 if it fits now)."""
-        worst = 0.0
+        worst = self.blocked_for_s(now_s)
         for win in self._windows:
             win.expire(now_s)
             excess = win.total + weight - win.cap
@@ -252,10 +272,19 @@ class OxfunConfig:
     # positions in. Cancel scopes may still name any market.
     markets: tuple[str, ...] = ()
     equity_currency: str = "OX"  # equity is computed in OX (see README, OX.FUN equity)
-    ping_interval_s: float = 20.0  # well inside the venue's 60 s idle limit
-    pong_timeout_s: float = 10.0
+    # Dead connections: a text ping every ping_interval_s; no pong (or any frame) within
+    # pong_timeout_s declares the socket dead and reconnects: a silent connection is gone
+    # within ping_interval_s + pong_timeout_s (default 7.5 s), the feed alarm follows
+    # disconnect_alarm_after_s later (default 12.5 s after the last frame at worst).
+    ping_interval_s: float = 2.5
+    pong_timeout_s: float = 5.0
+    disconnect_alarm_after_s: float = 5.0
     request_timeout_s: float = 5.0
     poll_interval_s: float = 5.0  # REST re-poll of balances/positions/orders for equity and drift
+    # Venue clock: measured from the login/subscribe replies' timestamps, re-measured every
+    # clock_sync_interval_s; a skew above clock_skew_alarm_s raises the clock_skew alarm.
+    clock_sync_interval_s: float = 60.0
+    clock_skew_alarm_s: float = 10.0
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
 
 
@@ -287,8 +316,16 @@ class VertexConfig:
     equity_poll_interval_s: float = 1.0
     orders_poll_interval_s: float = 5.0  # open-orders drift poll (every product) while connected
     products_refresh_interval_s: float = 300.0  # the venue's product list is re-read this often
-    ping_interval_s: float = 20.0  # the venue drops sockets without a ping for 30 s
+    # Protocol pings (the venue wants one at least every 30 s); a pong missing for
+    # pong_timeout_s declares the socket dead (see OxfunConfig for the arithmetic).
+    ping_interval_s: float = 2.5
+    pong_timeout_s: float = 5.0
+    disconnect_alarm_after_s: float = 5.0
     request_timeout_s: float = 5.0
+    # Venue clock from GET /time (and the subscription socket's time reply), re-measured
+    # every clock_sync_interval_s and on any 2011/2012; alarm above clock_skew_alarm_s.
+    clock_sync_interval_s: float = 60.0
+    clock_skew_alarm_s: float = 10.0
     # Weight budget of the wallet (600/min, 100/10 s). reserve: kept for cancels.
     budget_reserve: int = 50
     backoff: BackoffConfig = field(default_factory=BackoffConfig)

@@ -40,8 +40,9 @@ def check_credentials(cfg: VenueConfig, credentials: Mapping[str, Secret]) -> No
 
 
 def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clock,
-                 shared: dict | None = None) -> VenueSession:
+                 shared: dict | None = None, state_dir: str | None = None) -> VenueSession:
     """``shared``: one dict per daemon for state its sessions share (OX.FUN's per-IP REST budget).
+    ``state_dir``: where a session may keep small files across restarts (Nado's recent spend).
 
     Raises :class:`SecretError` (naming the reference) when a resolved secret is unusable."""
     if isinstance(cfg, OxfunConfig):
@@ -57,5 +58,5 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
 
         check_credentials(cfg, credentials)
         return VertexSession(cfg, private_key=credentials["private_key"], clock=clock,
-                             owner_key=credentials.get("owner_private_key"))
+                             owner_key=credentials.get("owner_private_key"), state_dir=state_dir)
     raise ValueError(f"unknown venue config {type(cfg).__name__}")

@@ -60,16 +60,19 @@ async def test_wrong_secret_is_auth_error_at_start():
             assert "wrong-secret-value" not in str(info.value)
 
 
-async def test_clock_skew_is_20024():
+async def test_clock_skew_20024_is_not_a_credentials_error_login_resigns_on_venue_time():
+    # Was: AuthError 20024 ("check the API key and secret"). The 20024 reply carries the
+    # venue's clock; the login is re-signed on it (issue #13 item 1).
     with trio.fail_after(10):
         async with running_sim() as sim:
             key, secret = sim.add_account()
             session = OxfunSession(make_config(sim), api_key=Secret(key), api_secret=Secret(secret),
                                    clock=Clock(wall_offset_ms=120_000))
             send, _recv = trio.open_memory_channel(100)
-            with pytest.raises(AuthError) as info:
-                await session.run(send)
-            assert info.value.code == "20024"
+            async with trio.open_nursery() as n:
+                await n.start(session.run, send)
+                assert abs(session.clock_skew_ms() + 120_000) < 1_000
+                n.cancel_scope.cancel()
 
 
 async def test_order_flow_pushes():
@@ -203,7 +206,7 @@ async def test_rest_faults_map_to_outcomes():
             assert r.outcome == "unknown" and "non-JSON" in r.message
             await h.sim.inject_fault("rest", mode="maintenance", count=1)
             r = (await h.session.cancel_all_orders(include_triggers=True, trip_id=1, on_sent=noop))[0]
-            assert r.outcome == "unknown" and r.code == "maintenance"
+            assert r.outcome == "unknown" and r.code == "000101" and r.venue_state == "maintenance"
             await h.sim.inject_fault("rest", mode="403", count=1)
             with pytest.raises(OutcomeUnknown):
                 await h.session.fetch_open_orders()

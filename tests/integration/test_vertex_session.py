@@ -226,12 +226,12 @@ async def test_rest_fallback_when_gateway_socket_down():
             assert sim.open_orders(acct["sender"])["orders"] == []
 
 
-async def test_maintenance_is_unknown_with_code():
+async def test_maintenance_is_unknown_with_code_and_venue_state():
     with trio.fail_after(15):
         async with sim_and_session() as (sim, acct, session, log):
             sim.set_faults(maintenance_count=1, maintenance_code=2068)
             res = await session.cancel_all_orders(include_triggers=False, trip_id=1, on_sent=SentLog())
-            assert [(r.outcome, r.code) for r in res] == [("unknown", "2068")]
+            assert [(r.outcome, r.code, r.venue_state) for r in res] == [("unknown", "2068", "maintenance")]
 
 
 async def test_vertex_flavour_smoke():

@@ -38,6 +38,7 @@ from killswitch.model import (
     VenueAlive,
     VenueAuthFailed,
     VenueConnected,
+    VenueDegraded,
     VenueDisconnected,
 )
 from killswitch.secrets import Secret
@@ -52,6 +53,7 @@ from killswitch.venues.base import (
     VenueCapabilities,
     VenueRejected,
 )
+from killswitch.venues.clock_offset import VenueClock, skew_message
 from killswitch.venues.oxfun import wire
 from killswitch.venues.oxfun.equity import EquityBook
 from killswitch.net.ws import WsClosed, WsHandshakeRejected
@@ -76,6 +78,9 @@ REST_CANCEL_MAX_ORDERS = 8
 ALIVE_MIN_INTERVAL_S = 0.5
 FORWARD_BATCH = 32  # events forwarded between reader checkpoints (bounds the engine's lag in a burst)
 EQUITY_COALESCE_S = 0.1
+REST_REFUSAL_BLOCK_S = 1.0  # REST limits are per second (and 5 min); 429 without Retry-After
+WS_REFUSAL_BLOCK_S = 1.0  # 20007: the WS limit is 50 messages per second
+UNAUTHED_MSG_INTERVAL_S = 1.05  # unauthenticated WS: 1 message/s (a re-login waits for it)
 
 
 class RestLimiter:
@@ -124,6 +129,14 @@ class _LoginRefused(_SessionEnd):
         super().__init__(f"login refused: code {code} {message}".strip())
         self.code = code
         self.message = message
+
+
+class _ClockRefused(_SessionEnd):
+    """Login refused for its timestamp even when signed with the venue's own time."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"login refused for its timestamp: code {code} {message}".strip())
+        self.code = code
 
 
 class _SendFailed(Exception):
@@ -250,6 +263,7 @@ class _RestReply:
     code: str = ""
     message: str = ""
     retry_after_s: float | None = None
+    venue_state: str = ""  # maintenance: refused for the venue's own state (see CancelCompleted)
 
 
 # --------------------------------------------------------------------------------------
@@ -292,6 +306,10 @@ class OxfunSession:
         self._equity_warned_s = float("-inf")
         self.connections_made = 0
         self._unyielded = 0  # events forwarded without a checkpoint since the last one
+        self._vclock = VenueClock()
+        self._clock_resync = trio.Event()  # set on a timestamp refusal: re-measure now
+        self._skew_alarmed = False
+        self._send: trio.MemorySendChannel | None = None
 
     # ----------------------------------------------------------------------------------
     # run / connection lifecycle
@@ -300,6 +318,7 @@ class OxfunSession:
     async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         started = False
         failures = 0
+        self._send = send
 
         def on_up() -> None:
             nonlocal started, failures
@@ -314,6 +333,14 @@ class OxfunSession:
                 try:
                     was_up = await self._connect_once(send, on_up)
                     reason = "closed"
+                except _ClockRefused as exc:
+                    # Not a credentials problem: say so, keep retrying (never exit 3 for it).
+                    self._log.error("login_clock_refused", code=exc.code, skew_ms=self.clock_skew_ms())
+                    await send.send(VenueDegraded(self.name, "clock_skew",
+                                                  f"login refused for its timestamp ({exc.code}) even with "
+                                                  f"venue time; host clock skew {self.clock_skew_ms()} ms",
+                                                  active=True, ts_recv_s=self._clock.monotonic_s()))
+                    reason = exc.reason
                 except _LoginRefused as exc:
                     if not started:
                         raise AuthError(
@@ -354,7 +381,8 @@ class OxfunSession:
         # The in-repo wsproto endpoint, not trio-websocket: the reader task reads the socket
         # itself, so a frame reaches the parser without a hop through a library reader task
         # and its queue (measured on the trip path, README "Benchmarks").
-        ws = await ws_connect(cfg.ws_url, deflate=False, timeout_s=cfg.request_timeout_s)
+        ws = await ws_connect(cfg.ws_url, deflate=False, timeout_s=cfg.request_timeout_s,
+                              dead_after_s=cfg.ping_interval_s + cfg.pong_timeout_s)
         try:
             live = _Live(ws)
             up = False
@@ -374,6 +402,7 @@ class OxfunSession:
                         self._log.info("venue_connected")
                         on_up()
                         nursery.start_soon(self._pinger, live)
+                        nursery.start_soon(self._clock_loop, live)
                         nursery.start_soon(self._poller, live, send)
                         nursery.start_soon(self._equity_loop, live, send)
                         nursery.start_soon(self._ticker_sync, live)
@@ -435,18 +464,72 @@ class OxfunSession:
             raise _SessionEnd(f"no reply to {tag} within {self.cfg.request_timeout_s}s")
         return waiter.replies
 
+    # ---- venue clock --------------------------------------------------------------------
+
+    def _mono_ms(self) -> float:
+        return self._clock.monotonic_s() * 1000.0
+
+    def venue_ms(self) -> int:
+        """The venue's clock now: signing timestamps, recvWindow timestamps."""
+        return self._vclock.venue_ms(mono_now_ms=self._mono_ms(), wall_now_ms=self._clock.wall_ms())
+
+    def clock_skew_ms(self) -> int | None:
+        return self._vclock.skew_ms(mono_now_ms=self._mono_ms(), wall_now_ms=self._clock.wall_ms())
+
+    async def _clock_sample(self, t0_ms: float, server_ms: int | None) -> None:
+        if server_ms is None:
+            return
+        self._vclock.add(mono_send_ms=t0_ms, mono_recv_ms=self._mono_ms(), server_ms=server_ms)
+        await self._check_skew()
+
+    async def _check_skew(self) -> None:
+        skew = self.clock_skew_ms()
+        if skew is None or self._send is None:
+            return
+        threshold_ms = round(self.cfg.clock_skew_alarm_s * 1000)
+        over = abs(skew) > threshold_ms
+        if over or self._skew_alarmed:
+            self._skew_alarmed = over
+            await self._send.send(VenueDegraded(self.name, "clock_skew",
+                                                skew_message(skew, threshold_ms) if over else "",
+                                                active=over, ts_recv_s=self._clock.monotonic_s()))
+
+    async def _clock_probe(self, live: _Live) -> None:
+        """Re-measure: a subscribe to a channel already followed is idempotent, and its reply
+        carries the venue's timestamp (the venue has no time endpoint)."""
+        tag = live.tags.next()
+        t0 = self._mono_ms()
+        replies = await self._request(live, wire.encode_subscribe([wire.private_channels()[0]], tag), tag, 1)
+        await self._clock_sample(t0, getattr(replies[0], "server_ms", None))
+
     async def _login(self, live: _Live) -> None:
         # Sent at once: the Welcome frame is not waited for (the venue accepts either order).
-        tag = live.tags.next()
-        text = wire.encode_login(self._api_key.reveal(), self._api_secret.reveal(), self._clock.wall_ms(), tag)
-        (ack,) = await self._request(live, text, tag, 1)
-        if not isinstance(ack, wire.LoginAck) or not ack.success:
+        # Signed with venue time; a timestamp refusal carries the venue's clock in its own
+        # timestamp, so the login is re-signed once with that before anything is concluded.
+        for attempt in (1, 2):
+            tag = live.tags.next()
+            t0 = self._mono_ms()
+            text = wire.encode_login(self._api_key.reveal(), self._api_secret.reveal(), self.venue_ms(), tag)
+            (ack,) = await self._request(live, text, tag, 1)
+            await self._clock_sample(t0, getattr(ack, "server_ms", None))
+            if isinstance(ack, wire.LoginAck) and ack.success:
+                return
             code = getattr(ack, "code", "") or "unknown"
+            if code in wire.TIMESTAMP_CODES:
+                if attempt == 1 and getattr(ack, "server_ms", None) is not None:
+                    self._log.warning("login_timestamp_refused", code=code, skew_ms=self.clock_skew_ms())
+                    # Before login the venue takes 1 message/s on this socket.
+                    await trio.sleep(max(0.0, UNAUTHED_MSG_INTERVAL_S - (self._mono_ms() - t0) / 1000.0))
+                    continue
+                raise _ClockRefused(code, getattr(ack, "message", ""))
             raise _LoginRefused(code, getattr(ack, "message", ""))
 
     async def _subscribe(self, live: _Live, channels: list[str]) -> None:
         tag = live.tags.next()
+        t0 = self._mono_ms()
         replies = await self._request(live, wire.encode_subscribe(channels, tag), tag, len(channels))
+        if replies:
+            await self._clock_sample(t0, getattr(replies[0], "server_ms", None))
         for r in replies:
             if not getattr(r, "success", False):
                 raise _SessionEnd(f"subscribe refused: code {getattr(r, 'code', '')} {getattr(r, 'message', '')}".strip())
@@ -582,6 +665,16 @@ class OxfunSession:
         if not self._book.needed_markets(self.cfg.equity_currency) <= live.tickers:
             live.tickers_changed.set()
 
+    async def _clock_loop(self, live: _Live) -> None:
+        while True:
+            with trio.move_on_after(self.cfg.clock_sync_interval_s):
+                await self._clock_resync.wait()
+            self._clock_resync = trio.Event()
+            try:
+                await self._clock_probe(live)
+            except _SessionEnd:
+                return
+
     async def _pinger(self, live: _Live) -> None:
         while True:
             await trio.sleep(self.cfg.ping_interval_s)
@@ -710,8 +803,9 @@ class OxfunSession:
         body_text = wire.encode_json_body(body) if body is not None else ""
         url = path + (f"?{query_string}" if query_string else "")
         request = client.build_request(verb, url, content=body_text.encode() if body_text else None)
-        # Fresh timestamp + nonce + signature for every request (never a replayed payload).
-        wall_ms = self._clock.wall_ms()
+        # Fresh timestamp + nonce + signature for every request (never a replayed payload),
+        # on the venue's clock.
+        wall_ms = self.venue_ms()
         nonce = str(wall_ms * 1000 + next(self._nonce_seq) % 1000)
         signed_body = query_string if verb == "GET" else body_text
         request.headers.update(wire.rest_headers(
@@ -740,7 +834,8 @@ class OxfunSession:
         status = response.status_code
         retry_after = _retry_after_s(response.headers.get("retry-after"))
         if status == 429:
-            return _RestReply("rate_limited", code="429", message=f"{verb} {path}: HTTP 429", retry_after_s=retry_after)
+            return self._rate_refused(_RestReply("rate_limited", code="429", message=f"{verb} {path}: HTTP 429",
+                                                 retry_after_s=retry_after))
         try:
             obj = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -751,15 +846,30 @@ class OxfunSession:
         if err is None and 200 <= status < 300:
             return _RestReply("ok", obj=obj)
         err = err or wire.RestError("", "")
+        if err.code in wire.TIMESTAMP_CODES:
+            # Our clock, not our credentials: re-measure and retry (the engine re-plans).
+            self._clock_resync.set()
+            return _RestReply("unknown", obj, err.code, f"{verb} {path}: timestamp refused (clock skew "
+                                                        f"{self.clock_skew_ms()} ms): {err.message}")
         if err.code in wire.AUTH_CODES or status == 401:
             return _RestReply("auth", obj, err.code or "401", f"{verb} {path}: {err.message}")
         if err.code in wire.MAINTENANCE_CODES:
-            return _RestReply("unknown", obj, "maintenance", f"{verb} {path}: venue code {err.code} {err.message}")
+            return _RestReply("unknown", obj, err.code, f"{verb} {path}: venue code {err.code} {err.message}",
+                              venue_state="maintenance")
         if err.code in wire.RATE_CODES:
-            return _RestReply("rate_limited", obj, err.code, f"{verb} {path}: {err.message}", retry_after)
+            return self._rate_refused(_RestReply("rate_limited", obj, err.code, f"{verb} {path}: {err.message}",
+                                                 retry_after))
         if status >= 500 and not err.code:
             return _RestReply("unknown", obj, f"http{status}", f"{verb} {path}: HTTP {status}")
         return _RestReply("rejected", obj, err.code or f"http{status}", f"{verb} {path}: {err.message}")
+
+    def _rate_refused(self, reply: _RestReply) -> _RestReply:
+        """The IP's REST budget is spent (by someone we cannot see): nothing more on it for
+        the venue's window (Retry-After, else the 1 s window); the pacer then holds every
+        request, cancels included, until it has passed."""
+        block_s = reply.retry_after_s if reply.retry_after_s is not None else REST_REFUSAL_BLOCK_S
+        self._rest_limiter.budget.refused(self._clock.monotonic_s(), block_s)
+        return replace(reply, retry_after_s=block_s)
 
     # ----------------------------------------------------------------------------------
     # Cancel verbs (VenueSession contract)
@@ -824,15 +934,27 @@ class OxfunSession:
         if batch.request_error is not None:
             err = batch.request_error
             outcome = "rate_limited" if err.code in wire.RATE_CODES else "auth" if err.code in wire.AUTH_CODES else "rejected"
+            retry_after = None
+            venue_state = ""
             if err.code in wire.MAINTENANCE_CODES:
-                outcome = "unknown"
+                outcome, venue_state = "unknown", "maintenance"
+            elif outcome == "rate_limited":
+                retry_after = WS_REFUSAL_BLOCK_S
+                self._ws_budget.refused(self._clock.monotonic_s(), WS_REFUSAL_BLOCK_S)
             results[i] = [self._completed(trip_id, verb, tag, outcome, t0, code=err.code, message=err.message,
-                                          cancelled_ids=cancelled, gone_ids=gone_ids)]
+                                          cancelled_ids=cancelled, gone_ids=gone_ids, retry_after_s=retry_after,
+                                          venue_state=venue_state)]
             return
         if batch.disconnected or len(batch.acks) < len(batch.ids):
             why = f"socket lost: {live.reason}" if batch.disconnected else f"no ack within {self.cfg.request_timeout_s}s"
             results[i] = [self._completed(trip_id, verb, tag, "unknown", t0, code="timeout" if not batch.disconnected else "1006",
                                           message=why, cancelled_ids=cancelled, gone_ids=gone_ids)]
+            return
+        if rejected and all(a.code in wire.MAINTENANCE_CODES for a in rejected):
+            first = rejected[0]
+            results[i] = [self._completed(trip_id, verb, tag, "unknown", t0, code=first.code,
+                                          message=f"{len(rejected)} refused: {first.message}", cancelled_ids=cancelled,
+                                          gone_ids=gone_ids, venue_state="maintenance")]
             return
         if rejected:
             first = rejected[0]
@@ -847,7 +969,7 @@ class OxfunSession:
         results: list[CancelCompleted | None] = [None] * len(chunks)
 
         async def one(k: int, refs: list[OrderRef]) -> None:
-            wall_ms = self._venue_wall_ms()
+            wall_ms = self.venue_ms()
             request_id = f"rest-cancel-{wall_ms}-{next(self._nonce_seq)}"
             # timestamp and responseType are required; the venue refuses the cancel once
             # recvWindow has passed (100015), so a request stuck longer than our own
@@ -861,7 +983,8 @@ class OxfunSession:
             reply = await self._rest("DELETE", "/v3/orders/cancel", body=body, on_written=sent)
             if reply.outcome != "ok":
                 results[k] = self._completed(trip_id, "cancel_orders", request_id, reply.outcome, t0, code=reply.code,
-                                             message=reply.message)
+                                             message=reply.message, retry_after_s=reply.retry_after_s,
+                                             venue_state=reply.venue_state)
                 return
             try:
                 cancelled, gone, rejected = wire.parse_rest_cancel_results(reply.obj)
@@ -878,11 +1001,6 @@ class OxfunSession:
                 nursery.start_soon(one, k, refs)
         return [r for r in results if r is not None]
 
-    def _venue_wall_ms(self) -> int:
-        # The venue's time for request timestamps. This branch has no clock-offset estimate
-        # (issue #13 item 1 adds one), so the session clock stands in for it.
-        return self._clock.wall_ms()
-
     async def _rest_cancel_all(self, product: str | None, trip_id: int, verb: str, on_sent: OnSent) -> CancelCompleted:
         request_id = f"rest-cancel-all-{product or 'ALL'}-{self._clock.wall_ms()}-{next(self._nonce_seq)}"
         t0 = self._clock.monotonic_s()
@@ -897,7 +1015,8 @@ class OxfunSession:
         # "Orders queued for cancelation" and "No working orders found" are both ok: the
         # confirmation is the venue's open-orders snapshot, not this reply.
         return self._completed(trip_id, verb, request_id, reply.outcome, t0, code=reply.code,
-                               message=reply.message or notice)
+                               message=reply.message or notice, retry_after_s=reply.retry_after_s,
+                               venue_state=reply.venue_state)
 
     async def cancel_products(
         self, products: Sequence[str], *, include_triggers: bool, trip_id: int, on_sent: OnSent

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Sequence
@@ -142,6 +142,21 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode("utf-8")
 
 
+def _server_ms(frame: dict) -> int | None:
+    """A reply's ``timestamp`` (ms, string or number) or None: used only for the clock offset."""
+    v = frame.get("timestamp")
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int) and v > 0:
+        return v
+    if isinstance(v, str) and v.isdigit() and len(v) <= 16:
+        return int(v)
+    return None
+
+
+TIMESTAMP_CODES = frozenset({"20024", "100015"})  # timestamp outside the window, recvWindow expired
+
+
 def encode_login(api_key: str, secret: str, timestamp_ms: int | str, tag: str) -> str:
     ts = str(timestamp_ms)
     return _dumps(
@@ -227,6 +242,8 @@ class LoginAck:
     tag: str | None
     code: str = ""
     message: str = ""
+    # The reply's ``timestamp``: the venue's clock (read for the offset only, not compared).
+    server_ms: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +253,7 @@ class SubscribeAck:
     channel: str = ""
     code: str = ""
     message: str = ""
+    server_ms: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,14 +667,15 @@ def _parse_event(frame: dict, venue: str, ts_recv_s: float) -> list:
         nonce = frame.get("nonce", "")
         return [Welcome(nonce if isinstance(nonce, str) else "")]
     if event == "login":
-        return [LoginAck(parse_bool(frame.get("success"), "success"), tag, code, message)]
+        return [LoginAck(parse_bool(frame.get("success"), "success"), tag, code, message, _server_ms(frame))]
     if event in ("subscribe", "unsubscribe"):
         channel = frame.get("channel", "")
         if isinstance(channel, list):
             channel = ",".join(c for c in channel if isinstance(c, str))
         if not isinstance(channel, str):
             raise WireError("channel malformed")
-        return [SubscribeAck(parse_bool(frame.get("success"), "success"), tag, channel[:80], code, message)]
+        return [SubscribeAck(parse_bool(frame.get("success"), "success"), tag, channel[:80], code, message,
+                             _server_ms(frame))]
     if event == "CANCEL" or event == "AMEND":
         submitted = parse_bool(frame.get("submitted"), "submitted")
         data = frame.get("data")

@@ -3,7 +3,12 @@
 Two sockets: the v1 gateway (executes + queries, in-order replies) and the subscription
 socket (permessage-deflate, StreamAuthentication, order_update/fill/position_change).
 REST ``/execute`` and the trigger service are used over HTTP. Every cancel attempt gets a
-fresh nonce and signature; 2011/2012 are retried at once with a new nonce.
+fresh nonce and signature; 2011/2012 re-measure the venue's clock and are retried at once
+with a new nonce.
+
+Time: nonces' recv_time, the stream authentication's expiration and the trigger queries'
+recvTime are all on the *venue's* clock (``GET /time``, see killswitch.venues.clock_offset),
+so a wrong or stepped host clock does not stop cancels.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import random
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Callable, Sequence
 
 import httpx
@@ -46,6 +52,8 @@ from killswitch.venues.base import (
     VertexConfig,
 )
 from killswitch.net.tls import shared_ssl_context
+from killswitch.venues.clock_offset import VenueClock, skew_message
+from killswitch.venues.spend_log import SpendLog
 
 from . import eip712
 from . import wire
@@ -61,6 +69,11 @@ STREAM_AUTH_AHEAD_MS = 50_000  # middle of (now, now+100 s]: tolerates +/-50 s o
 ALIVE_MIN_INTERVAL_S = 0.5
 EQUITY_MIN_SPACING_S = 0.25
 STREAMS = ("order_update", "fill", "position_change")
+RATE_REFUSAL_BLOCK_S = 10.0  # a 1000 blocks the wallet budget for its shortest window (10 s)
+# The venue refuses executes for its own state (doc "2026 changes" item 6): not a failure of
+# the cancel; the engine retries on its own schedule.
+MAINTENANCE_CODES = frozenset({1004, 1006, 2068})
+QUERY_ONLY_MARKERS = ("ip_query_only", "query_only", "query-only", "query only")
 STREAM_AUTH_REFUSED = "stream_auth_refused"  # VenueDegraded condition
 _HEX_DIGEST = re.compile(r"0x[0-9a-fA-F]{64}")
 
@@ -86,7 +99,8 @@ class _Lost(Exception):
 
 
 class VertexSession:
-    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock, owner_key: Secret | None = None) -> None:
+    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock, owner_key: Secret | None = None,
+                 state_dir: Path | str | None = None) -> None:
         if cfg.kind not in ("nado", "vertex"):
             raise ValueError(f"venue {cfg.name}: kind must be 'nado' or 'vertex', not {cfg.kind!r}")
         self.cfg = cfg
@@ -111,7 +125,16 @@ class VertexSession:
         self._nonces = NonceSource(recv_offset_ms=round(cfg.recv_window_s * 1000))
         self._budget = RateBudget(WALLET_LIMITS, reserve=cfg.budget_reserve)
         self._ip_budget = RateBudget(IP_LIMITS)
-        self._blocked_until_s = 0.0
+        self._vclock = VenueClock()
+        self._skew_alarmed = False
+        self._send: trio.MemorySendChannel | None = None
+        self._clock_lock = trio.Lock()
+        self._query_only = False
+        self._spend: SpendLog | None = None
+        self._spend_loaded = False
+        if state_dir is not None:
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.name)
+            self._spend = SpendLog(Path(state_dir) / f"spend-{safe}.json", horizon_s=WALLET_LIMITS[0][0])
         self._gw: GatewayConn | None = None
         self._http: httpx.AsyncClient | None = None
         self._products: tuple[int, ...] = tuple(cfg.products)  # subscribed to (the config's list, else all)
@@ -141,6 +164,10 @@ class VertexSession:
     async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         b = self.cfg.backoff
         attempt = 0
+        self._send = send
+        if self._spend is not None and not self._spend_loaded:
+            self._spend_loaded = True
+            self._load_spend()
         async with httpx.AsyncClient(timeout=self.cfg.request_timeout_s, verify=shared_ssl_context(),
                                      headers={"Accept-Encoding": "gzip, deflate"}) as http:
             self._http = http
@@ -201,7 +228,11 @@ class VertexSession:
     async def _setup(self, nursery, guard, send, task_status) -> None:
         cfg = self.cfg
         t = cfg.request_timeout_s
-        gep = await wsmod.connect(cfg.gateway_ws_url, deflate=False, timeout_s=t)
+        dead_after_s = cfg.ping_interval_s + cfg.pong_timeout_s
+        # The venue's clock before anything is signed (nonces, stream authentication).
+        await self._sync_clock(why="connect")
+        await self._check_ip()
+        gep = await wsmod.connect(cfg.gateway_ws_url, deflate=False, timeout_s=t, dead_after_s=dead_after_s)
         gw = GatewayConn(gep, venue=self.name)
         nursery.start_soon(guard, gw.reader)
         nursery.start_soon(guard, self._pinger, gep)
@@ -220,9 +251,10 @@ class VertexSession:
         # Without `products:`, every product the venue lists now (a reconnect picks up new ones).
         self._products = tuple(cfg.products) or self._all_products
 
-        sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t)
+        sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t, dead_after_s=dead_after_s)
         nursery.start_soon(guard, self._pinger, sep, send)
         buffered: list = []
+        await self._socket_time(sep, buffered)
         authed = await self._authenticate(sep, buffered, gw)
         await self._subscribe_all(sep, buffered, authed)
 
@@ -260,6 +292,7 @@ class VertexSession:
         self._reconnect_now = trio.Event()
         nursery.start_soon(guard, self._stream_reader, sep, send)
         nursery.start_soon(guard, self._equity_loop, gw, send)
+        nursery.start_soon(guard, self._clock_loop)
         nursery.start_soon(guard, self._orders_poll, gw, send)
         nursery.start_soon(guard, self._await_reconnect_request)
 
@@ -326,13 +359,27 @@ class VertexSession:
                     return msg
                 buffered.append((ts, raw))
 
+    async def _socket_time(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+        """The subscription socket's ``time`` message: a second sample, over the socket."""
+        rid = self._take_id()
+        t0 = self._mono_ms()
+        await ep.send_text(wire.dumps({"method": "time", "id": rid}))
+        reply = await self._await_reply(ep, rid, buffered)
+        result = reply.result if isinstance(getattr(reply, "result", None), dict) else {}
+        try:
+            server_ms = int(result.get("server_time"))
+        except (TypeError, ValueError):
+            return  # not answered with a time: GET /time stands alone
+        self._vclock.add(mono_send_ms=t0, mono_recv_ms=self._mono_ms(), server_ms=server_ms)
+        await self._check_skew()
+
     def _stream_wallet(self) -> str:
         return wire.hex0x(self._sender[:20])
 
     async def _authenticate(self, ep: wsmod.WsEndpoint, buffered: list, gw: GatewayConn | None = None) -> bool:
         """True when authenticated; False when a linked signer's authentication was refused
         and no owner key is configured (run degraded); raises AuthError otherwise."""
-        expiration = self._clock.wall_ms() + STREAM_AUTH_AHEAD_MS
+        expiration = self.venue_ms() + STREAM_AUTH_AHEAD_MS
         digest = self._domain.digest(eip712.hash_stream_authentication(self._sender, expiration))
         rid = self._take_id()
         signer = self._stream_signer
@@ -385,19 +432,23 @@ class VertexSession:
                 raise VenueRejected(f"subscribe {stream}/{pid} refused: {reply.error}", venue=self.name)
 
     async def _pinger(self, ep: wsmod.WsEndpoint, send=None) -> None:
-        # Protocol pings; a pong must come back before the next ping is due. On the
-        # subscription socket (``send`` given) a pong is the account stream's sign of life.
+        # Protocol pings every ping_interval_s; a pong missing pong_timeout_s after its ping
+        # declares the socket dead (a blackholed TCP connection never errors by itself). On
+        # the subscription socket (``send`` given) a pong is the account stream's sign of life.
         interval = self.cfg.ping_interval_s
-        sent_at = None
+        timeout = self.cfg.pong_timeout_s
         while True:
             await trio.sleep(interval)
-            if sent_at is not None and ep.last_pong_s < sent_at:
-                await ep.abort()
-                raise _Lost(f"no pong within {interval} s on {ep.target}")
-            if send is not None and sent_at is not None:
-                await self._emit(send, VenueAlive(self.name, self._clock.monotonic_s()))
             sent_at = trio.current_time()
             await ep.ping()
+            with trio.move_on_after(timeout):
+                while ep.last_pong_s < sent_at and not ep.closed:
+                    await trio.sleep(min(0.05, timeout / 10))
+            if ep.last_pong_s < sent_at:
+                await ep.abort()
+                raise _Lost(f"no pong within {timeout:g} s on {ep.target}")
+            if send is not None:
+                await self._emit(send, VenueAlive(self.name, self._clock.monotonic_s()))
 
     async def _stream_reader(self, ep: wsmod.WsEndpoint, send) -> None:
         while True:
@@ -488,6 +539,15 @@ class VertexSession:
         finally:
             if own:
                 await http.aclose()
+        if r.status_code == 403:
+            # GET/POST from a blocked IP: {"blocked":true,"reason":"ip_query_only"} (or another
+            # reason: fully blocked). Not an envelope; reported as a failure naming the reason.
+            try:
+                obj = wire.loads(r.content)
+            except wire.WireError:
+                obj = None
+            if isinstance(obj, dict) and obj.get("blocked"):
+                return wire.GatewayResponse(False, "", error=f"blocked: {obj.get('reason', '')}")
         try:
             return wire.parse_response_bytes(r.content)
         except wire.WireError as exc:
@@ -509,7 +569,7 @@ class VertexSession:
         return tuple(engine) + await self._fetch_trigger_orders()
 
     async def _fetch_trigger_orders(self) -> tuple[OrderInfo, ...]:
-        recv_time = self._clock.wall_ms() + min(self._nonces.recv_offset_ms, STREAM_AUTH_AHEAD_MS)
+        recv_time = self.venue_ms() + min(self._nonces.recv_offset_ms, STREAM_AUTH_AHEAD_MS)
         digest = self._domain.digest(eip712.hash_list_trigger_orders(self._sender, recv_time))
         body = wire.encode_list_trigger_orders(self._sender, recv_time, self._signer.sign_digest(digest))
         resp = await self._post(f"{self.cfg.trigger_url}/query", body)
@@ -526,9 +586,111 @@ class VertexSession:
     # =====================================================================================
 
     def budget_available(self, now_s: float) -> int | None:
-        if now_s < self._blocked_until_s:
-            return 0
         return max(0, self._budget.available(now_s))
+
+    def _load_spend(self) -> None:
+        """Weight spent before a crash still counts in the venue's window (see spend_log)."""
+        assert self._spend is not None
+        now_s = self._clock.monotonic_s()
+        loaded = self._spend.load(self._clock.wall_ms())
+        if loaded.unreadable:
+            # Spent, amount unknown: assume the worst for one (short) window.
+            self._log.warning("venue_spend_log_unreadable", path=str(self._spend.path))
+            self._budget.refused(now_s, RATE_REFUSAL_BLOCK_S)
+            return
+        for age_s, weight in loaded.spent:
+            self._budget.charge(weight, now_s - age_s)
+        if loaded.blocked_for_s > 0:
+            self._budget.refused(now_s, loaded.blocked_for_s)
+        if loaded.spent or loaded.blocked_for_s:
+            self._log.info("venue_spend_restored", weight=sum(w for _, w in loaded.spent),
+                           blocked_for_s=round(loaded.blocked_for_s, 3))
+
+    def _persist_spend(self, weight: int) -> None:
+        if self._spend is not None and weight:
+            self._spend.record(self._clock.wall_ms(), weight)
+
+    # =====================================================================================
+    # venue clock
+    # =====================================================================================
+
+    def _mono_ms(self) -> float:
+        return self._clock.monotonic_s() * 1000.0
+
+    def venue_ms(self) -> int:
+        return self._vclock.venue_ms(mono_now_ms=self._mono_ms(), wall_now_ms=self._clock.wall_ms())
+
+    def clock_skew_ms(self) -> int | None:
+        return self._vclock.skew_ms(mono_now_ms=self._mono_ms(), wall_now_ms=self._clock.wall_ms())
+
+    async def _sync_clock(self, *, why: str) -> bool:
+        """One ``GET {gw}/time`` sample (bare JSON number, server ms). Never raises."""
+        async with self._clock_lock:
+            http = self._http
+            if http is None:
+                return False
+            t0 = self._mono_ms()
+            try:
+                with trio.fail_after(self.cfg.request_timeout_s):
+                    r = await http.get(f"{self.cfg.gateway_rest_url}/time")
+                server_ms = int(wire.loads(r.content)) if r.status_code == 200 else None
+            except (trio.TooSlowError, httpx.HTTPError, wire.WireError, ValueError, TypeError) as exc:
+                self._log.warning("venue_clock_sync_failed", why=why, error=type(exc).__name__)
+                return False
+            if server_ms is None or server_ms <= 0:
+                self._log.warning("venue_clock_sync_failed", why=why, status=r.status_code)
+                return False
+            self._vclock.add(mono_send_ms=t0, mono_recv_ms=self._mono_ms(), server_ms=server_ms)
+        await self._check_skew()
+        return True
+
+    async def _check_skew(self) -> None:
+        skew = self.clock_skew_ms()
+        if skew is None or self._send is None:
+            return
+        threshold_ms = round(self.cfg.clock_skew_alarm_s * 1000)
+        over = abs(skew) > threshold_ms
+        if over or self._skew_alarmed:
+            self._skew_alarmed = over
+            await self._send.send(VenueDegraded(self.name, "clock_skew",
+                                                skew_message(skew, threshold_ms) if over else "",
+                                                active=over, ts_recv_s=self._clock.monotonic_s()))
+
+    async def _clock_loop(self) -> None:
+        while True:
+            await trio.sleep(self.cfg.clock_sync_interval_s)
+            await self._sync_clock(why="periodic")
+
+    async def _check_ip(self) -> None:
+        """``GET {gw}/ip``: 403 with reason ip_query_only = this IP may query but not cancel."""
+        http = self._http
+        if http is None:
+            return
+        try:
+            with trio.fail_after(self.cfg.request_timeout_s):
+                r = await http.get(f"{self.cfg.gateway_rest_url}/ip")
+        except (trio.TooSlowError, httpx.HTTPError):
+            return
+        if r.status_code == 404:
+            return  # not served here: nothing learned
+        reason = ""
+        if r.status_code == 403:
+            try:
+                obj = wire.loads(r.content)
+                reason = str(obj.get("reason", "")) if isinstance(obj, dict) else ""
+            except wire.WireError:
+                reason = "blocked"
+        await self._set_query_only(r.status_code == 403, f"GET /ip: HTTP {r.status_code} {reason}".strip())
+
+    async def _set_query_only(self, on: bool, why: str) -> None:
+        if on == self._query_only or self._send is None:
+            self._query_only = on
+            return
+        self._query_only = on
+        msg = (f"the venue refuses executes from this IP ({why}); cancels cannot go "
+               f"through until it is lifted (use another egress IP)") if on else ""
+        await self._send.send(VenueDegraded(self.name, "venue_query_only", msg, active=on,
+                                            ts_recv_s=self._clock.monotonic_s()))
 
     async def cancel_all_orders(self, *, include_triggers: bool, trip_id: int, on_sent: OnSent) -> list[CancelCompleted]:
         return await self._cancel_products_both((), "cancel_all_orders", include_triggers, trip_id, on_sent)
@@ -631,16 +793,26 @@ class VertexSession:
             remaining = left
 
     def _completed(self, trip_id, verb, request_id, outcome, *, code="", message="", cancelled=(), gone=(),
-                   t0: float | None = None) -> CancelCompleted:
+                   t0: float | None = None, retry_after_s: float | None = None,
+                   venue_state: str = "") -> CancelCompleted:
         now = self._clock.monotonic_s()
         return CancelCompleted(self.name, trip_id, verb, request_id, outcome, code, message, tuple(cancelled),
-                               tuple(gone), 0.0 if t0 is None else now - t0, now)
+                               tuple(gone), 0.0 if t0 is None else now - t0, now, retry_after_s, venue_state)
 
     async def _attempts(self, verb, build, expect_rt, trigger, weight, trip_id, on_sent, *, products, n_orders,
                         digests) -> list[CancelCompleted]:
         out: list[CancelCompleted] = []
         for attempt in range(1, MAX_TIME_RETRIES + 1):
-            nonce = self._nonces.next(self._clock.wall_ms())  # fresh per attempt, at the attempt
+            if weight:
+                wait_s = self._budget.wait_s(weight, self._clock.monotonic_s())
+                if wait_s > 0:
+                    # The budget says the venue would refuse it: not sent (the engine retries
+                    # when it fits; after a refusal that is the window's one probe).
+                    out.append(self._completed(trip_id, verb, "-", "rate_limited", code="held",
+                                               message=f"not sent: weight {weight} does not fit the wallet "
+                                                       f"budget for {wait_s:.1f} s", retry_after_s=wait_s))
+                    return out
+            nonce = self._nonces.next(self.venue_ms())  # fresh per attempt, at the attempt, venue time
             body, digest = build(nonce)
             request_id = str(nonce.value)
             gw = self._gw
@@ -654,6 +826,7 @@ class VertexSession:
                             "digest": wire.hex0x(digest), "attempt": attempt, "transport": transport},
                     ts_sent_s=self._clock.monotonic_s(),
                 ))
+                self._persist_spend(weight)
 
             t0 = self._clock.monotonic_s()
             if weight:
@@ -670,6 +843,8 @@ class VertexSession:
                 out.append(self._completed(trip_id, verb, request_id, "unknown", message=str(exc), t0=t0))
                 return out
             if resp.ok:
+                if self._query_only and not trigger:
+                    await self._set_query_only(False, "an execute was accepted")
                 try:
                     cancelled = wire.parse_cancelled_orders(resp.data)
                 except wire.WireError as exc:
@@ -680,19 +855,37 @@ class VertexSession:
                 return out
             code = resp.error_code
             scode = str(code) if code is not None else ""
-            if code in wire.LATE_EARLY_CODES and attempt < MAX_TIME_RETRIES:
-                self._log.warning("venue_cancel_recv_time", code=code, verb=verb, attempt=attempt)
-                out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode,
-                                           message=f"{resp.error} (retried with a fresh nonce)", t0=t0))
-                continue
+            if code in wire.LATE_EARLY_CODES:
+                # Our recv_time is outside the venue's window: its clock moved against ours.
+                # Re-measure, then a fresh nonce on the venue's time.
+                self._log.warning("venue_cancel_recv_time", code=code, verb=verb, attempt=attempt,
+                                  skew_ms=self.clock_skew_ms())
+                await self._sync_clock(why=f"error {code}")
+                if attempt < MAX_TIME_RETRIES:
+                    out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode,
+                                               message=f"{resp.error} (clock re-measured; retried with a fresh "
+                                                       f"nonce)", t0=t0))
+                    continue
             if code in wire.RATE_LIMIT_CODES:
                 now = self._clock.monotonic_s()
                 # The strategy spends the same wallet budget unseen: assume it is exhausted
                 # until at least the 10 s window has rolled over.
-                retry_after = max(self._budget.wait_s(max(weight, 1), now), WALLET_LIMITS[1][0])
-                self._blocked_until_s = max(self._blocked_until_s, now + retry_after)
+                retry_after = max(self._budget.wait_s(max(weight, 1), now), RATE_REFUSAL_BLOCK_S)
+                self._budget.refused(now, retry_after)
+                if self._spend is not None:
+                    self._spend.record_block(self._clock.wall_ms(), retry_after)
                 out.append(self._completed(trip_id, verb, request_id, "rate_limited", code=scode,
-                                           message=f"{resp.error}; retry after ~{retry_after:.1f} s", t0=t0))
+                                           message=f"{resp.error}; retry after ~{retry_after:.1f} s", t0=t0,
+                                           retry_after_s=retry_after))
+                return out
+            if code in MAINTENANCE_CODES:
+                out.append(self._completed(trip_id, verb, request_id, "unknown", code=scode,
+                                           message=f"maintenance: {resp.error}", t0=t0, venue_state="maintenance"))
+                return out
+            if code is None and any(m in resp.error.lower() for m in QUERY_ONLY_MARKERS):
+                await self._set_query_only(True, resp.error)
+                out.append(self._completed(trip_id, verb, request_id, "unknown", code="ip_query_only",
+                                           message=resp.error, t0=t0, venue_state="query_only"))
                 return out
             if code == wire.ORDER_NOT_FOUND:
                 named = {d.lower() for d in _HEX_DIGEST.findall(resp.error)} & set(digests)
@@ -703,10 +896,6 @@ class VertexSession:
             if code in wire.AUTH_CODES:
                 self._log.error("venue_cancel_auth", code=code, verb=verb)
                 out.append(self._completed(trip_id, verb, request_id, "auth", code=scode, message=resp.error, t0=t0))
-                return out
-            if code in wire.MAINTENANCE_CODES:
-                out.append(self._completed(trip_id, verb, request_id, "unknown", code=scode,
-                                           message=f"maintenance: {resp.error}", t0=t0))
                 return out
             out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode, message=resp.error, t0=t0))
             return out

@@ -44,6 +44,15 @@ class Faults:
     maintenance_code: int = 1004
     maintenance_count: int = 0
     ignore_pings: bool = False
+    # Doc "2026 changes" item 6: GET /ip answers 403 {"blocked":true,"reason":"ip_query_only"};
+    # queries still work, every execute is refused (REST: that 403; WS: a failure naming it).
+    query_only: bool = False
+    # The sim's clock runs this far ahead of its injected Clock (ms): a venue whose clock
+    # disagrees with the host's (GET /time, recv_time and expiration windows all follow it).
+    clock_offset_ms: int = 0
+    # Next N trigger-service queries (list_trigger_orders) fail with this code: a flaky read.
+    trigger_query_fail_code: int = 5000
+    trigger_query_fail_count: int = 0
     mute_pushes: bool = False  # a stalled stream: sockets open, pings answered, no account pushes
 
 
@@ -135,7 +144,7 @@ class VertexSim:
             task_status.started(self)
 
     def _now(self) -> tuple[int, float]:
-        return self.clock.wall_ms(), self.clock.monotonic_s()
+        return self.clock.wall_ms() + self.faults.clock_offset_ms, self.clock.monotonic_s()
 
     def _decide(self, req) -> tuple[bool, list, int, bytes]:
         path = req.target.split("?")[0]
@@ -232,7 +241,10 @@ class VertexSim:
         if f.drop_response_count > 0:
             f.drop_response_count -= 1
             drop = True
-        if f.maintenance_count > 0:
+        if f.query_only:
+            resp = {"status": "failure", "error": "ip_query_only: this IP may only query",
+                    "request_type": f"execute_{name}"}
+        elif f.maintenance_count > 0:
             f.maintenance_count -= 1
             resp = {"status": "failure", "error": "maintenance", "error_code": f.maintenance_code,
                     "request_type": f"execute_{name}"}
@@ -513,6 +525,8 @@ class VertexSim:
     def _setup_routes(self) -> None:
         r = self.http.route
         r("POST", "/v1/execute", self._rest_execute)
+        r("GET", "/v1/time", self._rest_time)
+        r("GET", "/v1/ip", self._rest_ip)
         r("POST", "/v1/query", self._rest_query)
         r("GET", "/v1/query", self._rest_query)
         r("POST", "/trigger/execute", self._trigger_execute)
@@ -537,7 +551,18 @@ class VertexSim:
             return None
         return Response.json({"status": "failure", "error": "Accept-Encoding must include gzip, br or deflate"}, 400)
 
+    async def _rest_time(self, req: Request) -> Response:
+        now_ms, _ = self._now()
+        return Response.json(now_ms)  # a bare JSON number: the server epoch in ms
+
+    async def _rest_ip(self, req: Request) -> Response:
+        if self.faults.query_only:
+            return Response.json({"blocked": True, "reason": "ip_query_only"}, 403)
+        return Response.json({"blocked": False})
+
     async def _rest_execute(self, req: Request) -> Response:
+        if self.faults.query_only:
+            return Response.json({"blocked": True, "reason": "ip_query_only"}, 403)
         refused = self._refuse_encoding(req)
         if refused is not None:
             return refused
@@ -570,6 +595,11 @@ class VertexSim:
 
     async def _trigger_query(self, req: Request) -> Response:
         now_ms, _ = self._now()
+        f = self.faults
+        if f.trigger_query_fail_count > 0:
+            f.trigger_query_fail_count -= 1
+            return Response.json({"status": "failure", "error": "injected query failure",
+                                  "error_code": f.trigger_query_fail_code, "request_type": "query_list_trigger_orders"})
         return Response.json(self.core.trigger_query(req.json(), now_ms=now_ms))
 
     async def _admin(self, fn) -> Response:
