@@ -1,0 +1,414 @@
+"""The bus shell: the official nats-py client on its own thread with its own asyncio loop.
+
+Why a thread and not trio-asyncio: the daemon's trio thread runs the trip path, and nothing
+of the bus may stand in its way. On a dedicated thread, nats-py's parsing, pings, reconnect
+loop and JetStream requests never take a slice of the trio scheduler, and a stuck bus cannot
+delay a cancel; the two sides meet only through two bounded, non-blocking hand-offs:
+
+- trio -> bus: :meth:`NatsBus.publish` / :meth:`NatsBus.kv_put` call
+  ``loop.call_soon_threadsafe`` (a few µs, never waits); the item lands in a bounded outbox
+  drained by the bus loop. A full outbox drops and counts (the latch is reconciled from the
+  key-value bucket anyway).
+- bus -> trio: every event goes to ``on_event`` *on the bus thread*; the daemon's callback
+  hands it to trio with ``TrioToken.run_sync_soon`` into a bounded memory channel.
+
+The figures behind this choice are in docs/fleet.md (bench/fleet.py ``--bridge``).
+
+Reconnects: nats-py reconnects by itself; the delay is ours (``reconnect_delay_s``: capped
+exponential backoff with jitter). After every (re)connect, and every ``reconcile_interval_s``,
+the latch keys are read back (:class:`LatchRead`) so a trip published while this instance
+was away is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from killswitch.fleet.messages import MAX_MESSAGE_BYTES
+from killswitch.fleet.subjects import LATCH_RESET_KEY, LATCH_TRIP_KEY, Subjects
+from killswitch.secrets import Secret
+
+log = structlog.get_logger("killswitch.fleet.bus")
+
+OUTBOX_SIZE = 1024
+STATUS_TTL_S = 600.0  # a status entry outlives a silent instance this long, then the bucket drops it
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    servers: tuple[str, ...]
+    client_name: str
+    user: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    creds_file: str | None = None  # NATS .creds (JWT + nkey seed)
+    nkey_seed_file: str | None = None
+    tls: TlsSettings | None = None
+    connect_timeout_s: float = 2.0
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 5.0
+    ping_interval_s: float = 2.0
+    max_outstanding_pings: int = 2  # dead connection detected in ~ping_interval * (pings + 1)
+    request_timeout_s: float = 2.0
+    pending_bytes: int = 1 << 20  # what nats-py buffers while reconnecting
+
+    def __repr__(self) -> str:  # the servers and names only; credentials never print
+        return f"BusSettings(servers={self.servers!r}, client_name={self.client_name!r})"
+
+
+def reconnect_delay_s(attempt: int, lo_s: float, hi_s: float, rand: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with +-25 % jitter (so a fleet does not reconnect in lockstep)."""
+    base = min(hi_s, lo_s * (2 ** min(attempt, 30)))
+    return base * (0.75 + 0.5 * rand())
+
+
+def connect_options(s: BusSettings) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` (the only place credentials are revealed)."""
+    opts: dict[str, Any] = {
+        "servers": list(s.servers), "name": s.client_name, "connect_timeout": s.connect_timeout_s,
+        "allow_reconnect": True, "max_reconnect_attempts": -1, "ping_interval": s.ping_interval_s,
+        "max_outstanding_pings": s.max_outstanding_pings, "pending_size": s.pending_bytes,
+        "reconnect_time_wait": s.reconnect_min_s,
+    }
+    if s.user is not None:
+        opts["user"] = s.user
+    if s.password is not None:
+        opts["password"] = s.password.reveal()
+    if s.token is not None:
+        opts["token"] = s.token.reveal()
+    if s.creds_file:
+        opts["user_credentials"] = s.creds_file
+    if s.nkey_seed_file:
+        opts["nkeys_seed"] = s.nkey_seed_file
+    if s.tls is not None:
+        opts["tls"] = s.tls.context()
+        if s.tls.server_name:
+            opts["tls_hostname"] = s.tls.server_name
+    return opts
+
+
+# ------------------------------------------------------------------------------ events (bus -> daemon)
+
+
+@dataclass(frozen=True, slots=True)
+class BusUp:
+    server: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusDown:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    subject: str
+    data: bytes
+    reply: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LatchEntry:
+    revision: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LatchRead:
+    """The latch keys as the bucket has them now (None: never written)."""
+
+    trip: LatchEntry | None
+    reset: LatchEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class BusError:
+    what: str
+    error: str
+
+
+BusEvent = BusUp | BusDown | Received | LatchRead | BusError
+
+
+@dataclass(slots=True)
+class BusCounters:
+    published: int = 0
+    outbox_dropped: int = 0
+    oversize_dropped: int = 0
+    publish_errors: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    reconciles: int = 0
+    reconcile_errors: int = 0
+
+
+async def ensure_buckets(js, subjects: Subjects, replicas: int) -> None:
+    """Create the two buckets when missing (a daemon without the right may only bind)."""
+    from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import BucketNotFoundError
+
+    for bucket, history, ttl in ((subjects.latch_bucket, 16, None), (subjects.status_bucket, 1, STATUS_TTL_S)):
+        try:
+            await js.key_value(bucket)
+            continue
+        except BucketNotFoundError:
+            pass
+        await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl, replicas=replicas,
+                                                 storage=StorageType.FILE, max_value_size=MAX_MESSAGE_BYTES))
+
+
+async def read_latch(js, subjects: Subjects) -> LatchRead:
+    from nats.js.errors import KeyNotFoundError
+
+    kv = await js.key_value(subjects.latch_bucket)
+    out = []
+    for key in (LATCH_TRIP_KEY, LATCH_RESET_KEY):
+        try:
+            e = await kv.get(key)
+            out.append(LatchEntry(e.revision, e.value or b""))
+        except KeyNotFoundError:
+            out.append(None)
+    return LatchRead(out[0], out[1])
+
+
+@dataclass(slots=True)
+class _Out:
+    subject: str
+    data: bytes
+    reply: str = ""
+    kv: bool = False  # JetStream publish (a key-value put): waits for the server's ack, on the bus thread
+
+
+class NatsBus:
+    """One NATS connection on a dedicated thread. Every public method is thread-safe and non-blocking."""
+
+    def __init__(self, settings: BusSettings, subjects: Subjects, *, subscribe: tuple[str, ...],
+                 on_event: Callable[[BusEvent], None], reconcile_interval_s: float = 2.0,
+                 bucket_replicas: int = 1, outbox_size: int = OUTBOX_SIZE) -> None:
+        self.settings = settings
+        self.subjects = subjects
+        self.subscribe_to = subscribe
+        self.on_event = on_event
+        self.reconcile_interval_s = reconcile_interval_s
+        self.bucket_replicas = bucket_replicas
+        self.outbox_size = outbox_size
+        self.counters = BusCounters()
+        self.connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._outbox: asyncio.Queue | None = None
+        self._stop: asyncio.Event | None = None
+        self._reconcile_wanted: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._nc = None
+        self._js = None
+
+    # ------------------------------------------------------------------ thread-safe API
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._thread_main, name="killswitch-fleet-bus", daemon=True)
+        self._thread.start()
+        self._started.wait(5.0)
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+        self._enqueue(_Out(subject, data, reply))
+
+    def kv_put(self, bucket: str, key: str, data: bytes) -> None:
+        self._enqueue(_Out(self.subjects.kv_subject(bucket, key), data, kv=True))
+
+    def reconcile_now(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._reconcile_wanted.set)
+            except RuntimeError:
+                pass
+
+    def run_coro(self, fn: Callable[[Any, Any], Awaitable[Any]]) -> concurrent.futures.Future:
+        """Run ``fn(nc, js)`` on the bus loop (tests, status reads); the caller bounds the wait."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(fn(self._nc, self._js), self._loop)
+
+    def _enqueue(self, item: _Out) -> None:
+        if len(item.data) > MAX_MESSAGE_BYTES:
+            self.counters.oversize_dropped += 1
+            log.error("fleet_publish_oversize", subject=item.subject, size=len(item.data))
+            return
+        loop = self._loop
+        if loop is None:
+            self.counters.outbox_dropped += 1
+            return
+        try:
+            loop.call_soon_threadsafe(self._put, item)
+        except RuntimeError:  # loop closed: the bus is stopping
+            self.counters.outbox_dropped += 1
+
+    def _put(self, item: _Out) -> None:
+        try:
+            self._outbox.put_nowait(item)
+        except asyncio.QueueFull:
+            self.counters.outbox_dropped += 1
+            log.error("fleet_outbox_full", subject=item.subject, size=self.outbox_size)
+
+    # ------------------------------------------------------------------ bus thread
+    def _emit(self, ev: BusEvent) -> None:
+        try:
+            self.on_event(ev)
+        except Exception as exc:  # the receiver's problem must not kill the bus loop
+            log.error("fleet_event_handler_failed", event=type(ev).__name__, error=f"{type(exc).__name__}: {exc}")
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except Exception as exc:
+            log.error("fleet_bus_crashed", error=f"{type(exc).__name__}: {exc}")
+            self._emit(BusDown(f"bus thread crashed: {type(exc).__name__}"))
+        finally:
+            self._loop = None
+            loop.close()
+
+    async def _main(self) -> None:
+        self._outbox = asyncio.Queue(self.outbox_size)
+        self._stop = asyncio.Event()
+        self._reconcile_wanted = asyncio.Event()
+        self._started.set()
+        tasks = [asyncio.ensure_future(self._connection()), asyncio.ensure_future(self._writer()),
+                 asyncio.ensure_future(self._reconciler())]
+        await self._stop.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._nc is not None:
+            try:
+                await asyncio.wait_for(self._nc.close(), 1.0)
+            except Exception:
+                pass
+
+    async def _connection(self) -> None:
+        import nats
+
+        s = self.settings
+        attempt = 0
+
+        async def on_disconnected() -> None:
+            if self.connected:
+                self.connected = False
+                self.counters.disconnects += 1
+                self._emit(BusDown("disconnected"))
+
+        async def on_reconnected() -> None:
+            self._up()
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("fleet_bus_error", error=f"{type(exc).__name__}: {exc}"[:300])
+
+        def pick(servers, info) -> tuple[None, float]:
+            tries = min((sv.reconnects for sv in servers), default=0)
+            return None, reconnect_delay_s(tries, s.reconnect_min_s, s.reconnect_max_s)
+
+        while True:  # the initial connect (nats-py reconnects by itself once connected)
+            try:
+                nc = await nats.connect(**connect_options(s), disconnected_cb=on_disconnected,
+                                        reconnected_cb=on_reconnected, error_cb=on_error,
+                                        reconnect_to_server_handler=pick)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = reconnect_delay_s(attempt, s.reconnect_min_s, s.reconnect_max_s)
+                attempt += 1
+                log.warning("fleet_connect_failed", error=f"{type(exc).__name__}: {exc}"[:300],
+                            retry_in_s=round(delay, 3), attempt=attempt)
+                await asyncio.sleep(delay)
+        self._nc = nc
+        self._js = nc.jetstream(timeout=s.request_timeout_s)
+        for subject in self.subscribe_to:
+            await nc.subscribe(subject, cb=self._on_msg, pending_msgs_limit=1024, pending_bytes_limit=4 << 20)
+        try:
+            await ensure_buckets(self._js, self.subjects, self.bucket_replicas)
+        except Exception as exc:
+            self._emit(BusError("buckets", f"{type(exc).__name__}: {exc}"))
+        self._up()
+        await asyncio.Event().wait()  # nats-py owns the connection from here; cancelled on stop
+
+    def _up(self) -> None:
+        self.connected = True
+        self.counters.connects += 1
+        url = getattr(self._nc, "connected_url", None)
+        self._emit(BusUp(url.netloc if url is not None else "?"))
+        self._reconcile_wanted.set()
+
+    async def _on_msg(self, msg) -> None:
+        self._emit(Received(msg.subject, msg.data, msg.reply or ""))
+
+    async def _writer(self) -> None:
+        while True:
+            item: _Out = await self._outbox.get()
+            nc = self._nc
+            if nc is None or nc.is_closed:
+                self.counters.publish_errors += 1
+                continue
+            try:
+                if item.kv:
+                    await self._js.publish(item.subject, item.data)
+                else:
+                    await nc.publish(item.subject, item.data, reply=item.reply)
+                self.counters.published += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.counters.publish_errors += 1
+                self._emit(BusError(f"publish {item.subject}", f"{type(exc).__name__}: {exc}"[:300]))
+
+    async def _reconciler(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._reconcile_wanted.wait(), self.reconcile_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._reconcile_wanted.clear()
+            if not self.connected or self._js is None:
+                continue
+            try:
+                read = await asyncio.wait_for(read_latch(self._js, self.subjects), self.settings.request_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.counters.reconcile_errors += 1
+                self._emit(BusError("latch read", f"{type(exc).__name__}: {exc}"[:300]))
+                continue
+            self.counters.reconciles += 1
+            self._emit(read)
