@@ -140,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in ("status", "trip", "reset", "heartbeat"):
         return cmd_control(args)
     if args.verb == "demo":
-        from killswitch.demo import main as demo_main
+        from killswitch.demo.run import main as demo_main
 
         return demo_main(args)
     if args.verb == "sim":
-        from killswitch.simcli import main as sim_main
+        from killswitch.demo.simcli import main as sim_main
 
         return sim_main(args)
     return 2  # pragma: no cover - argparse requires a verb

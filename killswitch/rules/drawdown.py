@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from killswitch.config import MapReader, RuleConfig, venue_equity_currency
 from killswitch.model import Breach, CashFlowObserved, EquityObserved
 from killswitch.rules.base import BookView, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig, venue_equity_currency
 from killswitch.units import Amount, UnitError, format_decimal, format_duration, parse_amount, parse_percent
 
 THRESHOLD_HINT = "must be a percentage like 5% or an amount like 2000 USD"

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from killswitch.config import MapReader, RuleConfig
 from killswitch.model import Breach
 from killswitch.rules.base import BookView, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig
 
 
 @dataclass(frozen=True, kw_only=True)

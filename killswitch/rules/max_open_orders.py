@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import MapReader, RuleConfig
 from killswitch.model import Breach, OpenOrdersSnapshot, OrderOpened
 from killswitch.rules.base import BookView, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import MapReader, RuleConfig, item_product
 from killswitch.model import Breach, MarkPriceObserved, PositionObserved
 from killswitch.rules.base import BookView, RuleStatus
+from killswitch.schema.reader import MapReader, item_product
+from killswitch.schema.rule import RuleConfig
 from killswitch.units import Amount, format_decimal, parse_amount
 
 

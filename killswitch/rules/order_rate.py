@@ -12,9 +12,10 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import MapReader, RuleConfig
 from killswitch.model import Breach, OrderOpened
 from killswitch.rules.base import BookView, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig
 from killswitch.units import format_duration
 
 

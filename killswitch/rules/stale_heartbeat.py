@@ -18,9 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from killswitch.config import MapReader, RuleConfig, item_str
 from killswitch.model import Breach, HeartbeatReceived, VenueConnected, VenueDisconnected
 from killswitch.rules.base import BookView, RuleStatus
+from killswitch.schema.reader import MapReader, item_str
+from killswitch.schema.rule import RuleConfig
 from killswitch.units import format_duration
 
 

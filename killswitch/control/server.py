@@ -1,0 +1,346 @@
+"""The control socket's trio shell: socket setup, peer credentials, connection handling.
+
+Every command goes through the engine's event channel like any other event, so the engine
+stays the single writer of risk state; ``trip`` and ``reset`` reply only once the engine has
+acted (bounded by a deadline), so "ok" is evidence, not hope.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import stat
+import struct
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import structlog
+import trio
+
+from killswitch.control.protocol import (
+    COMMAND_DEADLINE_S,
+    DEBUG_OPS_ENV,
+    ENGINE_POLL_S,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_REQUEST_BYTES,
+    REPLY_SEND_DEADLINE_S,
+    REQUEST_READ_DEADLINE_S,
+    SOCKET_DIR_MODE,
+    ControlSetupError,
+    PeerCred,
+    RequestError,
+    cash_flow_command,
+    encode_reply,
+    error_reply,
+    parse_proc_groups,
+    parse_request,
+    peer_allowed,
+    reset_command,
+    text_field,
+    trip_command,
+)
+from killswitch.model import HeartbeatReceived
+
+
+
+# Server shell
+
+
+log = structlog.get_logger("killswitch.control")
+
+
+def peer_credentials(sock) -> PeerCred:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCred(pid, uid, gid)
+
+
+def peer_groups(peer: PeerCred) -> frozenset[int]:
+    """Supplementary groups of the peer process, best effort (/proc, then the group database)."""
+    try:
+        return parse_proc_groups(Path(f"/proc/{peer.pid}/status").read_text())
+    except OSError:
+        pass
+    try:
+        name = pwd.getpwuid(peer.uid).pw_name
+        return frozenset(g.gr_gid for g in grp.getgrall() if name in g.gr_mem)
+    except KeyError:
+        return frozenset()
+
+
+def resolve_group(name: str | None) -> int | None:
+    if name is None:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ControlSetupError(f"control_socket_group {name!r} does not exist") from None
+
+
+def prepare_socket_path(path: Path, group_gid: int | None) -> None:
+    """Create the parent dir if needed; remove a stale socket; refuse anything else."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=SOCKET_DIR_MODE, parents=True)
+        if group_gid is not None:
+            os.chown(parent, -1, group_gid)
+        os.chmod(parent, SOCKET_DIR_MODE)
+    if len(os.fsencode(path)) >= 108:
+        raise ControlSetupError(f"control socket path is too long for AF_UNIX (max 107 bytes): {path}")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlSetupError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(os.fspath(path))
+    except OSError:
+        os.unlink(path)  # nobody listening: a leftover from a crash
+        return
+    finally:
+        probe.close()
+    raise ControlSetupError(f"another process is serving {path} (is a second killswitch running?)")
+
+
+class ControlServer:
+    def __init__(self, daemon, *, environ: Mapping[str, str] | None = None) -> None:
+        self.daemon = daemon
+        d = daemon.config.daemon
+        self.path = Path(d.control_socket)
+        self.group_name = d.control_socket_group
+        self.group_gid: int | None = None
+        self.own_uid = os.getuid()
+        env = daemon.environ if environ is None else environ
+        self.debug_ops = env.get(DEBUG_OPS_ENV) == "1"
+        self.requests = 0
+        self.refused = 0
+        self._slots = trio.Semaphore(MAX_CONNECTIONS)
+        self._inode: int | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    def bind(self) -> trio.socket.SocketType:
+        self.group_gid = resolve_group(self.group_name)
+        prepare_socket_path(self.path, self.group_gid)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # bind() is synchronous for AF_UNIX paths; trio's wrapper is async only for name resolution.
+            sock._sock.bind(os.fspath(self.path))
+            if self.group_gid is not None:
+                os.chown(self.path, -1, self.group_gid)
+                os.chmod(self.path, 0o660)
+            else:
+                os.chmod(self.path, 0o600)
+            sock.listen(MAX_CONNECTIONS)
+        except BaseException:
+            sock.close()
+            raise
+        self._inode = os.lstat(self.path).st_ino
+        return sock
+
+    def unlink(self) -> None:
+        try:
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    async def serve(self, sock, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listener = trio.SocketListener(sock)
+        log.info("control_listening", path=str(self.path), group=self.group_name,
+                 mode="0660" if self.group_gid is not None else "0600", debug_ops=self.debug_ops)
+        task_status.started()
+        try:
+            async with listener, trio.open_nursery() as nursery:
+                while True:
+                    stream = await listener.accept()
+                    nursery.start_soon(self._connection, stream)
+        finally:
+            self.unlink()
+
+    # -------------------------------------------------------------- connections
+    async def _send(self, stream, reply: Mapping[str, Any]) -> None:
+        with trio.fail_after(REPLY_SEND_DEADLINE_S):
+            await stream.send_all(encode_reply(reply))
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        try:
+            async with stream:
+                if self._slots.value == 0:
+                    await self._send(stream, error_reply("too many control connections", "busy"))
+                    return
+                async with self._slots:
+                    await self._session(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            return
+        except Exception as exc:  # a control bug must never take the kill switch down
+            log.error("control_connection_error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _session(self, stream: trio.SocketStream) -> None:
+        peer = peer_credentials(stream.socket)
+        groups = peer_groups(peer) if self.group_gid is not None else frozenset()
+        if not peer_allowed(peer, own_uid=self.own_uid, group_gid=self.group_gid, peer_groups=groups):
+            self.refused += 1
+            log.warning("control_refused", peer_uid=peer.uid, peer_gid=peer.gid, peer_pid=peer.pid,
+                        group=self.group_name)
+            self.daemon.audit.record("control_refused", peer_uid=peer.uid, peer_gid=peer.gid, peer_pid=peer.pid)
+            await self._send(stream, error_reply(
+                f"permission denied: uid {peer.uid} is not root, the daemon's user, or in control_socket_group",
+                "permission_denied"))
+            # Let the client finish sending its request before we close, so it reads our reply
+            # instead of a broken pipe. Bounded: at most one request's worth, one second.
+            with trio.move_on_after(1.0):
+                await stream.receive_some(MAX_REQUEST_BYTES)
+            return
+        buf = bytearray()
+        while True:
+            data = None
+            with trio.move_on_after(REQUEST_READ_DEADLINE_S if buf else IDLE_TIMEOUT_S):
+                data = await stream.receive_some(MAX_REQUEST_BYTES)
+            if data is None:  # deadline: idle connection, or a request line that never ended
+                if buf:
+                    await self._send(stream, error_reply("incomplete request line (timed out)", "timeout"))
+                return
+            if not data:
+                return
+            buf += data
+            while (nl := buf.find(b"\n")) >= 0:
+                line = bytes(buf[:nl])
+                del buf[: nl + 1]
+                if line.strip():
+                    await self._send(stream, await self.handle_line(line, peer))
+            if len(buf) > MAX_REQUEST_BYTES:
+                await self._send(stream, error_reply(f"request larger than {MAX_REQUEST_BYTES} bytes", "too_large"))
+                return
+
+    async def handle_line(self, line: bytes, peer: PeerCred) -> dict:
+        if len(line) > MAX_REQUEST_BYTES:
+            return error_reply(f"request larger than {MAX_REQUEST_BYTES} bytes", "too_large")
+        req: dict = {}
+        try:
+            req = parse_request(line)
+            reply = await self.handle(req, peer)
+        except RequestError as exc:
+            reply = error_reply(str(exc), exc.code)
+        except Exception as exc:  # never crash the daemon on a control request
+            log.error("control_request_error", op=req.get("op"), error=f"{type(exc).__name__}: {exc}")
+            reply = error_reply(f"internal error: {type(exc).__name__}", "internal")
+        if "id" in req:
+            reply["id"] = req["id"]
+        return reply
+
+    # -------------------------------------------------------------- requests
+    def _known_venues(self) -> frozenset[str]:
+        return frozenset(self.daemon.venues) or frozenset(v.name for v in self.daemon.config.venues)
+
+    @staticmethod
+    def _default_operator(peer: PeerCred) -> str:
+        try:
+            return pwd.getpwuid(peer.uid).pw_name
+        except KeyError:
+            return f"uid:{peer.uid}"
+
+    async def handle(self, req: dict, peer: PeerCred) -> dict:
+        self.requests += 1
+        op = req["op"]
+        daemon = self.daemon
+        engine = daemon.engine
+        if op == "heartbeat":
+            source = text_field(req, "source", required=True)
+            await daemon.send.send(HeartbeatReceived(source, daemon.clock.monotonic_s()))
+            return {"ok": True}
+        if op == "status":
+            return {"ok": True, "pid": os.getpid(), **daemon.status()}
+        if op == "trip":
+            cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer))
+            daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
+                                peer_uid=peer.uid, peer_pid=peer.pid)
+            before = engine.latch.next_trip_id
+            await daemon.send.send(cmd)
+            acted = await _wait_until(lambda: engine.latch.next_trip_id > before)
+            return self._command_reply(acted, "trip", trip_id=before if acted else None)
+        if op == "reset":
+            cmd = reset_command(req)
+            was_tripped = engine.latch.tripped
+            daemon.audit.record("control_command", op="reset", operator=cmd.operator, reason=cmd.reason,
+                                peer_uid=peer.uid, peer_pid=peer.pid, was_tripped=was_tripped)
+            await daemon.send.send(cmd)
+            acted = await _wait_until(lambda: not engine.latch.tripped)
+            return self._command_reply(acted, "reset", noop=not was_tripped)
+        if op == "cash_flow":
+            cmd = cash_flow_command(req, known_venues=self._known_venues(),
+                                    default_operator=self._default_operator(peer))
+            daemon.audit.record("control_command", op="cash_flow", operator=cmd.operator, venue=cmd.venue,
+                                amount=str(cmd.amount), peer_uid=peer.uid, peer_pid=peer.pid)
+            await daemon.send.send(cmd)
+            return {"ok": True, "venue": cmd.venue, "amount": str(cmd.amount)}
+        if op == "debug_wedge":
+            return self._debug_wedge(req, peer)
+        raise RequestError(f"unknown op {op!r}", "unknown_op")  # pragma: no cover - parse_request guards
+
+    def _command_reply(self, acted: bool, what: str, **extra: Any) -> dict:
+        st = self.daemon.status()
+        reply = {"ok": acted, "state": st["state"], "trips": st["trips"], "last_reset": st["last_reset"],
+                 "venues": {n: {"cancel_state": v["cancel_state"], "open_orders": v["open_orders"]}
+                            for n, v in st["venues"].items()}, **extra}
+        if not acted:
+            reply.update(error=f"{what} queued but the engine did not confirm it within {COMMAND_DEADLINE_S}s",
+                         code="unconfirmed")
+        return reply
+
+    def _debug_wedge(self, req: dict, peer: PeerCred) -> dict:
+        """TEST HOOK (README "Testing the watchdog"): wedge the engine task.
+
+        Enabled only when the daemon was started with KILLSWITCH_ENABLE_DEBUG_OPS=1. The next
+        event the engine handles blocks synchronously for ``seconds`` (as a rule stuck in a
+        loop would), so the engine makes no progress and WATCHDOG=1 pings stop. Never enable
+        it in production."""
+        if not self.debug_ops:
+            raise RequestError(f"debug ops are disabled (set {DEBUG_OPS_ENV}=1 to enable)", "disabled")
+        seconds = req.get("seconds", 5)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 600:
+            raise RequestError("'seconds' must be a number in (0, 600]")
+        engine = self.daemon.engine
+        original = engine.handle
+
+        def wedged(ev: object) -> None:
+            engine.handle = original  # one-shot
+            time.sleep(seconds)
+            original(ev)
+
+        engine.handle = wedged
+        log.critical("debug_wedge", seconds=seconds, peer_uid=peer.uid)
+        self.daemon.audit.record("debug_wedge", seconds=seconds, peer_uid=peer.uid, peer_pid=peer.pid)
+        return {"ok": True, "wedge_s": seconds}
+
+
+async def _wait_until(predicate, deadline_s: float = COMMAND_DEADLINE_S) -> bool:
+    with trio.move_on_after(deadline_s):
+        while not predicate():
+            await trio.sleep(ENGINE_POLL_S)
+        return True
+    return False
+
+
+async def control_service(daemon, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Daemon service: bind the socket (before READY, so a trip works during start-up) and serve."""
+    from killswitch.daemon import EXIT_CONFIG, StartupError
+
+    server = ControlServer(daemon)
+    try:
+        sock = server.bind()
+    except (ControlSetupError, OSError) as exc:
+        msg = f"control socket {server.path}: {exc}"
+        log.error("control_socket_failed", error=msg)
+        daemon.fatal = StartupError(msg, EXIT_CONFIG)
+        daemon.request_stop()
+        task_status.started()
+        return
+    daemon.control = server
+    await server.serve(sock, task_status=task_status)
