@@ -19,6 +19,13 @@ def _add_socket(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=None, help="read the control socket path from this config")
 
 
+def _add_fleet(p: argparse.ArgumentParser, deadline: bool = False) -> None:
+    p.add_argument("--fleet", action="store_true",
+                   help="every instance of the fleet, over NATS (needs -c CONFIG with a fleet: section)")
+    if deadline:
+        p.add_argument("--deadline", type=float, default=10.0, help="seconds to wait for the instances (--fleet)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="killswitch", description="Risk kill-switch daemon for crypto trading accounts.")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
@@ -35,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show the daemon's state")
     _add_socket(s)
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_fleet(s)
 
     t = sub.add_parser("trip", help="trip the kill switch by hand (latched)")
     _add_socket(t)
@@ -42,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--operator", default=None, help="who (default: $USER)")
     t.add_argument("--venue", action="append", default=None, help="limit to this venue (repeatable)")
     t.add_argument("--product", action="append", default=None, help="limit to this product (repeatable)")
+    _add_fleet(t, deadline=True)
 
     rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
     _add_socket(rs)
     rs.add_argument("--operator", required=True, help="who resets (audited)")
     rs.add_argument("--reason", required=True, help="why (audited)")
+    _add_fleet(rs, deadline=True)
 
     h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
     _add_socket(h)
@@ -137,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(args)
     if args.verb == "run":
         return cmd_run(args)
+    if args.verb in ("status", "trip", "reset") and args.fleet:
+        from killswitch.fleet.operator import run as fleet_run
+
+        return fleet_run(args, args.verb)
     if args.verb in ("status", "trip", "reset", "heartbeat"):
         return cmd_control(args)
     if args.verb == "demo":

@@ -116,6 +116,7 @@ class Daemon:
         self.reload_errors: list[str] = []
         self.reloads = 0
         self.engine: Engine | None = None
+        self.fleet = None  # the FleetService, when the config has a fleet section
         self.executor: Executor | None = None
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
@@ -405,6 +406,8 @@ class Daemon:
         st["ready"] = self.ready.is_set()
         st["degraded"] = list(self.degraded)
         st["reload_errors"] = list(self.reload_errors)
+        if self.fleet is not None:
+            st["fleet"] = self.fleet.status()
         for name, rt in self.venues.items():
             if name in st["venues"]:
                 st["venues"][name]["restarts"] = rt.restarts
