@@ -51,6 +51,7 @@ class NatsServer:
     cluster_port: int | None = None
     routes: tuple[int, ...] = ()  # cluster ports of the other nodes
     authorization: str = ""  # a raw ``authorization { ... }`` block (see killswitch.fleet.serverconf)
+    no_advertise: bool = False  # clients learn no other nodes: a lost node is a lost bus (partition tests)
     proc: subprocess.Popen | None = None
 
     @property
@@ -68,7 +69,8 @@ class NatsServer:
         ]
         if self.cluster_port is not None:
             routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
-            lines.append(f"cluster {{ name: ks-test, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}] }}")
+            adv = ", no_advertise: true" if self.no_advertise else ""
+            lines.append(f"cluster {{ name: ks-test, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}]{adv} }}")
         if self.authorization:
             lines.append(self.authorization)
         return "\n".join(lines) + "\n"
@@ -121,11 +123,12 @@ class NatsServer:
         self.stop(signal.SIGKILL)
 
 
-def cluster(store_dir: Path, n: int = 3, authorization: str = "") -> list[NatsServer]:
+def cluster(store_dir: Path, n: int = 3, authorization: str = "", no_advertise: bool = False) -> list[NatsServer]:
     """``n`` nodes routed to each other (start them all, then wait for each)."""
     cports = [free_port() for _ in range(n)]
     return [NatsServer(store_dir, name=f"n{i + 1}", cluster_port=cports[i],
-                       routes=tuple(p for j, p in enumerate(cports) if j != i), authorization=authorization)
+                       routes=tuple(p for j, p in enumerate(cports) if j != i), authorization=authorization,
+                       no_advertise=no_advertise)
             for i in range(n)]
 
 

@@ -120,13 +120,44 @@ async def read_statuses(js, subjects: Subjects, silent_after_s: float, now_ms: i
     return sorted(out, key=lambda s: s.status.instance)
 
 
+async def _statuses_or_none(js, subjects: Subjects, silent_after_s: float, on_line) -> list[SeenInstance]:
+    try:
+        return await read_statuses(js, subjects, silent_after_s)
+    except Exception as exc:  # e.g. a stream leader election in progress: go on without the list
+        on_line(f"WARNING: instance list unavailable ({type(exc).__name__}: {exc}); listing only those that ack")
+        return []
+
+
+async def _latch_put(js, subjects: Subjects, cfg: FleetConfig, key: str, data: bytes, deadline: float,
+                     on_line) -> bool:
+    """Write one latch key, retrying (a stream leader may be being elected) until ``deadline``."""
+    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
+
+    delay = 0.1
+    while True:
+        try:
+            await ensure_buckets(js, subjects, cfg.latch_replicas)
+            await js.publish(subjects.kv_subject(subjects.latch_bucket, key), data)
+            return True
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                on_line(f"latch write failed: {type(exc).__name__}: {exc}")
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except Exception as exc:  # refused (permissions) or a bug: no retry
+            on_line(f"latch write failed: {type(exc).__name__}: {exc}")
+            return False
+
+
 async def fleet_trip(cfg: FleetConfig, *, reason: str, operator: str, deadline_s: float,
                      environ: Mapping[str, str] | None = None, on_line=print) -> tuple[int, AckBoard]:
     subjects = Subjects(cfg.name)
     nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/trip")
     try:
         js = nc.jetstream(timeout=2.0)
-        seen = await read_statuses(js, subjects, cfg.silent_after_s)
+        seen = await _statuses_or_none(js, subjects, cfg.silent_after_s, on_line)
         fid = uuid.uuid4().hex
         board = AckBoard(fid, frozenset(s.status.instance for s in seen if not s.silent))
         done = asyncio.Event()
@@ -146,14 +177,9 @@ async def fleet_trip(cfg: FleetConfig, *, reason: str, operator: str, deadline_s
         t0 = time.monotonic()
         await nc.publish(subjects.trip, data, reply=ack_subject)  # the fast path, first
         await nc.flush(2.0)
-        try:
-            await ensure_buckets(js, subjects, cfg.latch_replicas)
-            await js.publish(subjects.kv_subject(subjects.latch_bucket, LATCH_TRIP_KEY), data)
-            latched = True
-        except Exception as exc:
-            latched = False
-            on_line(f"WARNING: the fleet latch was not written ({type(exc).__name__}: {exc}); "
-                    "instances that restart will not see this trip")
+        latched = await _latch_put(js, subjects, cfg, LATCH_TRIP_KEY, data, t0 + deadline_s, on_line)
+        if not latched:
+            on_line("WARNING: the fleet latch was not written; instances that restart will not see this trip")
         try:
             await asyncio.wait_for(done.wait(), deadline_s)
         except asyncio.TimeoutError:
@@ -176,7 +202,7 @@ async def fleet_reset(cfg: FleetConfig, *, reason: str, operator: str, deadline_
     nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/reset")
     try:
         js = nc.jetstream(timeout=2.0)
-        seen = await read_statuses(js, subjects, cfg.silent_after_s)
+        seen = await _statuses_or_none(js, subjects, cfg.silent_after_s, on_line)
         expected = {s.status.instance for s in seen if not s.silent}
         armed: dict[str, InstanceStatus] = {}
         dec = Decoder()
@@ -193,11 +219,8 @@ async def fleet_reset(cfg: FleetConfig, *, reason: str, operator: str, deadline_
         await nc.subscribe(subjects.status_all, cb=on_status)
         data = encode(reset)
         # Latch first: a reset the bucket does not hold would be undone by the next reconcile.
-        try:
-            await ensure_buckets(js, subjects, cfg.latch_replicas)
-            await js.publish(subjects.kv_subject(subjects.latch_bucket, LATCH_RESET_KEY), data)
-        except Exception as exc:
-            on_line(f"RESET REFUSED: cannot write the fleet latch ({type(exc).__name__}: {exc})")
+        if not await _latch_put(js, subjects, cfg, LATCH_RESET_KEY, data, time.monotonic() + deadline_s, on_line):
+            on_line("RESET NOT DONE: the fleet latch could not be written (nothing was re-armed)")
             return EXIT_BUS
         await nc.publish(subjects.reset, data)
         await nc.flush(2.0)

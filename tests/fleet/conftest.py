@@ -26,7 +26,7 @@ def nats_server():
 @pytest.fixture
 def nats_cluster():
     with short_tmpdir() as root:
-        nodes = cluster(root / "nats", 3)
+        nodes = cluster(root / "nats", 3, no_advertise=True)
         for n in nodes:
             n.start()
         try:
