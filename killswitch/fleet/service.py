@@ -43,6 +43,7 @@ REMEMBER_IDS = 256  # fleet trip / reset ids already applied (bounded)
 POLICY_TICK_S = 0.1
 STARTUP_LATCH_WAIT_S = 2.0  # how long start-up waits for the first latch read before venues connect
 BUS_ALARM = "fleet_bus"
+LATCH_ALARM = "fleet_latch"
 
 
 def fleet_tag(fleet_trip_id: str) -> str:
@@ -189,6 +190,7 @@ class FleetService:
                 if msg is not None:
                     self._apply_reset(msg, via="bus")
         elif isinstance(ev, LatchRead):
+            self.engine.clear_alarm(LATCH_ALARM)
             self._reconcile(ev)
             self.latch_seen.set()
         elif isinstance(ev, BusUp):
@@ -201,6 +203,8 @@ class FleetService:
         elif isinstance(ev, BusError):
             self.counters.bus_errors += 1
             log.warning("fleet_bus_error", what=ev.what, error=ev.error)
+            if ev.what == "latch read":  # connected but blind to the fleet latch: loud
+                self.engine.raise_alarm(LATCH_ALARM, f"fleet latch unreadable: {ev.error}"[:300])
 
     # ------------------------------------------------------------------ trips
     def _apply_trip(self, t: FleetTrip, *, via: str, reply: str = "") -> None:
@@ -209,8 +213,11 @@ class FleetService:
         if t.fleet_trip_id in local_fleet_ids(self.engine.latch):
             return  # latched on it already (restart with the state dir intact): on_start sweeps
         self.counters.trips_applied += 1
-        self.pending[t.fleet_trip_id] = PendingAck(t.fleet_trip_id, reply or self.subjects.ack(t.fleet_trip_id),
-                                                   trio.current_time())
+        # Acks go to the trip's ack subject only: a reply subject pointing elsewhere is not obeyed.
+        ack_subject = self.subjects.ack(t.fleet_trip_id)
+        self.pending[t.fleet_trip_id] = PendingAck(t.fleet_trip_id, ack_subject, trio.current_time())
+        if reply and reply != ack_subject:
+            log.warning("fleet_trip_reply_ignored", reply=reply[:128], ack_subject=ack_subject)
         self.daemon.audit.record("fleet_trip", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin,
                                  reason=t.reason, via=via, ts_origin_ms=t.ts_wall_ms)
         log.critical("FLEET_TRIP", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin, via=via)

@@ -66,6 +66,7 @@ class Instance:
     daemon: Daemon | None = None
     cancel: trio.CancelScope | None = None
     exit_codes: list[int] = field(default_factory=list)
+    environ_extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:
@@ -93,7 +94,7 @@ class Instance:
 async def start_instance(nursery: trio.Nursery, inst: Instance) -> Instance:
     inst.write_config()
     config = load_config(inst.config_path)
-    daemon = Daemon(config, handle_signals=False, environ={"KS_FLEET_OX_KEY": OX_KEY, "KS_FLEET_OX_SECRET": OX_SECRET},
+    daemon = Daemon(config, handle_signals=False, environ={"KS_FLEET_OX_KEY": OX_KEY, "KS_FLEET_OX_SECRET": OX_SECRET, **inst.environ_extra},
                     services=_services(config))
     inst.daemon = daemon
 
