@@ -73,6 +73,11 @@ def render_status(st: Mapping[str, Any]) -> str:
              "BREACHED" if r.get("breached") else "ok", "latch" if r.get("latch", True) else "alert"]
             for r in rules]
     out += _table(["RULE", "KIND", "OBSERVED", "THRESHOLD", "STATE", "ACTION"], rows)
+    fleet = st.get("fleet")
+    if fleet:
+        out += ["", f"fleet {fleet['fleet']} as {fleet['instance']}: bus {fleet['bus']}"
+                    + (f" ({fleet['server']})" if fleet.get("server") else "")
+                    + f", {fleet['trips_applied']} fleet trips, {fleet['resets_applied']} resets"]
     alarms = st.get("alarms") or {}
     out += ["", "alarms: none" if not alarms else f"ALARMS ({len(alarms)}):"]
     out += [f"  {k}: {m}" for k, m in alarms.items()]

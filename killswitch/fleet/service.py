@@ -218,11 +218,13 @@ class FleetService:
         self.pending[t.fleet_trip_id] = PendingAck(t.fleet_trip_id, ack_subject, trio.current_time())
         if reply and reply != ack_subject:
             log.warning("fleet_trip_reply_ignored", reply=reply[:128], ack_subject=ack_subject)
+        # The command first: the engine runs it at its next turn, after this record and log line
+        # (so the audit still reads fleet_trip, then trip), but neither costs the cancel any time.
+        self._to_engine(TripCommand(reason=f"{t.reason} {fleet_tag(t.fleet_trip_id)} from {t.origin}",
+                                    source="fleet", operator=t.operator))
         self.daemon.audit.record("fleet_trip", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin,
                                  reason=t.reason, via=via, ts_origin_ms=t.ts_wall_ms)
         log.critical("FLEET_TRIP", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin, via=via)
-        self._to_engine(TripCommand(reason=f"{t.reason} {fleet_tag(t.fleet_trip_id)} from {t.origin}",
-                                    source="fleet", operator=t.operator))
 
     def _to_engine(self, cmd: object) -> None:
         try:
