@@ -78,8 +78,12 @@ class Operator:
         self.decoder = Decoder()
         self.lock = threading.Lock()
         self.acks: dict[tuple[str, str, str], float] = {}
-        self.bus = NatsBus(BusSettings(tuple(servers), "bench-operator"), self.subjects,
-                           subscribe=(self.subjects.ack_all,), on_event=self._on_event)
+        self.bus = NatsBus(
+            BusSettings(tuple(servers), "bench-operator"),
+            self.subjects,
+            subscribe=(self.subjects.ack_all,),
+            on_event=self._on_event,
+        )
 
     def _on_event(self, ev) -> None:
         if isinstance(ev, Received):
@@ -129,8 +133,13 @@ async def restart_to_tripped(dp: DaemonProcess, bench_env: dict) -> tuple[float,
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
     t0 = time.perf_counter()
     with open(dp.log_path, "ab") as log:
-        dp.proc = subprocess.Popen([sys.executable, "-m", "killswitch.cli", "run", "-c", str(dp.config_path)],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=dp.state_dir)
+        dp.proc = subprocess.Popen(
+            [sys.executable, "-m", "killswitch.cli", "run", "-c", str(dp.config_path)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=dp.state_dir,
+        )
     with trio.fail_after(60):
         while True:
             try:
@@ -171,8 +180,9 @@ async def run(args, root: Path) -> None:
             keys: list[str] = []
             for i in range(args.instances):
                 sim = await nursery.start(OxfunSim().serve)
-                key, _ = sim.add_account(f"bench-key-{i:03d}", f"bench-secret-{i:03d}",
-                                         balances={"USD": "100000", "OX": "100000"})
+                key, _ = sim.add_account(
+                    f"bench-key-{i:03d}", f"bench-secret-{i:03d}", balances={"USD": "100000", "OX": "100000"}
+                )
 
                 def hook(t, tag, n, i=i):
                     first_cancel[-1].setdefault(i, time.perf_counter())
@@ -186,22 +196,30 @@ async def run(args, root: Path) -> None:
             t_start = time.perf_counter()
             for i, sim in enumerate(sims):
                 env = {"BENCH_OX_KEY": keys[i], "BENCH_OX_SECRET": f"bench-secret-{i:03d}"}
-                yaml_text = YAML.format(servers=", ".join(servers), instance=f"inst-{i:02d}",
-                                        replicas=3 if args.cluster else 1,
-                                        venues=ox_venue_yaml("ox", sim, "BENCH_OX"))
+                yaml_text = YAML.format(
+                    servers=", ".join(servers),
+                    instance=f"inst-{i:02d}",
+                    replicas=3 if args.cluster else 1,
+                    venues=ox_venue_yaml("ox", sim, "BENCH_OX"),
+                )
                 dp = await stack.enter_async_context(daemon_process(yaml_text, env, pin=False))
                 procs.append(dp)
                 envs.append(env)
-            print(f"{args.instances} instances ready in {time.perf_counter() - t_start:.1f}s "
-                  f"({'3-node cluster' if args.cluster else 'one nats-server'})", flush=True)
+            print("load average (1/5/15 min) at the start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+            print(
+                f"{args.instances} instances ready in {time.perf_counter() - t_start:.1f}s "
+                f"({'3-node cluster' if args.cluster else 'one nats-server'})",
+                flush=True,
+            )
 
             per_instance, slowest, all_tripped, all_flat = [], [], [], []
             for rnd in range(args.rounds + 1):  # round 0 warms up
                 for i, sim in enumerate(sims):
                     await sim.place_orders(keys[i], market=OX_MARKET, side="BUY", price="50000", count=ORDERS)
                 for dp in procs:
-                    await dp.wait_status(lambda st: sum(v["open_orders"] for v in st["venues"].values()) >= ORDERS,
-                                         poll_s=0.01)
+                    await dp.wait_status(
+                        lambda st: sum(v["open_orders"] for v in st["venues"].values()) >= ORDERS, poll_s=0.01
+                    )
                 first_cancel.append({})
                 fid, t0 = op.trip()
                 with trio.fail_after(30):
@@ -231,15 +249,21 @@ async def run(args, root: Path) -> None:
                 op.reset()
 
             ms = 1000.0
-            print(f"fleet trip -> first cancel on the wire, per instance: {summarize(per_instance).fmt(scale=ms)}")
-            print(f"fleet trip -> slowest instance's first cancel, per round: {summarize(slowest).fmt(scale=ms)}")
+            print("fleet trip -> first cancel on the wire, per instance: "
+                  + summarize(per_instance).fmt(scale=ms))
+            print("fleet trip -> slowest instance's first cancel, per round: "
+                  + summarize(slowest).fmt(scale=ms))
             print(f"fleet trip -> all {len(procs)} 'tripped' acks: {summarize(all_tripped).fmt(scale=ms)}")
             print(f"fleet trip -> all {len(procs)} 'flat' acks: {summarize(all_flat).fmt(scale=ms)}")
             if restarts:
-                print(f"restart (kill -9, empty state dir) spawn -> ready TRIPPED: {summarize(restarts).fmt(scale=ms, digits=1)}")
-                print(f"  of which daemon_start -> fleet_trip (latch read, audit stamps): "
-                      f"{summarize(restart_audit).fmt(scale=ms, digits=1)}")
+                print("restart (kill -9, empty state dir) spawn -> ready TRIPPED: "
+                      + summarize(restarts).fmt(scale=ms, digits=1))
+                print(
+                    f"  of which daemon_start -> fleet_trip (latch read, audit stamps): "
+                    f"{summarize(restart_audit).fmt(scale=ms, digits=1)}"
+                )
             print(f"operator bus: {op.bus.counters}")
+            print("load average (1/5/15 min) at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
             print(reproduce_line())
             nursery.cancel_scope.cancel()
     finally:

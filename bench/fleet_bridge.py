@@ -106,8 +106,13 @@ async def measure(mode: str, url: str, args) -> dict:
                 if isinstance(ev, Received):
                     token.run_sync_soon(send.send_nowait, (ev.subject, ev.data))
 
-            bus = NatsBus(BusSettings((url,), "bench-bridge"), Subjects("bridge"), subscribe=(PING, FLOOD),
-                          on_event=on_event, reconcile_interval_s=3600)
+            bus = NatsBus(
+                BusSettings((url,), "bench-bridge"),
+                Subjects("bridge"),
+                subscribe=(PING, FLOOD),
+                on_event=on_event,
+                reconcile_interval_s=3600,
+            )
             await trio.to_thread.run_sync(bus.start)
             while not bus.connected:
                 await trio.sleep(0.01)
@@ -167,8 +172,14 @@ async def run_phases(nursery, url, args, pings, floods) -> dict:
     nursery.start_soon(lateness, stop2, late_flood)
     await trio.to_thread.run_sync(pub.run, args.pings, 0.005, args.flood_hz, args.flood_s)
     stop2.set()
-    return {"flood_sent": pub.flood_sent, "delivery": delivery, "delivery_flood": summarize(pings), "late_quiet": summarize(late_quiet),
-            "late_flood": summarize(late_flood), "flood_msgs": floods[0]}
+    return {
+        "flood_sent": pub.flood_sent,
+        "delivery": delivery,
+        "delivery_flood": summarize(pings),
+        "late_quiet": summarize(late_quiet),
+        "late_flood": summarize(late_flood),
+        "flood_msgs": floods[0],
+    }
 
 
 async def main(args) -> None:
@@ -186,12 +197,21 @@ async def main(args) -> None:
             r = await measure(mode, srv.url, args)
             us = 1e6
             print(f"[{mode}]")
-            print(f"  bus -> trio delivery, quiet:         {r['delivery'].fmt(unit='us', scale=us, digits=0)}")
-            print(f"  bus -> trio delivery, {args.flood_hz:.0f} msg/s flood: "
-                  f"{r['delivery_flood'].fmt(unit='us', scale=us, digits=0)}")
-            print(f"  trio 1 ms sleep lateness, quiet:     {r['late_quiet'].fmt(unit='us', scale=us, digits=0)}")
-            print(f"  trio 1 ms sleep lateness, flood:     {r['late_flood'].fmt(unit='us', scale=us, digits=0)} "
-                  f"({r['flood_sent']} flood msgs sent, {r['flood_msgs']} received)")
+            print(
+                f"  bus -> trio delivery, quiet:         {r['delivery'].fmt(unit='us', scale=us, digits=0)}"
+            )
+            print(
+                f"  bus -> trio delivery, {args.flood_hz:.0f} msg/s flood: "
+                f"{r['delivery_flood'].fmt(unit='us', scale=us, digits=0)}"
+            )
+            print(
+                f"  trio 1 ms sleep lateness, quiet:     {r['late_quiet'].fmt(unit='us', scale=us, digits=0)}"
+            )
+            print(
+                "  trio 1 ms sleep lateness, flood:     "
+                f"{r['late_flood'].fmt(unit='us', scale=us, digits=0)} "
+                f"({r['flood_sent']} flood msgs sent, {r['flood_msgs']} received)"
+            )
             print(f"  publish from trio, per call:         {r['publish'].fmt(unit='us', scale=us, digits=1)}")
         print(reproduce_line())
     finally:

@@ -23,7 +23,8 @@ def _add_fleet(p: argparse.ArgumentParser, deadline: bool = False) -> None:
     p.add_argument("--fleet", action="store_true",
                    help="every instance of the fleet, over NATS (needs -c CONFIG with a fleet: section)")
     if deadline:
-        p.add_argument("--deadline", type=float, default=10.0, help="seconds to wait for the instances (--fleet)")
+        p.add_argument("--deadline", type=float, default=10.0,
+                       help="seconds to wait for the instances (--fleet)")
 
 
 def build_parser() -> argparse.ArgumentParser:

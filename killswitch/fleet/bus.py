@@ -27,7 +27,7 @@ import concurrent.futures
 import random
 import ssl
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import structlog
@@ -78,7 +78,9 @@ class BusSettings:
         return f"BusSettings(servers={self.servers!r}, client_name={self.client_name!r})"
 
 
-def reconnect_delay_s(attempt: int, lo_s: float, hi_s: float, rand: Callable[[], float] = random.random) -> float:
+def reconnect_delay_s(
+    attempt: int, lo_s: float, hi_s: float, rand: Callable[[], float] = random.random
+) -> float:
     """Capped exponential backoff with +-25 % jitter (so a fleet does not reconnect in lockstep)."""
     base = min(hi_s, lo_s * (2 ** min(attempt, 30)))
     return base * (0.75 + 0.5 * rand())
@@ -87,9 +89,14 @@ def reconnect_delay_s(attempt: int, lo_s: float, hi_s: float, rand: Callable[[],
 def connect_options(s: BusSettings) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect`` (the only place credentials are revealed)."""
     opts: dict[str, Any] = {
-        "servers": list(s.servers), "name": s.client_name, "connect_timeout": s.connect_timeout_s,
-        "allow_reconnect": True, "max_reconnect_attempts": -1, "ping_interval": s.ping_interval_s,
-        "max_outstanding_pings": s.max_outstanding_pings, "pending_size": s.pending_bytes,
+        "servers": list(s.servers),
+        "name": s.client_name,
+        "connect_timeout": s.connect_timeout_s,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "ping_interval": s.ping_interval_s,
+        "max_outstanding_pings": s.max_outstanding_pings,
+        "pending_size": s.pending_bytes,
         "reconnect_time_wait": s.reconnect_min_s,
     }
     if s.user is not None:
@@ -169,14 +176,25 @@ async def ensure_buckets(js, subjects: Subjects, replicas: int) -> None:
     from nats.js.api import KeyValueConfig, StorageType
     from nats.js.errors import BucketNotFoundError
 
-    for bucket, history, ttl in ((subjects.latch_bucket, 16, None), (subjects.status_bucket, 1, STATUS_TTL_S)):
+    for bucket, history, ttl in (
+        (subjects.latch_bucket, 16, None),
+        (subjects.status_bucket, 1, STATUS_TTL_S),
+    ):
         try:
             await js.key_value(bucket)
             continue
         except BucketNotFoundError:
             pass
-        await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, ttl=ttl, replicas=replicas,
-                                                 storage=StorageType.FILE, max_value_size=MAX_MESSAGE_BYTES))
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                ttl=ttl,
+                replicas=replicas,
+                storage=StorageType.FILE,
+                max_value_size=MAX_MESSAGE_BYTES,
+            )
+        )
 
 
 async def read_latch(js, subjects: Subjects) -> LatchRead:
@@ -204,9 +222,17 @@ class _Out:
 class NatsBus:
     """One NATS connection on a dedicated thread. Every public method is thread-safe and non-blocking."""
 
-    def __init__(self, settings: BusSettings, subjects: Subjects, *, subscribe: tuple[str, ...],
-                 on_event: Callable[[BusEvent], None], reconcile_interval_s: float = 2.0,
-                 bucket_replicas: int = 1, outbox_size: int = OUTBOX_SIZE) -> None:
+    def __init__(
+        self,
+        settings: BusSettings,
+        subjects: Subjects,
+        *,
+        subscribe: tuple[str, ...],
+        on_event: Callable[[BusEvent], None],
+        reconcile_interval_s: float = 2.0,
+        bucket_replicas: int = 1,
+        outbox_size: int = OUTBOX_SIZE,
+    ) -> None:
         self.settings = settings
         self.subjects = subjects
         self.subscribe_to = subscribe
@@ -286,7 +312,9 @@ class NatsBus:
         try:
             self.on_event(ev)
         except Exception as exc:  # the receiver's problem must not kill the bus loop
-            log.error("fleet_event_handler_failed", event=type(ev).__name__, error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "fleet_event_handler_failed", event=type(ev).__name__, error=f"{type(exc).__name__}: {exc}"
+            )
 
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -305,8 +333,11 @@ class NatsBus:
         self._stop = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()
         self._started.set()
-        tasks = [asyncio.ensure_future(self._connection()), asyncio.ensure_future(self._writer()),
-                 asyncio.ensure_future(self._reconciler())]
+        tasks = [
+            asyncio.ensure_future(self._connection()),
+            asyncio.ensure_future(self._writer()),
+            asyncio.ensure_future(self._reconciler()),
+        ]
         await self._stop.wait()
         for t in tasks:
             t.cancel()
@@ -341,17 +372,25 @@ class NatsBus:
 
         while True:  # the initial connect (nats-py reconnects by itself once connected)
             try:
-                nc = await nats.connect(**connect_options(s), disconnected_cb=on_disconnected,
-                                        reconnected_cb=on_reconnected, error_cb=on_error,
-                                        reconnect_to_server_handler=pick)
+                nc = await nats.connect(
+                    **connect_options(s),
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                    error_cb=on_error,
+                    reconnect_to_server_handler=pick,
+                )
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 delay = reconnect_delay_s(attempt, s.reconnect_min_s, s.reconnect_max_s)
                 attempt += 1
-                log.warning("fleet_connect_failed", error=f"{type(exc).__name__}: {exc}"[:300],
-                            retry_in_s=round(delay, 3), attempt=attempt)
+                log.warning(
+                    "fleet_connect_failed",
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    retry_in_s=round(delay, 3),
+                    attempt=attempt,
+                )
                 await asyncio.sleep(delay)
         self._nc = nc
         self._js = nc.jetstream(timeout=s.request_timeout_s)
@@ -403,7 +442,9 @@ class NatsBus:
             if not self.connected or self._js is None:
                 continue
             try:
-                read = await asyncio.wait_for(read_latch(self._js, self.subjects), self.settings.request_timeout_s)
+                read = await asyncio.wait_for(
+                    read_latch(self._js, self.subjects), self.settings.request_timeout_s
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -54,14 +54,20 @@ class FleetConfig:
     latch_replicas: int = 1
     ack_flat_timeout_s: float = 30.0  # longest an instance tracks one fleet trip towards flat
 
-    def bus_settings(self, environ: Mapping[str, str] | None = None, *, client_name: str | None = None) -> BusSettings:
+    def bus_settings(
+        self, environ: Mapping[str, str] | None = None, *, client_name: str | None = None
+    ) -> BusSettings:
         """Resolve secret references (raises SecretError, never with the value)."""
         c = self.credentials
         return BusSettings(
-            servers=self.servers, client_name=client_name or f"killswitch/{self.name}/{self.instance}",
-            user=c.user, password=c.password.resolve(environ) if c.password else None,
-            token=c.token.resolve(environ) if c.token else None, creds_file=c.creds_file,
-            nkey_seed_file=c.nkey_seed_file, tls=self.tls,
+            servers=self.servers,
+            client_name=client_name or f"killswitch/{self.name}/{self.instance}",
+            user=c.user,
+            password=c.password.resolve(environ) if c.password else None,
+            token=c.token.resolve(environ) if c.token else None,
+            creds_file=c.creds_file,
+            nkey_seed_file=c.nkey_seed_file,
+            tls=self.tls,
         )
 
 
@@ -75,10 +81,16 @@ def _server(node) -> str:
 def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> FleetConfig | None:
     """Parse the ``fleet:`` mapping; issues go to the reader's context (file, line, key)."""
     servers = r.list("servers", _server, required=True, non_empty=True)
-    name = r.str("name", required=True, pattern=NAME_RE, hint="letters, digits, '_' or '-' (a NATS subject token)")
+    name = r.str(
+        "name", required=True, pattern=NAME_RE, hint="letters, digits, '_' or '-' (a NATS subject token)"
+    )
     default_instance = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "instance"
-    instance = r.str("instance", default_instance, pattern=NAME_RE,
-                     hint="letters, digits, '_' or '-' (a NATS subject token)")
+    instance = r.str(
+        "instance",
+        default_instance,
+        pattern=NAME_RE,
+        hint="letters, digits, '_' or '-' (a NATS subject token)",
+    )
     creds = FleetCredentials()
     c = r.sub("credentials")
     if c is not None:
@@ -91,9 +103,13 @@ def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> 
         creds_file = c.file_path("creds", None)
         nkey = c.file_path("nkey", None)
         c.finish()
-        creds = FleetCredentials(user=user, password=password, token=token,
-                                 creds_file=None if creds_file is None else str(creds_file),
-                                 nkey_seed_file=None if nkey is None else str(nkey))
+        creds = FleetCredentials(
+            user=user,
+            password=password,
+            token=token,
+            creds_file=None if creds_file is None else str(creds_file),
+            nkey_seed_file=None if nkey is None else str(nkey),
+        )
     tls = None
     t = r.sub("tls")
     if t is not None:
@@ -102,8 +118,12 @@ def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> 
         if (cert is None) != (key is None):
             t.error("cert" if cert is None else "key", "cert and key go together (client certificate)")
         t.finish()
-        tls = TlsSettings(ca_file=str(ca) if ca else None, cert_file=str(cert) if cert else None,
-                          key_file=str(key) if key else None, server_name=server_name)
+        tls = TlsSettings(
+            ca_file=str(ca) if ca else None,
+            cert_file=str(cert) if cert else None,
+            key_file=str(key) if key else None,
+            server_name=server_name,
+        )
     policy = BusLossPolicy()
     p = r.sub("on_bus_loss")
     if p is not None:
@@ -117,13 +137,32 @@ def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> 
     replicas = r.int("latch_replicas", 1, min_value=1, max_value=5)
     ack_flat = r.duration("ack_flat_timeout", 30.0, max_s=Decimal(600))
     r.finish()
-    values = (servers, name, instance, status_interval, silent_after, replicas, ack_flat, creds.user, creds.password,
-              creds.token, creds.creds_file, creds.nkey_seed_file, tls)
+    values = (
+        servers,
+        name,
+        instance,
+        status_interval,
+        silent_after,
+        replicas,
+        ack_flat,
+        creds.user,
+        creds.password,
+        creds.token,
+        creds.creds_file,
+        creds.nkey_seed_file,
+        tls,
+    )
     if any(v is INVALID or isinstance(v, Invalid) for v in values):
         return None
     return FleetConfig(
-        servers=servers, name=name, instance=instance, credentials=creds, tls=tls,
+        servers=servers,
+        name=name,
+        instance=instance,
+        credentials=creds,
+        tls=tls,
         status_interval_s=status_interval,
         silent_after_s=silent_after if silent_after is not None else max(5.0, 3 * status_interval),
-        on_bus_loss=policy, latch_replicas=replicas, ack_flat_timeout_s=ack_flat,
+        on_bus_loss=policy,
+        latch_replicas=replicas,
+        ack_flat_timeout_s=ack_flat,
     )

@@ -145,26 +145,53 @@ def _choice(d: dict, key: str, options: tuple[str, ...]) -> str:
 
 def _build(cls: type, d: dict) -> Message:
     if cls is FleetTrip:
-        return FleetTrip(_ident(d, "fleet_trip_id"), _text(d, "reason"), _text(d, "operator", MAX_NAME),
-                         _text(d, "origin", MAX_NAME), _int(d, "ts_wall_ms"))
+        return FleetTrip(
+            _ident(d, "fleet_trip_id"),
+            _text(d, "reason"),
+            _text(d, "operator", MAX_NAME),
+            _text(d, "origin", MAX_NAME),
+            _int(d, "ts_wall_ms"),
+        )
     if cls is FleetReset:
-        return FleetReset(_ident(d, "reset_id"), _text(d, "reason"), _text(d, "operator", MAX_NAME),
-                          _text(d, "origin", MAX_NAME), _int(d, "ts_wall_ms"))
+        return FleetReset(
+            _ident(d, "reset_id"),
+            _text(d, "reason"),
+            _text(d, "operator", MAX_NAME),
+            _text(d, "origin", MAX_NAME),
+            _int(d, "ts_wall_ms"),
+        )
     if cls is TripAck:
         venues = d.get("venues")
-        if not isinstance(venues, list) or len(venues) > 256 or \
-                not all(isinstance(v, str) and len(v) <= MAX_NAME for v in venues):
+        if (
+            not isinstance(venues, list)
+            or len(venues) > 256
+            or not all(isinstance(v, str) and len(v) <= MAX_NAME for v in venues)
+        ):
             raise BadMessage("venues: expected a list of at most 256 names")
-        return TripAck(_ident(d, "fleet_trip_id"), _ident(d, "instance"), _choice(d, "stage", ACK_STAGES),
-                       _int(d, "local_trip_id"), tuple(venues), _opt_ms(d, "trip_to_first_cancel_ms"),
-                       _opt_ms(d, "trip_to_flat_ms"), _int(d, "ts_wall_ms"))
+        return TripAck(
+            _ident(d, "fleet_trip_id"),
+            _ident(d, "instance"),
+            _choice(d, "stage", ACK_STAGES),
+            _int(d, "local_trip_id"),
+            tuple(venues),
+            _opt_ms(d, "trip_to_first_cancel_ms"),
+            _opt_ms(d, "trip_to_flat_ms"),
+            _int(d, "ts_wall_ms"),
+        )
     fid = d.get("fleet_trip_id")
     interval = d.get("interval_s")
     if not isinstance(interval, (int, float)) or isinstance(interval, bool) or not (0 < interval <= 3600):
         raise BadMessage("interval_s: expected seconds in (0, 3600]")
-    return InstanceStatus(_ident(d, "instance"), _choice(d, "state", STATES),
-                          None if fid is None else _ident(d, "fleet_trip_id"), _int(d, "venues_up"),
-                          _int(d, "venues_total"), _int(d, "alarms"), float(interval), _int(d, "ts_wall_ms"))
+    return InstanceStatus(
+        _ident(d, "instance"),
+        _choice(d, "state", STATES),
+        None if fid is None else _ident(d, "fleet_trip_id"),
+        _int(d, "venues_up"),
+        _int(d, "venues_total"),
+        _int(d, "alarms"),
+        float(interval),
+        _int(d, "ts_wall_ms"),
+    )
 
 
 def decode(data: bytes, expect: type | None = None) -> Message:
@@ -204,8 +231,13 @@ class Decoder:
         except BadMessage as exc:
             kind = subject.split(".")[2] if subject.count(".") >= 2 else subject
             self.bad[kind] += 1
-            log.warning("fleet_bad_message", subject=subject[:128], error=str(exc), size=len(data),
-                        sample=data[:80].decode("utf-8", "replace"))
+            log.warning(
+                "fleet_bad_message",
+                subject=subject[:128],
+                error=str(exc),
+                size=len(data),
+                sample=data[:80].decode("utf-8", "replace"),
+            )
             return None
         self.good += 1
         return msg

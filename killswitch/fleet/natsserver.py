@@ -70,7 +70,9 @@ class NatsServer:
         if self.cluster_port is not None:
             routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
             adv = ", no_advertise: true" if self.no_advertise else ""
-            lines.append(f"cluster {{ name: ks-test, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}]{adv} }}")
+            lines.append(
+                f"cluster {{ name: ks-test, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}]{adv} }}"
+            )
         if self.authorization:
             lines.append(self.authorization)
         return "\n".join(lines) + "\n"
@@ -81,7 +83,9 @@ class NatsServer:
         conf.write_text(self.config_text())
         log = open(self.store_dir / f"{self.name}.log", "ab")
         try:
-            self.proc = subprocess.Popen([server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            )
         finally:
             log.close()
         return self
@@ -97,7 +101,9 @@ class NatsServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server {self.name} exited {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"nats-server {self.name} exited {self.proc.returncode}:\n{self.log_tail()}"
+                )
             if self.healthy():
                 return self
             time.sleep(0.05)
@@ -123,13 +129,22 @@ class NatsServer:
         self.stop(signal.SIGKILL)
 
 
-def cluster(store_dir: Path, n: int = 3, authorization: str = "", no_advertise: bool = False) -> list[NatsServer]:
+def cluster(
+    store_dir: Path, n: int = 3, authorization: str = "", no_advertise: bool = False
+) -> list[NatsServer]:
     """``n`` nodes routed to each other (start them all, then wait for each)."""
     cports = [free_port() for _ in range(n)]
-    return [NatsServer(store_dir, name=f"n{i + 1}", cluster_port=cports[i],
-                       routes=tuple(p for j, p in enumerate(cports) if j != i), authorization=authorization,
-                       no_advertise=no_advertise)
-            for i in range(n)]
+    return [
+        NatsServer(
+            store_dir,
+            name=f"n{i + 1}",
+            cluster_port=cports[i],
+            routes=tuple(p for j, p in enumerate(cports) if j != i),
+            authorization=authorization,
+            no_advertise=no_advertise,
+        )
+        for i in range(n)
+    ]
 
 
 def environ_has_server() -> bool:

@@ -93,10 +93,14 @@ async def _connect(cfg: FleetConfig, environ: Mapping[str, str] | None, client_n
     try:
         return await nats.connect(**opts)
     except Exception as exc:
-        raise OperatorError(f"cannot connect to {', '.join(cfg.servers)}: {type(exc).__name__}: {exc}") from None
+        raise OperatorError(
+            f"cannot connect to {', '.join(cfg.servers)}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
-async def read_statuses(js, subjects: Subjects, silent_after_s: float, now_ms: int | None = None) -> list[SeenInstance]:
+async def read_statuses(
+    js, subjects: Subjects, silent_after_s: float, now_ms: int | None = None
+) -> list[SeenInstance]:
     from nats.js.errors import BucketNotFoundError, NoKeysError
 
     try:
@@ -124,12 +128,15 @@ async def _statuses_or_none(js, subjects: Subjects, silent_after_s: float, on_li
     try:
         return await read_statuses(js, subjects, silent_after_s)
     except Exception as exc:  # e.g. a stream leader election in progress: go on without the list
-        on_line(f"WARNING: instance list unavailable ({type(exc).__name__}: {exc}); listing only those that ack")
+        on_line(
+            f"WARNING: instance list unavailable ({type(exc).__name__}: {exc}); listing only those that ack"
+        )
         return []
 
 
-async def _latch_put(js, subjects: Subjects, cfg: FleetConfig, key: str, data: bytes, deadline: float,
-                     on_line) -> bool:
+async def _latch_put(
+    js, subjects: Subjects, cfg: FleetConfig, key: str, data: bytes, deadline: float, on_line
+) -> bool:
     """Write one latch key, retrying (a stream leader may be being elected) until ``deadline``."""
     from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
     from nats.js.errors import ServiceUnavailableError
@@ -151,8 +158,15 @@ async def _latch_put(js, subjects: Subjects, cfg: FleetConfig, key: str, data: b
             return False
 
 
-async def fleet_trip(cfg: FleetConfig, *, reason: str, operator: str, deadline_s: float,
-                     environ: Mapping[str, str] | None = None, on_line=print) -> tuple[int, AckBoard]:
+async def fleet_trip(
+    cfg: FleetConfig,
+    *,
+    reason: str,
+    operator: str,
+    deadline_s: float,
+    environ: Mapping[str, str] | None = None,
+    on_line=print,
+) -> tuple[int, AckBoard]:
     subjects = Subjects(cfg.name)
     nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/trip")
     try:
@@ -185,8 +199,9 @@ async def fleet_trip(cfg: FleetConfig, *, reason: str, operator: str, deadline_s
         except asyncio.TimeoutError:
             pass
         elapsed = time.monotonic() - t0
-        on_line(f"FLEET TRIP {fid} ({cfg.name}): {'latched' if latched else 'NOT LATCHED'}, "
-                f"waited {elapsed:.2f}s")
+        on_line(
+            f"FLEET TRIP {fid} ({cfg.name}): {'latched' if latched else 'NOT LATCHED'}, waited {elapsed:.2f}s"
+        )
         for line in board.lines():
             on_line(line)
         c = board.counts()
@@ -196,8 +211,15 @@ async def fleet_trip(cfg: FleetConfig, *, reason: str, operator: str, deadline_s
         await nc.close()
 
 
-async def fleet_reset(cfg: FleetConfig, *, reason: str, operator: str, deadline_s: float,
-                      environ: Mapping[str, str] | None = None, on_line=print) -> int:
+async def fleet_reset(
+    cfg: FleetConfig,
+    *,
+    reason: str,
+    operator: str,
+    deadline_s: float,
+    environ: Mapping[str, str] | None = None,
+    on_line=print,
+) -> int:
     subjects = Subjects(cfg.name)
     nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/reset")
     try:
@@ -207,7 +229,9 @@ async def fleet_reset(cfg: FleetConfig, *, reason: str, operator: str, deadline_
         armed: dict[str, InstanceStatus] = {}
         dec = Decoder()
         done = asyncio.Event()
-        reset = FleetReset(uuid.uuid4().hex, reason[:500], operator[:128], origin_of(), int(time.time() * 1000))
+        reset = FleetReset(
+            uuid.uuid4().hex, reason[:500], operator[:128], origin_of(), int(time.time() * 1000)
+        )
 
         async def on_status(msg) -> None:
             st = dec.decode(msg.data, subject=msg.subject, expect=InstanceStatus)
@@ -219,7 +243,9 @@ async def fleet_reset(cfg: FleetConfig, *, reason: str, operator: str, deadline_
         await nc.subscribe(subjects.status_all, cb=on_status)
         data = encode(reset)
         # Latch first: a reset the bucket does not hold would be undone by the next reconcile.
-        if not await _latch_put(js, subjects, cfg, LATCH_RESET_KEY, data, time.monotonic() + deadline_s, on_line):
+        if not await _latch_put(
+            js, subjects, cfg, LATCH_RESET_KEY, data, time.monotonic() + deadline_s, on_line
+        ):
             on_line("RESET NOT DONE: the fleet latch could not be written (nothing was re-armed)")
             return EXIT_BUS
         await nc.publish(subjects.reset, data)
@@ -256,8 +282,10 @@ async def fleet_status(cfg: FleetConfig, *, environ: Mapping[str, str] | None = 
     for s in seen:
         st = s.status
         state = "SILENT" if s.silent else st.state.upper()
-        on_line(f"{st.instance:<{width}}  {state:<8} {f'{st.venues_up}/{st.venues_total}':<10} "
-                f"{st.alarms:<7} {s.age_s:.1f}s ago" + (f" (was {st.state})" if s.silent else ""))
+        on_line(
+            f"{st.instance:<{width}}  {state:<8} {f'{st.venues_up}/{st.venues_total}':<10} "
+            f"{st.alarms:<7} {s.age_s:.1f}s ago" + (f" (was {st.state})" if s.silent else "")
+        )
     silent = [s.status.instance for s in seen if s.silent]
     on_line(f"{len(seen)} instances, {len(silent)} silent" + (f": {', '.join(silent)}" if silent else ""))
     return EXIT_OK
@@ -272,8 +300,10 @@ def describe_latch(latch) -> str:
     trip_rev = latch.trip.revision if trip else 0
     reset_rev = latch.reset.revision if reset else 0
     if trip is not None and trip_rev > reset_rev:
-        return (f"TRIPPED (trip {trip.fleet_trip_id} by {trip.operator} from {trip.origin}: {trip.reason}; "
-                f"revision {trip_rev})")
+        return (
+            f"TRIPPED (trip {trip.fleet_trip_id} by {trip.operator} from {trip.origin}: {trip.reason}; "
+            f"revision {trip_rev})"
+        )
     if reset is not None:
         return f"ARMED (reset {reset.reset_id} by {reset.operator}; revision {reset_rev})"
     return "ARMED (never tripped)"
@@ -298,12 +328,16 @@ def run(args, verb: str) -> int:
 
     try:
         if verb == "trip":
-            code, _ = asyncio.run(fleet_trip(cfg, reason=args.reason, operator=operator_of(args.operator),
-                                             deadline_s=args.deadline))
+            code, _ = asyncio.run(
+                fleet_trip(
+                    cfg, reason=args.reason, operator=operator_of(args.operator), deadline_s=args.deadline
+                )
+            )
             return code
         if verb == "reset":
-            return asyncio.run(fleet_reset(cfg, reason=args.reason, operator=args.operator,
-                                           deadline_s=args.deadline))
+            return asyncio.run(
+                fleet_reset(cfg, reason=args.reason, operator=args.operator, deadline_s=args.deadline)
+            )
         return asyncio.run(fleet_status(cfg))
     except (OperatorError, SecretError) as exc:
         print(f"killswitch: {exc}", file=sys.stderr)

@@ -38,10 +38,16 @@ def permissions(role: str, subjects: Subjects, instance: str = "") -> dict:
         return {
             "publish": {
                 "allow": [
-                    subjects.trip, subjects.ack_all, subjects.status(instance),
-                    subjects.kv_subject(latch, LATCH_TRIP_KEY), subjects.kv_subject(status, instance),
-                    "$JS.API.INFO", f"$JS.API.STREAM.INFO.KV_{latch}", f"$JS.API.STREAM.INFO.KV_{status}",
-                    f"$JS.API.DIRECT.GET.KV_{latch}.>", f"$JS.API.STREAM.MSG.GET.KV_{latch}",
+                    subjects.trip,
+                    subjects.ack_all,
+                    subjects.status(instance),
+                    subjects.kv_subject(latch, LATCH_TRIP_KEY),
+                    subjects.kv_subject(status, instance),
+                    "$JS.API.INFO",
+                    f"$JS.API.STREAM.INFO.KV_{latch}",
+                    f"$JS.API.STREAM.INFO.KV_{status}",
+                    f"$JS.API.DIRECT.GET.KV_{latch}.>",
+                    f"$JS.API.STREAM.MSG.GET.KV_{latch}",
                 ],
                 "deny": [subjects.reset, subjects.kv_subject(latch, LATCH_RESET_KEY)],
             },
@@ -65,6 +71,8 @@ def authorization_block(fleet: str, users: list[User]) -> str:
     entries = []
     for u in users:
         perms = permissions(u.role, subjects, u.instance)
-        entries.append(f"    {{user: {json.dumps(u.name)}, password: {json.dumps(u.password)}, "
-                       f"permissions: {json.dumps(perms)}}}")
+        entries.append(
+            f"    {{user: {json.dumps(u.name)}, password: {json.dumps(u.password)}, "
+            f"permissions: {json.dumps(perms)}}}"
+        )
     return "authorization {\n  users = [\n" + ",\n".join(entries) + "\n  ]\n}"

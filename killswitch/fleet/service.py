@@ -147,12 +147,22 @@ class FleetService:
             task_status.started(self)
             await trio.sleep_forever()
         self.daemon.redactor.add(s.reveal() for s in (settings.password, settings.token) if s is not None)
-        self.bus = NatsBus(settings, self.subjects, subscribe=(self.subjects.trip, self.subjects.reset),
-                           on_event=self._on_bus_event, bucket_replicas=self.cfg.latch_replicas)
+        self.bus = NatsBus(
+            settings,
+            self.subjects,
+            subscribe=(self.subjects.trip, self.subjects.reset),
+            on_event=self._on_bus_event,
+            bucket_replicas=self.cfg.latch_replicas,
+        )
         self.engine.listeners.append(self._on_engine_notice)
-        self.daemon.audit.record("fleet_start", fleet=self.cfg.name, instance=self.cfg.instance,
-                                 servers=list(self.cfg.servers), on_bus_loss=self.cfg.on_bus_loss.action,
-                                 fleet_rules=sorted(self.fleet_rules))
+        self.daemon.audit.record(
+            "fleet_start",
+            fleet=self.cfg.name,
+            instance=self.cfg.instance,
+            servers=list(self.cfg.servers),
+            on_bus_loss=self.cfg.on_bus_loss.action,
+            fleet_rules=sorted(self.fleet_rules),
+        )
         try:
             async with trio.open_nursery() as nursery:
                 await trio.to_thread.run_sync(self.bus.start)
@@ -176,7 +186,9 @@ class FleetService:
                 self._handle(ev)
             except Exception as exc:  # a fault here is loud, never the end of the daemon
                 self.counters.bus_errors += 1
-                log.error("fleet_handler_failed", event=type(ev).__name__, error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "fleet_handler_failed", event=type(ev).__name__, error=f"{type(exc).__name__}: {exc}"
+                )
 
     def _handle(self, ev: BusEvent) -> None:
         now = trio.current_time()
@@ -220,11 +232,25 @@ class FleetService:
             log.warning("fleet_trip_reply_ignored", reply=reply[:128], ack_subject=ack_subject)
         # The command first: the engine runs it at its next turn, after this record and log line
         # (so the audit still reads fleet_trip, then trip), but neither costs the cancel any time.
-        self._to_engine(TripCommand(reason=f"{t.reason} {fleet_tag(t.fleet_trip_id)} from {t.origin}",
-                                    source="fleet", operator=t.operator))
-        self.daemon.audit.record("fleet_trip", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin,
-                                 reason=t.reason, via=via, ts_origin_ms=t.ts_wall_ms)
-        log.critical("FLEET_TRIP", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin, via=via)
+        self._to_engine(
+            TripCommand(
+                reason=f"{t.reason} {fleet_tag(t.fleet_trip_id)} from {t.origin}",
+                source="fleet",
+                operator=t.operator,
+            )
+        )
+        self.daemon.audit.record(
+            "fleet_trip",
+            fleet_trip_id=t.fleet_trip_id,
+            operator=t.operator,
+            origin=t.origin,
+            reason=t.reason,
+            via=via,
+            ts_origin_ms=t.ts_wall_ms,
+        )
+        log.critical(
+            "FLEET_TRIP", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin, via=via
+        )
 
     def _to_engine(self, cmd: object) -> None:
         try:
@@ -261,23 +287,41 @@ class FleetService:
     def _ack(self, p: PendingAck, stage: str, venues, first_ms, flat_ms) -> None:
         if self.bus is None:
             return
-        ack = TripAck(p.fleet_trip_id, self.cfg.instance, stage, p.local_trip_id or 0, tuple(venues)[:256],
-                      first_ms, flat_ms, self.daemon.clock.wall_ms())
+        ack = TripAck(
+            p.fleet_trip_id,
+            self.cfg.instance,
+            stage,
+            p.local_trip_id or 0,
+            tuple(venues)[:256],
+            first_ms,
+            flat_ms,
+            self.daemon.clock.wall_ms(),
+        )
         self.bus.publish(p.reply, encode(ack))
         self.counters.acks_sent += 1
 
     def _originate(self, notice: TripNotice) -> None:
         fid = uuid.uuid4().hex
         self.applied_trips.add(fid)
-        t = FleetTrip(fid, f"rule {notice.rule}: {notice.reason}"[:500], f"rule:{notice.rule}"[:128],
-                      self.cfg.instance, self.daemon.clock.wall_ms())
+        t = FleetTrip(
+            fid,
+            f"rule {notice.rule}: {notice.reason}"[:500],
+            f"rule:{notice.rule}"[:128],
+            self.cfg.instance,
+            self.daemon.clock.wall_ms(),
+        )
         data = encode(t)
         if self.bus is not None:
             self.bus.publish(self.subjects.trip, data, reply=self.subjects.ack(fid))  # fast path first
             self.bus.kv_put(self.subjects.latch_bucket, LATCH_TRIP_KEY, data)  # then the latch
         self.counters.trips_published += 1
-        self.daemon.audit.record("fleet_trip_published", fleet_trip_id=fid, rule=notice.rule,
-                                 local_trip_id=notice.trip_id, bus_up=bool(self.bus and self.bus.connected))
+        self.daemon.audit.record(
+            "fleet_trip_published",
+            fleet_trip_id=fid,
+            rule=notice.rule,
+            local_trip_id=notice.trip_id,
+            bus_up=bool(self.bus and self.bus.connected),
+        )
         log.critical("FLEET_TRIP_PUBLISHED", fleet_trip_id=fid, rule=notice.rule)
 
     # ------------------------------------------------------------------ resets and the latch
@@ -286,11 +330,19 @@ class FleetService:
             return
         self.counters.resets_applied += 1
         self.pending.clear()
-        self.daemon.audit.record("fleet_reset", reset_id=r.reset_id, operator=r.operator, origin=r.origin,
-                                 reason=r.reason, via=via, ts_origin_ms=r.ts_wall_ms)
+        self.daemon.audit.record(
+            "fleet_reset",
+            reset_id=r.reset_id,
+            operator=r.operator,
+            origin=r.origin,
+            reason=r.reason,
+            via=via,
+            ts_origin_ms=r.ts_wall_ms,
+        )
         log.warning("FLEET_RESET", reset_id=r.reset_id, operator=r.operator, origin=r.origin, via=via)
-        self._to_engine(ResetCommand(operator=r.operator, reason=f"{r.reason} [fleet reset {r.reset_id}]",
-                                     source="fleet"))
+        self._to_engine(
+            ResetCommand(operator=r.operator, reason=f"{r.reason} [fleet reset {r.reset_id}]", source="fleet")
+        )
         self._status_poke.set()
 
     def _reconcile(self, read: LatchRead) -> None:
@@ -305,8 +357,12 @@ class FleetService:
             self._apply_trip(trip, via="latch")
         elif reset is not None and reset_rev > trip_rev and reset.reset_id not in self.applied_resets:
             latch = self.engine.latch
-            if latch.tripped and latch.trips and all(t.source == "fleet" for t in latch.trips) \
-                    and all(t.ts_wall_ms <= reset.ts_wall_ms for t in latch.trips):
+            if (
+                latch.tripped
+                and latch.trips
+                and all(t.source == "fleet" for t in latch.trips)
+                and all(t.ts_wall_ms <= reset.ts_wall_ms for t in latch.trips)
+            ):
                 self._apply_reset(reset, via="latch")
             else:
                 self.applied_resets.add(reset.reset_id)
@@ -316,13 +372,19 @@ class FleetService:
         for a in actions:
             if a is Do.ALARM:
                 lost = round(self.watch.lost_for_s(now), 1)
-                self.engine.raise_alarm(BUS_ALARM, f"fleet bus lost for {lost}s (on_bus_loss: "
-                                                   f"{self.cfg.on_bus_loss.action})")
+                self.engine.raise_alarm(
+                    BUS_ALARM, f"fleet bus lost for {lost}s (on_bus_loss: {self.cfg.on_bus_loss.action})"
+                )
                 self.daemon.audit.record("fleet_bus_lost", lost_s=lost, action=self.cfg.on_bus_loss.action)
             elif a is Do.TRIP:
-                self._to_engine(TripCommand(reason=f"fleet bus lost for more than {self.cfg.on_bus_loss.after_s:g}s "
-                                                   "(on_bus_loss: trip)", source="fleet_bus_loss",
-                                            operator="on_bus_loss"))
+                self._to_engine(
+                    TripCommand(
+                        reason=f"fleet bus lost for more than {self.cfg.on_bus_loss.after_s:g}s "
+                        "(on_bus_loss: trip)",
+                        source="fleet_bus_loss",
+                        operator="on_bus_loss",
+                    )
+                )
             elif a is Do.CLEAR_ALARM:
                 self.engine.clear_alarm(BUS_ALARM)
                 self.daemon.audit.record("fleet_bus_restored", server=self.server)
@@ -346,8 +408,16 @@ class FleetService:
                 break
         venues = e.state.venues()
         up = sum(1 for v in venues if e.state.book(v).connected)
-        return InstanceStatus(self.cfg.instance, e.latch.state.value, fid, up, len(venues), len(e.alarms),
-                              self.cfg.status_interval_s, self.daemon.clock.wall_ms())
+        return InstanceStatus(
+            self.cfg.instance,
+            e.latch.state.value,
+            fid,
+            up,
+            len(venues),
+            len(e.alarms),
+            self.cfg.status_interval_s,
+            self.daemon.clock.wall_ms(),
+        )
 
     async def _status_loop(self) -> None:
         while True:
@@ -364,11 +434,20 @@ class FleetService:
 
     def status(self) -> dict:
         c = self.counters
-        return {"fleet": self.cfg.name, "instance": self.cfg.instance, "bus": self.watch.state.value,
-                "server": self.server, "bad_messages": dict(self.decoder.bad), "pending_acks": len(self.pending),
-                "inbox_dropped": c.inbox_dropped, "trips_applied": c.trips_applied,
-                "trips_published": c.trips_published, "resets_applied": c.resets_applied,
-                "acks_sent": c.acks_sent, "outbox_dropped": self.bus.counters.outbox_dropped if self.bus else 0}
+        return {
+            "fleet": self.cfg.name,
+            "instance": self.cfg.instance,
+            "bus": self.watch.state.value,
+            "server": self.server,
+            "bad_messages": dict(self.decoder.bad),
+            "pending_acks": len(self.pending),
+            "inbox_dropped": c.inbox_dropped,
+            "trips_applied": c.trips_applied,
+            "trips_published": c.trips_published,
+            "resets_applied": c.resets_applied,
+            "acks_sent": c.acks_sent,
+            "outbox_dropped": self.bus.counters.outbox_dropped if self.bus else 0,
+        }
 
 
 async def fleet_service(daemon, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -376,5 +455,3 @@ async def fleet_service(daemon, *, task_status=trio.TASK_STATUS_IGNORED) -> None
     svc = FleetService(daemon, daemon.config.fleet)
     daemon.fleet = svc
     await svc.run(task_status=task_status)
-
-

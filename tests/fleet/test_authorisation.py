@@ -21,8 +21,11 @@ from killswitch.secrets import SecretRef
 from tests.e2e.helpers import short_tmpdir
 from tests.fleet.world import Instance, in_asyncio, sims, start_instance, until
 
-USERS = [User("daemon-a", "daemon-a-pw", "daemon", "host-a"), User("risk", "risk-pw", "operator"),
-         User("strat", "strat-pw", "strategy")]
+USERS = [
+    User("daemon-a", "daemon-a-pw", "daemon", "host-a"),
+    User("risk", "risk-pw", "operator"),
+    User("strat", "strat-pw", "strategy"),
+]
 CREDS = "credentials: {user: daemon-a, password: {env: KS_NATS_PW}}\n"
 
 
@@ -60,6 +63,7 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
     url = secured_server.url
     with trio.fail_after(30), short_tmpdir() as root:
         async with sims(1) as (sim,), trio.open_nursery() as nursery:
+
             async def provision():  # operators create the buckets; a daemon may only use them
                 nc = await nats.connect(url, user="risk", password="risk-pw")
                 await ensure_buckets(nc.jetstream(), Subjects("test"), 1)
@@ -73,19 +77,44 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
 
             trip = encode(FleetTrip("strat01", "rogue", "strat", "strat-host", 1))
             reset = encode(FleetReset("daemon01", "sneaky", "daemon-a", "host-a", 1))
-            errs = await in_asyncio(lambda: publish_as(url, "strat", "strat-pw", [
-                ("ks.test.trip", trip), ("ks.test.reset", reset), ("$KV.ks_test_latch.trip", trip)]))
+            errs = await in_asyncio(
+                lambda: publish_as(
+                    url,
+                    "strat",
+                    "strat-pw",
+                    [("ks.test.trip", trip), ("ks.test.reset", reset), ("$KV.ks_test_latch.trip", trip)],
+                )
+            )
             assert len(errs) == 3 and all("permissions violation" in e.lower() for e in errs), errs
-            errs = await in_asyncio(lambda: publish_as(url, "daemon-a", "daemon-a-pw", [
-                ("ks.test.reset", reset), ("$KV.ks_test_latch.reset", reset)]))
+            errs = await in_asyncio(
+                lambda: publish_as(
+                    url,
+                    "daemon-a",
+                    "daemon-a-pw",
+                    [("ks.test.reset", reset), ("$KV.ks_test_latch.reset", reset)],
+                )
+            )
             assert len(errs) == 2 and all("permissions violation" in e.lower() for e in errs), errs
             assert a.state == "armed" and not a.audit_events("fleet_trip")
 
             # The operator's trip goes through, and the daemon's credentials suffice to ack it.
-            op = FleetConfig(servers=(url,), name="test", instance="op", silent_after_s=1.0,
-                             credentials=FleetCredentials(user="risk", password=SecretRef("env", "KS_OP_PW")))
-            code, board = await in_asyncio(lambda: fleet_trip(op, reason="desk kill", operator="risk", deadline_s=10,
-                                                              environ={"KS_OP_PW": "risk-pw"}, on_line=print))
+            op = FleetConfig(
+                servers=(url,),
+                name="test",
+                instance="op",
+                silent_after_s=1.0,
+                credentials=FleetCredentials(user="risk", password=SecretRef("env", "KS_OP_PW")),
+            )
+            code, board = await in_asyncio(
+                lambda: fleet_trip(
+                    op,
+                    reason="desk kill",
+                    operator="risk",
+                    deadline_s=10,
+                    environ={"KS_OP_PW": "risk-pw"},
+                    on_line=print,
+                )
+            )
             assert code == 0 and board.by_instance["host-a"].verdict == "flat"
             assert a.state == "tripped"
             # The daemon read the latch with its own credentials (no latch-read errors).

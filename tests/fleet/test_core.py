@@ -10,8 +10,17 @@ import pytest
 from killswitch.config import load_config_text
 from killswitch.fleet.acks import AckBoard
 from killswitch.fleet.bus import BusSettings, reconnect_delay_s
-from killswitch.fleet.messages import (MAX_MESSAGE_BYTES, BadMessage, Decoder, FleetReset, FleetTrip,
-                                       InstanceStatus, TripAck, decode, encode)
+from killswitch.fleet.messages import (
+    MAX_MESSAGE_BYTES,
+    BadMessage,
+    Decoder,
+    FleetReset,
+    FleetTrip,
+    InstanceStatus,
+    TripAck,
+    decode,
+    encode,
+)
 from killswitch.fleet.policy import BusLossPolicy, BusWatch, Do
 from killswitch.schema.nodes import ConfigError
 from killswitch.secrets import Secret
@@ -21,24 +30,30 @@ TRIP = FleetTrip("abc123", "desk kill", "anna", "cli@host", 1_700_000_000_000)
 
 # ------------------------------------------------------------------ messages
 def test_every_message_type_round_trips():
-    for msg in (TRIP, FleetReset("r1", "ok", "bob", "cli@h", 5),
-                TripAck("abc123", "host-a", "tripped", 3, ("ox-main",), 1.25, None, 9),
-                InstanceStatus("host-a", "tripped", "abc123", 1, 2, 0, 1.0, 7)):
+    for msg in (
+        TRIP,
+        FleetReset("r1", "ok", "bob", "cli@h", 5),
+        TripAck("abc123", "host-a", "tripped", 3, ("ox-main",), 1.25, None, 9),
+        InstanceStatus("host-a", "tripped", "abc123", 1, 2, 0, 1.0, 7),
+    ):
         assert decode(encode(msg)) == msg
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.pop("reason"), "reason"),
-    (lambda d: d.update(reason=5), "reason"),
-    (lambda d: d.update(fleet_trip_id="has space"), "fleet_trip_id"),
-    (lambda d: d.update(fleet_trip_id="x" * 65), "fleet_trip_id"),
-    (lambda d: d.update(ts_wall_ms=True), "ts_wall_ms"),
-    (lambda d: d.update(ts_wall_ms=-1), "ts_wall_ms"),
-    (lambda d: d.update(reason="r" * 501), "reason"),
-    (lambda d: d.update(extra=1), "extra"),
-    (lambda d: d.update(v=2), "v"),
-    (lambda d: d.update(type="nope"), "type"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d.pop("reason"), "reason"),
+        (lambda d: d.update(reason=5), "reason"),
+        (lambda d: d.update(fleet_trip_id="has space"), "fleet_trip_id"),
+        (lambda d: d.update(fleet_trip_id="x" * 65), "fleet_trip_id"),
+        (lambda d: d.update(ts_wall_ms=True), "ts_wall_ms"),
+        (lambda d: d.update(ts_wall_ms=-1), "ts_wall_ms"),
+        (lambda d: d.update(reason="r" * 501), "reason"),
+        (lambda d: d.update(extra=1), "extra"),
+        (lambda d: d.update(v=2), "v"),
+        (lambda d: d.update(type="nope"), "type"),
+    ],
+)
 def test_a_bad_field_is_rejected_naming_it(mutate, field):
     d = orjson.loads(encode(TRIP))
     mutate(d)
@@ -147,8 +162,13 @@ def test_reconnect_backoff_grows_and_is_capped_with_jitter():
 
 
 def test_bus_settings_never_print_credentials():
-    s = BusSettings(servers=("nats://h:4222",), client_name="x", user="u", password=Secret("hunter2"),
-                    token=Secret("tok-xyz"))
+    s = BusSettings(
+        servers=("nats://h:4222",),
+        client_name="x",
+        user="u",
+        password=Secret("hunter2"),
+        token=Secret("tok-xyz"),
+    )
     assert "hunter2" not in repr(s) and "tok-xyz" not in repr(s) and "hunter2" not in str(s)
 
 
@@ -162,17 +182,22 @@ BASE = textwrap.dedent("""\
 
 
 def test_fleet_section_parses_with_defaults_and_rule_fleet_flag():
-    cfg = load_config_text(textwrap.dedent("""\
+    cfg = load_config_text(
+        textwrap.dedent("""\
         fleet:
           servers: [nats://10.0.0.5:4222, tls://10.0.0.6:4222]
           name: prod
           instance: host-a
           credentials: {user: d-a, password: {env: KS_NATS_PW}}
           on_bus_loss: {after: 3s, action: trip}
-        """) + BASE)
+        """)
+        + BASE
+    )
     f = cfg.fleet
     assert f.servers == ("nats://10.0.0.5:4222", "tls://10.0.0.6:4222") and f.name == "prod"
-    assert f.on_bus_loss == BusLossPolicy(3.0, "trip") and f.status_interval_s == 1.0 and f.silent_after_s == 5.0
+    assert (
+        f.on_bus_loss == BusLossPolicy(3.0, "trip") and f.status_interval_s == 1.0 and f.silent_after_s == 5.0
+    )
     assert f.credentials.user == "d-a" and f.credentials.password.name == "KS_NATS_PW"
     assert cfg.rules[0].fleet is True
     assert load_config_text(BASE).fleet is None
@@ -183,15 +208,21 @@ def test_on_bus_loss_defaults_to_alarm_after_10s():
     assert cfg.fleet.on_bus_loss == BusLossPolicy(10.0, "alarm")
 
 
-@pytest.mark.parametrize("fleet, where", [
-    ("{servers: [http://h:4222], name: prod}", "fleet.servers[0]"),
-    ("{servers: [nats://h:4222], name: 'a.b'}", "fleet.name"),
-    ("{servers: [nats://h:4222], name: prod, on_bus_loss: {action: panic}}", "fleet.on_bus_loss.action"),
-    ("{servers: [nats://h:4222], name: prod, credentials: {token: hunter2}}", "fleet.credentials.token"),
-    ("{servers: [nats://h:4222], name: prod, credentials: {user: u, token: {env: T}}}", "fleet.credentials"),
-    ("{servers: [nats://h:4222], name: prod, colour: red}", "fleet.colour"),
-    ("{name: prod}", "fleet.servers"),
-])
+@pytest.mark.parametrize(
+    "fleet, where",
+    [
+        ("{servers: [http://h:4222], name: prod}", "fleet.servers[0]"),
+        ("{servers: [nats://h:4222], name: 'a.b'}", "fleet.name"),
+        ("{servers: [nats://h:4222], name: prod, on_bus_loss: {action: panic}}", "fleet.on_bus_loss.action"),
+        ("{servers: [nats://h:4222], name: prod, credentials: {token: hunter2}}", "fleet.credentials.token"),
+        (
+            "{servers: [nats://h:4222], name: prod, credentials: {user: u, token: {env: T}}}",
+            "fleet.credentials",
+        ),
+        ("{servers: [nats://h:4222], name: prod, colour: red}", "fleet.colour"),
+        ("{name: prod}", "fleet.servers"),
+    ],
+)
 def test_a_bad_fleet_section_names_file_line_and_key(fleet, where):
     with pytest.raises(ConfigError) as exc:
         load_config_text(f"fleet: {fleet}\n" + BASE, "ks.yaml")

@@ -21,7 +21,17 @@ from killswitch.fleet.operator import load_fleet_section, read_statuses
 from killswitch.fleet.subjects import Subjects
 from killswitch.control import ControlClient, ControlError
 from tests.e2e.helpers import REPO, DaemonProcess, base_yaml, child_env, short_tmpdir
-from tests.fleet.world import MARKET, OX_KEY, OX_SECRET, RULES, fleet_yaml, in_asyncio, sims, until, venue_yaml
+from tests.fleet.world import (
+    MARKET,
+    OX_KEY,
+    OX_SECRET,
+    RULES,
+    fleet_yaml,
+    in_asyncio,
+    sims,
+    until,
+    venue_yaml,
+)
 
 N = 2
 
@@ -31,7 +41,8 @@ class Proc:
         self.name, self.root, self.sim = name, root, sim
         root.mkdir(parents=True)
         (root / "killswitch.yaml").write_text(
-            fleet_yaml(servers, name, extra="latch_replicas: 3\n") + base_yaml(root, venue_yaml(sim), RULES))
+            fleet_yaml(servers, name, extra="latch_replicas: 3\n") + base_yaml(root, venue_yaml(sim), RULES)
+        )
         self.proc: DaemonProcess | None = None
 
     def start(self) -> None:
@@ -59,8 +70,14 @@ class Proc:
 
 
 async def cli(root, *args: str):
-    res = await trio.run_process([sys.executable, "-m", "killswitch", *args], capture_stdout=True,
-                                 capture_stderr=True, check=False, cwd=REPO, env=child_env(root))
+    res = await trio.run_process(
+        [sys.executable, "-m", "killswitch", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=REPO,
+        env=child_env(root),
+    )
     return res.returncode, res.stdout.decode(), res.stderr.decode()
 
 
@@ -72,13 +89,15 @@ async def test_trip_fleet_kill_9_restart_empty_state_and_reset_fleet_with_real_p
     servers = [n.url for n in nats_cluster]
     with trio.fail_after(90), short_tmpdir() as root:
         op = root / "operator.yaml"
-        op.write_text(textwrap.dedent(f"""\
+        op.write_text(
+            textwrap.dedent(f"""\
             fleet:
-              servers: [{', '.join(servers)}]
+              servers: [{", ".join(servers)}]
               name: test
               latch_replicas: 3
               silent_after: 1s
-            """))
+            """)
+        )
         async with sims(N) as sim_list:
             procs = [Proc(f"host-{i}", root / f"i{i}", sim, servers) for i, sim in enumerate(sim_list)]
             try:
@@ -102,8 +121,19 @@ async def test_trip_fleet_kill_9_restart_empty_state_and_reset_fleet_with_real_p
                     await trio.sleep(0.05)
                 assert cfg.name == "test"
 
-                code, out, err = await cli(root, "trip", "--fleet", "-c", str(op), "--reason", "e2e desk kill",
-                                           "--operator", "risk-anna", "--deadline", "15")
+                code, out, err = await cli(
+                    root,
+                    "trip",
+                    "--fleet",
+                    "-c",
+                    str(op),
+                    "--reason",
+                    "e2e desk kill",
+                    "--operator",
+                    "risk-anna",
+                    "--deadline",
+                    "15",
+                )
                 assert code == 0, out + err
                 for p in procs:
                     assert any(line.startswith(p.name) and " flat " in line for line in out.splitlines()), out
@@ -129,8 +159,19 @@ async def test_trip_fleet_kill_9_restart_empty_state_and_reset_fleet_with_real_p
                 code, out, err = await cli(root, "status", "--fleet", "-c", str(op))
                 assert code == 0 and "TRIPPED" in out, out + err
 
-                code, out, err = await cli(root, "reset", "--fleet", "-c", str(op), "--operator", "risk-bob",
-                                           "--reason", "all clear", "--deadline", "15")
+                code, out, err = await cli(
+                    root,
+                    "reset",
+                    "--fleet",
+                    "-c",
+                    str(op),
+                    "--operator",
+                    "risk-bob",
+                    "--reason",
+                    "all clear",
+                    "--deadline",
+                    "15",
+                )
                 assert code == 0, out + err
                 for p in procs:
                     st = await p.until_status(lambda s: s["state"] == "armed")

@@ -27,8 +27,11 @@ async def test_fleet_trip_flattens_every_instance_acks_twice_and_audits_id_opera
             # Both have published a status, so the CLI expects both.
             await until(lambda: all(i.daemon.fleet.counters.status_sent for i in (a, b)))
             lines: list[str] = []
-            code, board = await in_asyncio(lambda: fleet_trip(cfg, reason="desk kill", operator="risk-anna",
-                                                              deadline_s=10, on_line=lines.append))
+            code, board = await in_asyncio(
+                lambda: fleet_trip(
+                    cfg, reason="desk kill", operator="risk-anna", deadline_s=10, on_line=lines.append
+                )
+            )
             assert code == 0, lines
             assert board.counts() == {"flat": 2, "acked": 0, "missing": 0}, lines
             assert any(line.startswith("host-a") and " flat " in line for line in lines), lines
@@ -36,7 +39,10 @@ async def test_fleet_trip_flattens_every_instance_acks_twice_and_audits_id_opera
                 assert inst.open_orders() == 0
                 assert inst.state == "tripped"
                 acks = board.by_instance[inst.name]
-                assert acks.tripped.trip_to_first_cancel_ms is not None and acks.tripped.trip_to_first_cancel_ms >= 0
+                assert (
+                    acks.tripped.trip_to_first_cancel_ms is not None
+                    and acks.tripped.trip_to_first_cancel_ms >= 0
+                )
                 assert acks.flat.trip_to_flat_ms is not None
                 rec = inst.audit_events("fleet_trip")
                 assert len(rec) == 1 and rec[0]["fleet_trip_id"] == board.fleet_trip_id
@@ -46,8 +52,11 @@ async def test_fleet_trip_flattens_every_instance_acks_twice_and_audits_id_opera
                 assert board.fleet_trip_id in trip[-1]["reason"]
 
             # reset --fleet: every instance re-armed, each audits it.
-            code = await in_asyncio(lambda: fleet_reset(cfg, reason="all clear", operator="risk-bob",
-                                                        deadline_s=10, on_line=lines.append))
+            code = await in_asyncio(
+                lambda: fleet_reset(
+                    cfg, reason="all clear", operator="risk-bob", deadline_s=10, on_line=lines.append
+                )
+            )
             assert code == 0, lines
             for inst in (a, b):
                 assert inst.state == "armed"
@@ -62,8 +71,9 @@ async def test_instance_restarted_with_empty_state_dir_comes_up_tripped_from_the
             a = Instance("host-a", root / "a", sim, [nats_server.url])
             await start_instance(nursery, a)
             cfg = operator_cfg([nats_server.url])
-            code, board = await in_asyncio(lambda: fleet_trip(cfg, reason="kill", operator="risk",
-                                                              deadline_s=5, on_line=lambda s: None))
+            code, board = await in_asyncio(
+                lambda: fleet_trip(cfg, reason="kill", operator="risk", deadline_s=5, on_line=lambda s: None)
+            )
             assert code == 0 and a.state == "tripped"
             await stop_instance(a)
             # While it is down: its state dir is lost and a strategy places orders.
@@ -119,9 +129,15 @@ async def test_bad_messages_on_the_trip_subject_are_counted_and_ignored(nats_ser
 
             async def garbage():
                 nc = await nats.connect(nats_server.url)
-                for data in (b"not json", b'{"v":1,"type":"trip"}', b'{"v":9,"type":"trip"}', b"[1]",
-                             b'{"v":1,"type":"trip","fleet_trip_id":"a b","reason":"x","operator":"o",'
-                             b'"origin":"o","ts_wall_ms":1}', b"x" * 5000):
+                for data in (
+                    b"not json",
+                    b'{"v":1,"type":"trip"}',
+                    b'{"v":9,"type":"trip"}',
+                    b"[1]",
+                    b'{"v":1,"type":"trip","fleet_trip_id":"a b","reason":"x","operator":"o",'
+                    b'"origin":"o","ts_wall_ms":1}',
+                    b"x" * 5000,
+                ):
                     await nc.publish("ks.test.trip", data)
                 await nc.flush()
                 await nc.close()

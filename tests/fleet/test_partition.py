@@ -20,7 +20,9 @@ def policy(action: str) -> str:
     return R3 + f"on_bus_loss: {{after: 500ms, action: {action}}}\n"
 
 
-async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_trip_missed_meanwhile(nats_cluster):
+async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_trip_missed_meanwhile(
+    nats_cluster,
+):
     n1, n2, n3 = nats_cluster
     with trio.fail_after(60), short_tmpdir() as root:
         async with sims(3) as (sim_t, sim_a, sim_c), trio.open_nursery() as nursery:
@@ -42,9 +44,14 @@ async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_tri
             assert c.state == "armed" and "fleet_bus" not in c.daemon.engine.alarms
 
             # A fleet trip while the two are cut off: the rest of the fleet trips.
-            cfg = FleetConfig(servers=(n1.url,), name="test", instance="op", silent_after_s=0.5, latch_replicas=3)
-            code, board = await in_asyncio(lambda: fleet_trip(cfg, reason="during partition", operator="risk",
-                                                              deadline_s=5, on_line=lambda s: None))
+            cfg = FleetConfig(
+                servers=(n1.url,), name="test", instance="op", silent_after_s=0.5, latch_replicas=3
+            )
+            code, board = await in_asyncio(
+                lambda: fleet_trip(
+                    cfg, reason="during partition", operator="risk", deadline_s=5, on_line=lambda s: None
+                )
+            )
             assert board.by_instance["control"].verdict == "flat"
             assert a.state == "armed"
 

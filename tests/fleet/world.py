@@ -43,7 +43,7 @@ def venue_yaml(sim: OxfunSim) -> str:
 def fleet_yaml(servers: list[str], instance: str, *, fleet: str = "test", extra: str = "") -> str:
     text = textwrap.dedent(f"""\
         fleet:
-          servers: [{', '.join(servers)}]
+          servers: [{", ".join(servers)}]
           name: {fleet}
           instance: {instance}
           status_interval: 200ms
@@ -74,8 +74,10 @@ class Instance:
 
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(fleet_yaml(self.servers, self.name, extra=self.fleet_extra)
-                                    + base_yaml(self.root, venue_yaml(self.sim), self.rules))
+        self.config_path.write_text(
+            fleet_yaml(self.servers, self.name, extra=self.fleet_extra)
+            + base_yaml(self.root, venue_yaml(self.sim), self.rules)
+        )
 
     def open_orders(self) -> int:
         return len(self.sim.open_orders(OX_KEY))
@@ -94,8 +96,12 @@ class Instance:
 async def start_instance(nursery: trio.Nursery, inst: Instance) -> Instance:
     inst.write_config()
     config = load_config(inst.config_path)
-    daemon = Daemon(config, handle_signals=False, environ={"KS_FLEET_OX_KEY": OX_KEY, "KS_FLEET_OX_SECRET": OX_SECRET, **inst.environ_extra},
-                    services=_services(config))
+    daemon = Daemon(
+        config,
+        handle_signals=False,
+        environ={"KS_FLEET_OX_KEY": OX_KEY, "KS_FLEET_OX_SECRET": OX_SECRET, **inst.environ_extra},
+        services=_services(config),
+    )
     inst.daemon = daemon
 
     async def run(task_status=trio.TASK_STATUS_IGNORED):
