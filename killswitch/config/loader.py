@@ -318,7 +318,14 @@ def _load_file(ctx: Ctx, acc: _Collected, text: str, display: str, real: Path | 
     if top.has("fleet"):
         if is_root:
             f = top.sub("fleet")
-            acc.fleet = parse_fleet(f, _parse_secret) if f is not None else None
+
+            def fleet_secret(r: MapReader, key: str) -> Any:  # parse, and list it for check_secrets
+                ref = _parse_secret(r, key)
+                if isinstance(ref, SecretRef):
+                    acc.sites.append(SecretSite("fleet", ref, r.mark_of(key), r.key_path(key)))
+                return ref
+
+            acc.fleet = parse_fleet(f, fleet_secret) if f is not None else None
         else:
             top.raw("fleet")
             top.error("fleet", "fleet settings belong in the main file, not in an included file")

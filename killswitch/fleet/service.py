@@ -51,12 +51,15 @@ def fleet_tag(fleet_trip_id: str) -> str:
     return f"[fleet {fleet_trip_id}]"
 
 
+def fleet_id_in(source: str, reason: str) -> str | None:
+    """The fleet trip id a local trip came from (see :func:`fleet_tag`), or None."""
+    if source != "fleet" or "[fleet " not in reason:
+        return None
+    return reason.rsplit("[fleet ", 1)[1].split("]", 1)[0] or None
+
+
 def local_fleet_ids(latch) -> set[str]:
-    out = set()
-    for t in latch.trips:
-        if t.source == "fleet" and "[fleet " in t.reason:
-            out.add(t.reason.rsplit("[fleet ", 1)[1].split("]", 1)[0].split(" ", 1)[0])
-    return out
+    return {fid for t in latch.trips if (fid := fleet_id_in(t.source, t.reason)) is not None}
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class FleetService:
         self.latch_seen = trio.Event()
         self.server = ""
         self._status_poke = trio.Event()
+        self._nursery: trio.Nursery | None = None
         self._send, self._receive = trio.open_memory_channel(INBOX_SIZE)
 
     @property
@@ -165,6 +169,7 @@ class FleetService:
         )
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await trio.to_thread.run_sync(self.bus.start)
                 nursery.start_soon(self._consume)
                 nursery.start_soon(self._policy_ticker)
@@ -256,12 +261,12 @@ class FleetService:
         try:
             self.daemon.send.send_nowait(cmd)
         except trio.WouldBlock:  # the engine channel is full: wait for room on a task of its own
-            self.daemon._nursery.start_soon(self.daemon.send.send, cmd)
+            self._nursery.start_soon(self.daemon.send.send, cmd)
 
     def _on_engine_notice(self, notice: object) -> None:
         """Engine task, after the cancels are on the wire: publish, never wait."""
         if isinstance(notice, TripNotice):
-            fid = self._fleet_id_of(notice)
+            fid = fleet_id_in(notice.source, notice.reason)
             if fid is not None and fid in self.pending:
                 p = self.pending[fid]
                 p.local_trip_id = notice.trip_id
@@ -278,11 +283,6 @@ class FleetService:
                     venues = tuple(v for v in self.engine.progress)
                     self._ack(p, "flat", venues, None, to_flat)
                     del self.pending[fid]
-
-    def _fleet_id_of(self, notice: TripNotice) -> str | None:
-        if notice.source != "fleet" or "[fleet " not in notice.reason:
-            return None
-        return notice.reason.rsplit("[fleet ", 1)[1].split("]", 1)[0]
 
     def _ack(self, p: PendingAck, stage: str, venues, first_ms, flat_ms) -> None:
         if self.bus is None:
@@ -351,6 +351,10 @@ class FleetService:
             trip = self.decoder.decode(read.trip.data, subject="kv.latch.trip", expect=FleetTrip)
         if read.reset is not None:
             reset = self.decoder.decode(read.reset.data, subject="kv.latch.reset", expect=FleetReset)
+        if read.trip is not None and trip is None:
+            # A trip entry nobody can read is still a trip (fail closed), named by its revision.
+            trip = FleetTrip(f"rev{read.trip.revision}", "fleet latch trip entry unreadable (fail closed)",
+                             "?", "latch", 0)
         trip_rev = read.trip.revision if trip is not None else 0
         reset_rev = read.reset.revision if reset is not None else 0
         if trip is not None and trip_rev > reset_rev:
@@ -401,11 +405,7 @@ class FleetService:
     # ------------------------------------------------------------------ status
     def status_message(self) -> InstanceStatus:
         e = self.engine
-        fid = None
-        for t in reversed(e.latch.trips):
-            if t.source == "fleet" and "[fleet " in t.reason:
-                fid = t.reason.rsplit("[fleet ", 1)[1].split("]", 1)[0]
-                break
+        fid = next((f for t in reversed(e.latch.trips) if (f := fleet_id_in(t.source, t.reason))), None)
         venues = e.state.venues()
         up = sum(1 for v in venues if e.state.book(v).connected)
         return InstanceStatus(

@@ -229,3 +229,17 @@ def test_a_bad_fleet_section_names_file_line_and_key(fleet, where):
     text = str(exc.value)
     assert where in text and "ks.yaml:1" in text, text
     assert "hunter2" not in text
+
+
+def test_check_secrets_covers_the_fleet_credentials():
+    from killswitch.config import check_secrets
+
+    cfg = load_config_text(
+        "fleet: {servers: [nats://h:4222], name: prod, credentials: {user: u, password: {env: KS_NATS_PW}}}\n"
+        + BASE,
+        "ks.yaml",
+    )
+    issues = check_secrets(cfg, {"K": "k", "S": "s"})
+    assert [i.key_path for i in issues] == ["fleet.credentials.password"]
+    assert "KS_NATS_PW" in str(issues[0])
+    assert check_secrets(cfg, {"K": "k", "S": "s", "KS_NATS_PW": "pw"}) == []

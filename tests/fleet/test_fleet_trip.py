@@ -170,3 +170,28 @@ async def test_status_fleet_lists_instances_and_shows_a_stopped_one_as_silent(na
                     await trio.sleep(0.2)
             assert "1 silent: host-b" in lines[-1], lines
             nursery.cancel_scope.cancel()
+
+
+async def test_an_unreadable_trip_entry_in_the_latch_trips_the_instance(nats_server):
+    import nats
+
+    from killswitch.fleet.bus import ensure_buckets
+    from killswitch.fleet.subjects import Subjects
+
+    with trio.fail_after(30), short_tmpdir() as root:
+        async with sims(1) as (sim,), trio.open_nursery() as nursery:
+
+            async def corrupt():
+                nc = await nats.connect(nats_server.url)
+                js = nc.jetstream()
+                await ensure_buckets(js, Subjects("test"), 1)
+                await js.publish("$KV.ks_test_latch.trip", b"{garbage")
+                await nc.close()
+
+            await in_asyncio(corrupt)
+            a = await start_instance(nursery, Instance("host-a", root / "a", sim, [nats_server.url]))
+            assert a.state == "tripped"  # fail closed, before READY
+            rec = a.audit_events("fleet_trip")
+            assert rec[0]["fleet_trip_id"] == "rev1" and rec[0]["via"] == "latch"
+            assert a.daemon.fleet.decoder.bad_total >= 1
+            nursery.cancel_scope.cancel()
