@@ -52,6 +52,7 @@ class NatsServer:
     routes: tuple[int, ...] = ()  # cluster ports of the other nodes
     authorization: str = ""  # a raw ``authorization { ... }`` block (see killswitch.fleet.serverconf)
     no_advertise: bool = False  # clients learn no other nodes: a lost node is a lost bus (partition tests)
+    extra_config: str = ""  # more raw server configuration (e.g. a ``tls { ... }`` block)
     proc: subprocess.Popen | None = None
 
     @property
@@ -75,6 +76,8 @@ class NatsServer:
             )
         if self.authorization:
             lines.append(self.authorization)
+        if self.extra_config:
+            lines.append(self.extra_config)
         return "\n".join(lines) + "\n"
 
     def start(self) -> "NatsServer":
