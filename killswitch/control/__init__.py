@@ -32,20 +32,7 @@ from killswitch.control.client import (
     build_cli_request,
     run_cli,
 )
-from killswitch.control.protocol import (
-    MAX_REQUEST_BYTES,
-    ControlSetupError,
-    PeerCred,
-    RequestError,
-    cash_flow_command,
-    encode_reply,
-    error_reply,
-    parse_proc_groups,
-    parse_request,
-    peer_allowed,
-    reset_command,
-    trip_command,
-)
+from killswitch.control.protocol import MAX_REQUEST_BYTES, ControlSetupError, RequestError
 from killswitch.control.render import render_command_reply, render_status
 from killswitch.control.server import ControlServer, control_service, prepare_socket_path
 
@@ -58,20 +45,11 @@ __all__ = [
     "ControlServer",
     "ControlSetupError",
     "DaemonNotRunning",
-    "PeerCred",
     "RequestError",
     "build_cli_request",
-    "cash_flow_command",
     "control_service",
-    "encode_reply",
-    "error_reply",
-    "parse_proc_groups",
-    "parse_request",
-    "peer_allowed",
     "prepare_socket_path",
     "render_command_reply",
     "render_status",
-    "reset_command",
     "run_cli",
-    "trip_command",
 ]

@@ -20,9 +20,6 @@ from killswitch.control.protocol import COMMAND_DEADLINE_S
 from killswitch.control.render import render_command_reply, render_status
 
 
-# Clients
-
-
 class ControlError(Exception):
     """Talking to the daemon failed (not running, permission, protocol)."""
 
@@ -176,9 +173,6 @@ class AsyncControlClient:
         return _check_reply(raw, self.path)
 
 
-# CLI verbs (killswitch status | trip | reset | heartbeat)
-
-
 def _default_operator() -> str:
     try:
         return os.environ.get("SUDO_USER") or os.environ.get("USER") or getpass.getuser()
@@ -202,7 +196,6 @@ def build_cli_request(args) -> dict:
     if verb == "reset":
         return {"op": "reset", "operator": args.operator, "reason": args.reason}
     raise ValueError(f"not a control verb: {verb}")
-
 
 
 def run_cli(args, socket_path: str | os.PathLike) -> int:

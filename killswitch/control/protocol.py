@@ -15,8 +15,6 @@ import orjson
 from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetCommand, TripCommand
 
 
-
-
 MAX_REQUEST_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 300.0  # a persistent heartbeat connection may idle this long between requests
 REQUEST_READ_DEADLINE_S = 5.0  # a started request line must be complete within this
@@ -37,10 +35,6 @@ class RequestError(Exception):
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
-
-
-
-# Pure core
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +141,6 @@ def encode_reply(reply: Mapping[str, Any]) -> bytes:
 
 def error_reply(message: str, code: str = "bad_request") -> dict:
     return {"ok": False, "error": message, "code": code}
-
 
 
 OPS = frozenset({"status", "trip", "reset", "heartbeat", "cash_flow", "debug_wedge"})

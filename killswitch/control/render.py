@@ -9,8 +9,6 @@ from typing import Any, Mapping
 import orjson
 
 
-
-
 def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [len(h) for h in headers]
     for row in rows:
@@ -85,7 +83,6 @@ def render_status(st: Mapping[str, Any]) -> str:
     if counters:
         out += ["", "counters: " + "  ".join(f"{k}={_s(v)}" for k, v in counters.items())]
     return "\n".join(out)
-
 
 
 def render_command_reply(verb: str, reply: Mapping[str, Any]) -> str:

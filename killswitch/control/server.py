@@ -46,10 +46,6 @@ from killswitch.control.protocol import (
 from killswitch.model import HeartbeatReceived
 
 
-
-# Server shell
-
-
 log = structlog.get_logger("killswitch.control")
 
 

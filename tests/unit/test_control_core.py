@@ -7,17 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from killswitch.control import (
+from killswitch.control import build_cli_request, render_command_reply, render_status
+from killswitch.control.protocol import (
     PeerCred,
     RequestError,
-    build_cli_request,
     cash_flow_command,
     encode_reply,
     parse_proc_groups,
     parse_request,
     peer_allowed,
-    render_command_reply,
-    render_status,
     reset_command,
     trip_command,
 )
