@@ -115,6 +115,9 @@ class DaemonCollector(Collector):
         ):
             if value is not None:
                 yield GaugeMetricFamily(f"{PREFIX}_last_{name}", doc, value=value)
+        fleet = getattr(d, "fleet", None)
+        if fleet is not None:
+            yield from fleet.metrics(PREFIX)
         control = getattr(d, "control", None)
         if control is not None:
             yield CounterMetricFamily(f"{PREFIX}_control_requests", "Control socket requests", value=control.requests)

@@ -111,13 +111,16 @@ class FleetService:
         self.applied_trips = _Remembered()
         self.applied_resets = _Remembered()
         self.pending: dict[str, PendingAck] = {}
-        self.fleet_rules = frozenset(r.name for r in daemon.config.rules if getattr(r, "fleet", False))
         self.bus: NatsBus | None = None
         self.latch_seen = trio.Event()
         self.server = ""
         self._status_poke = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._send, self._receive = trio.open_memory_channel(INBOX_SIZE)
+
+    @property
+    def fleet_rules(self) -> frozenset[str]:
+        return frozenset(r.name for r in self.daemon.config.rules if getattr(r, "fleet", False))
 
     @property
     def engine(self):
@@ -272,7 +275,7 @@ class FleetService:
                 p.local_trip_id = notice.trip_id
                 p.tripped_sent = True
                 self._ack(p, "tripped", notice.venues, notice.trip_to_first_cancel_ms, None)
-            elif notice.source == "rule" and notice.rule in self.fleet_rules:
+            elif notice.source == "rule" and notice.rule in self.fleet_rules:  # as of the last reload
                 self._originate(notice)
             self._status_poke.set()
         elif isinstance(notice, FlatNotice) and notice.all_flat:
@@ -431,6 +434,27 @@ class FleetService:
             self.bus.publish(self.subjects.status(self.cfg.instance), data)
             self.bus.kv_put(self.subjects.status_bucket, self.cfg.instance, data)
             self.counters.status_sent += 1
+
+    def metrics(self, prefix: str):
+        """Prometheus families for killswitch.metrics (the fleet's own, next to the daemon's)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = self.counters
+        yield GaugeMetricFamily(f"{prefix}_fleet_bus_up", "1 while connected to the fleet bus",
+                                value=1 if self.watch.state.value == "up" else 0)
+        bus = self.bus.counters if self.bus is not None else None
+        for name, value, doc in (
+            ("fleet_trips_applied", c.trips_applied, "Fleet trips that tripped this instance"),
+            ("fleet_trips_published", c.trips_published, "Fleet trips this instance published (fleet: true rules)"),
+            ("fleet_resets_applied", c.resets_applied, "Fleet resets applied"),
+            ("fleet_acks_sent", c.acks_sent, "Trip acknowledgements sent"),
+            ("fleet_bad_messages", self.decoder.bad_total, "Fleet messages rejected by the strict decoder"),
+            ("fleet_inbox_dropped", c.inbox_dropped, "Bus events dropped: the bus -> engine inbox was full"),
+            ("fleet_outbox_dropped", bus.outbox_dropped if bus else 0, "Publishes dropped: the outbox was full"),
+            ("fleet_publish_errors", bus.publish_errors if bus else 0, "Publishes the bus refused or failed"),
+            ("fleet_bus_disconnects", bus.disconnects if bus else 0, "Fleet bus connections lost"),
+        ):
+            yield CounterMetricFamily(f"{prefix}_{name}", doc, value=value)
 
     def status(self) -> dict:
         c = self.counters

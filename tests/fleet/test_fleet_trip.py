@@ -195,3 +195,21 @@ async def test_an_unreadable_trip_entry_in_the_latch_trips_the_instance(nats_ser
             assert rec[0]["fleet_trip_id"] == "rev1" and rec[0]["via"] == "latch"
             assert a.daemon.fleet.decoder.bad_total >= 1
             nursery.cancel_scope.cancel()
+
+
+async def test_fleet_metrics_show_bus_up_and_applied_trips(nats_server):
+    from prometheus_client import generate_latest
+
+    from killswitch.metrics import make_registry
+
+    with trio.fail_after(30), short_tmpdir() as root:
+        async with sims(1) as (sim,), trio.open_nursery() as nursery:
+            a = await start_instance(nursery, Instance("host-a", root / "a", sim, [nats_server.url]))
+            await until(lambda: a.daemon.fleet.watch.state.value == "up")
+            code, _ = await in_asyncio(lambda: fleet_trip(operator_cfg([nats_server.url]), reason="m", operator="o",
+                                                          deadline_s=5, on_line=lambda s: None))
+            text = generate_latest(make_registry(a.daemon)).decode()
+            assert "killswitch_fleet_bus_up 1.0" in text
+            assert "killswitch_fleet_trips_applied_total 1.0" in text
+            assert "killswitch_fleet_acks_sent_total 2.0" in text
+            nursery.cancel_scope.cancel()
