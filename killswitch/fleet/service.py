@@ -356,8 +356,9 @@ class FleetService:
             reset = self.decoder.decode(read.reset.data, subject="kv.latch.reset", expect=FleetReset)
         if read.trip is not None and trip is None:
             # A trip entry nobody can read is still a trip (fail closed), named by its revision.
-            trip = FleetTrip(f"rev{read.trip.revision}", "fleet latch trip entry unreadable (fail closed)",
-                             "?", "latch", 0)
+            trip = FleetTrip(
+                f"rev{read.trip.revision}", "fleet latch trip entry unreadable (fail closed)", "?", "latch", 0
+            )
         trip_rev = read.trip.revision if trip is not None else 0
         reset_rev = read.reset.revision if reset is not None else 0
         if trip is not None and trip_rev > reset_rev:
@@ -440,17 +441,28 @@ class FleetService:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         c = self.counters
-        yield GaugeMetricFamily(f"{prefix}_fleet_bus_up", "1 while connected to the fleet bus",
-                                value=1 if self.watch.state.value == "up" else 0)
+        yield GaugeMetricFamily(
+            f"{prefix}_fleet_bus_up",
+            "1 while connected to the fleet bus",
+            value=1 if self.watch.state.value == "up" else 0,
+        )
         bus = self.bus.counters if self.bus is not None else None
         for name, value, doc in (
             ("fleet_trips_applied", c.trips_applied, "Fleet trips that tripped this instance"),
-            ("fleet_trips_published", c.trips_published, "Fleet trips this instance published (fleet: true rules)"),
+            (
+                "fleet_trips_published",
+                c.trips_published,
+                "Fleet trips this instance published (fleet: true rules)",
+            ),
             ("fleet_resets_applied", c.resets_applied, "Fleet resets applied"),
             ("fleet_acks_sent", c.acks_sent, "Trip acknowledgements sent"),
             ("fleet_bad_messages", self.decoder.bad_total, "Fleet messages rejected by the strict decoder"),
             ("fleet_inbox_dropped", c.inbox_dropped, "Bus events dropped: the bus -> engine inbox was full"),
-            ("fleet_outbox_dropped", bus.outbox_dropped if bus else 0, "Publishes dropped: the outbox was full"),
+            (
+                "fleet_outbox_dropped",
+                bus.outbox_dropped if bus else 0,
+                "Publishes dropped: the outbox was full",
+            ),
             ("fleet_publish_errors", bus.publish_errors if bus else 0, "Publishes the bus refused or failed"),
             ("fleet_bus_disconnects", bus.disconnects if bus else 0, "Fleet bus connections lost"),
         ):

@@ -206,8 +206,15 @@ async def test_fleet_metrics_show_bus_up_and_applied_trips(nats_server):
         async with sims(1) as (sim,), trio.open_nursery() as nursery:
             a = await start_instance(nursery, Instance("host-a", root / "a", sim, [nats_server.url]))
             await until(lambda: a.daemon.fleet.watch.state.value == "up")
-            code, _ = await in_asyncio(lambda: fleet_trip(operator_cfg([nats_server.url]), reason="m", operator="o",
-                                                          deadline_s=5, on_line=lambda s: None))
+            code, _ = await in_asyncio(
+                lambda: fleet_trip(
+                    operator_cfg([nats_server.url]),
+                    reason="m",
+                    operator="o",
+                    deadline_s=5,
+                    on_line=lambda s: None,
+                )
+            )
             text = generate_latest(make_registry(a.daemon)).decode()
             assert "killswitch_fleet_bus_up 1.0" in text
             assert "killswitch_fleet_trips_applied_total 1.0" in text

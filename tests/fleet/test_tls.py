@@ -23,19 +23,73 @@ if shutil.which("openssl") is None:  # pragma: no cover
 
 
 def make_ca(d, name: str) -> None:
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"), "-days", "1",
-                    "-subj", f"/CN={name}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.pem"),
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def make_server_cert(d, ca: str) -> None:
-    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(d / "srv.key"), "-out", str(d / "srv.csr"), "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(d / "srv.key"),
+            "-out",
+            str(d / "srv.csr"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    subprocess.run(["openssl", "x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / f"{ca}.pem"),
-                    "-CAkey", str(d / f"{ca}.key"), "-CAcreateserial", "-out", str(d / "srv.pem"), "-days", "1",
-                    "-extfile", str(d / "ext.cnf")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(d / "srv.csr"),
+            "-CA",
+            str(d / f"{ca}.pem"),
+            "-CAkey",
+            str(d / f"{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            str(d / "srv.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            str(d / "ext.cnf"),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -46,8 +100,11 @@ def tls_server():
         make_ca(pki, "ca")
         make_ca(pki, "other-ca")
         make_server_cert(pki, "ca")
-        srv = NatsServer(root / "nats", extra_config=textwrap.dedent(f"""\
-            tls {{ cert_file: "{pki / 'srv.pem'}", key_file: "{pki / 'srv.key'}" }}""")).start()
+        srv = NatsServer(
+            root / "nats",
+            extra_config=textwrap.dedent(f"""\
+            tls {{ cert_file: "{pki / "srv.pem"}", key_file: "{pki / "srv.key"}" }}"""),
+        ).start()
         try:
             srv.wait_ready()
             yield srv, pki
@@ -60,16 +117,31 @@ async def test_fleet_over_tls_trips_and_a_daemon_trusting_another_ca_alarms(tls_
     url = f"tls://127.0.0.1:{srv.port}"
     with trio.fail_after(30), short_tmpdir() as root:
         async with sims(2) as (sim_a, sim_b), trio.open_nursery() as nursery:
-            good = Instance("host-a", root / "a", sim_a, [url], fleet_extra=f"tls: {{ca: {pki / 'ca.pem'}}}\n")
-            bad = Instance("host-b", root / "b", sim_b, [url], fleet_extra=(
-                f"tls: {{ca: {pki / 'other-ca.pem'}}}\non_bus_loss: {{after: 300ms, action: alarm}}\n"))
+            good = Instance(
+                "host-a", root / "a", sim_a, [url], fleet_extra=f"tls: {{ca: {pki / 'ca.pem'}}}\n"
+            )
+            bad = Instance(
+                "host-b",
+                root / "b",
+                sim_b,
+                [url],
+                fleet_extra=(
+                    f"tls: {{ca: {pki / 'other-ca.pem'}}}\non_bus_loss: {{after: 300ms, action: alarm}}\n"
+                ),
+            )
             await start_instance(nursery, good)
             await start_instance(nursery, bad)
             await until(lambda: good.daemon.fleet.watch.state.value == "up")
-            op = FleetConfig(servers=(url,), name="test", instance="op", silent_after_s=1.0,
-                             tls=TlsSettings(ca_file=str(pki / "ca.pem")))
-            code, board = await in_asyncio(lambda: fleet_trip(op, reason="tls", operator="risk", deadline_s=10,
-                                                              on_line=print))
+            op = FleetConfig(
+                servers=(url,),
+                name="test",
+                instance="op",
+                silent_after_s=1.0,
+                tls=TlsSettings(ca_file=str(pki / "ca.pem")),
+            )
+            code, board = await in_asyncio(
+                lambda: fleet_trip(op, reason="tls", operator="risk", deadline_s=10, on_line=print)
+            )
             assert board.by_instance["host-a"].verdict == "flat" and good.state == "tripped"
             await until(lambda: "fleet_bus" in bad.daemon.engine.alarms)
             assert bad.daemon.fleet.bus.counters.connects == 0 and bad.state == "armed"
