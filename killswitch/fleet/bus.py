@@ -245,6 +245,7 @@ class NatsBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._outbox: asyncio.Queue | None = None
+        self._kv_outbox: asyncio.Queue | None = None
         self._stop: asyncio.Event | None = None
         self._reconcile_wanted: asyncio.Event | None = None
         self._started = threading.Event()
@@ -302,7 +303,9 @@ class NatsBus:
 
     def _put(self, item: _Out) -> None:
         try:
-            self._outbox.put_nowait(item)
+            # Key-value puts wait for the server's ack (up to request_timeout_s): a queue of their
+            # own, so a slow put never holds up a trip ack or a status behind it.
+            (self._kv_outbox if item.kv else self._outbox).put_nowait(item)
         except asyncio.QueueFull:
             self.counters.outbox_dropped += 1
             log.error("fleet_outbox_full", subject=item.subject, size=self.outbox_size)
@@ -330,12 +333,14 @@ class NatsBus:
 
     async def _main(self) -> None:
         self._outbox = asyncio.Queue(self.outbox_size)
+        self._kv_outbox = asyncio.Queue(self.outbox_size)
         self._stop = asyncio.Event()
         self._reconcile_wanted = asyncio.Event()
         self._started.set()
         tasks = [
             asyncio.ensure_future(self._connection()),
-            asyncio.ensure_future(self._writer()),
+            asyncio.ensure_future(self._writer(self._outbox)),
+            asyncio.ensure_future(self._writer(self._kv_outbox)),
             asyncio.ensure_future(self._reconciler()),
         ]
         await self._stop.wait()
@@ -413,9 +418,9 @@ class NatsBus:
     async def _on_msg(self, msg) -> None:
         self._emit(Received(msg.subject, msg.data, msg.reply or ""))
 
-    async def _writer(self) -> None:
+    async def _writer(self, queue: asyncio.Queue) -> None:
         while True:
-            item: _Out = await self._outbox.get()
+            item: _Out = await queue.get()
             nc = self._nc
             if nc is None or nc.is_closed:
                 self.counters.publish_errors += 1

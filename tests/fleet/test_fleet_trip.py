@@ -220,3 +220,20 @@ async def test_fleet_metrics_show_bus_up_and_applied_trips(nats_server):
             assert "killswitch_fleet_trips_applied_total 1.0" in text
             assert "killswitch_fleet_acks_sent_total 2.0" in text
             nursery.cancel_scope.cancel()
+
+
+async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally():
+    from killswitch.fleet.natsserver import free_port
+
+    dead = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    with trio.fail_after(30), short_tmpdir() as root:
+        async with sims(1) as (sim,), trio.open_nursery() as nursery:
+            rules = "rules:\n  - {name: max-open, kind: max_open_orders, max: 2, fleet: true}\n"
+            a = await start_instance(nursery, Instance("host-a", root / "a", sim, [dead], rules=rules))
+            assert a.daemon.fleet.watch.state.value == "lost"
+            await sim.place_orders(OX_KEY, market=MARKET, side="BUY", price="50000", count=3)
+            await until(lambda: a.state == "tripped" and a.open_orders() == 0)
+            await until(lambda: bool(a.audit_events("fleet_trip_published")))
+            assert a.audit_events("fleet_trip_published")[0]["bus_up"] is False
+            assert a.audit_events("trip")[0]["source"] == "rule"
+            nursery.cancel_scope.cancel()
