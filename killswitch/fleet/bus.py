@@ -27,6 +27,7 @@ import concurrent.futures
 import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -39,6 +40,10 @@ from killswitch.secrets import Secret
 log = structlog.get_logger("killswitch.fleet.bus")
 
 OUTBOX_SIZE = 1024
+# nats-py's initial connect never gives up with unlimited attempts (and then ignores our
+# backoff): it tries each server this many times, then our loop backs off and tries again.
+INITIAL_TRIES_PER_SERVER = 1
+ERROR_LOG_EVERY_S = 30.0
 STATUS_TTL_S = 600.0  # a status entry outlives a silent instance this long, then the bucket drops it
 
 
@@ -368,8 +373,15 @@ class NatsBus:
         async def on_reconnected() -> None:
             self._up()
 
+        last_error = ["", 0.0]
+
         async def on_error(exc: Exception) -> None:
-            log.warning("fleet_bus_error", error=f"{type(exc).__name__}: {exc}"[:300])
+            # nats-py reports every failed attempt: the same error is logged at most every 30 s.
+            text = f"{type(exc).__name__}: {exc}"[:300]
+            now = time.monotonic()
+            if text != last_error[0] or now - last_error[1] >= ERROR_LOG_EVERY_S:
+                last_error[0], last_error[1] = text, now
+                log.warning("fleet_bus_error", error=text)
 
         def pick(servers, info) -> tuple[None, float]:
             tries = min((sv.reconnects for sv in servers), default=0)
@@ -378,7 +390,7 @@ class NatsBus:
         while True:  # the initial connect (nats-py reconnects by itself once connected)
             try:
                 nc = await nats.connect(
-                    **connect_options(s),
+                    **{**connect_options(s), "max_reconnect_attempts": INITIAL_TRIES_PER_SERVER},
                     disconnected_cb=on_disconnected,
                     reconnected_cb=on_reconnected,
                     error_cb=on_error,
@@ -397,6 +409,8 @@ class NatsBus:
                     attempt=attempt,
                 )
                 await asyncio.sleep(delay)
+        # Connected once: from now on nats-py reconnects for ever, with our backoff (pick).
+        nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream(timeout=s.request_timeout_s)
         for subject in self.subscribe_to:

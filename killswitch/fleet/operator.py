@@ -89,13 +89,20 @@ async def _connect(cfg: FleetConfig, environ: Mapping[str, str] | None, client_n
 
     s = cfg.bus_settings(environ, client_name=client_name)
     opts = connect_options(s)
-    opts["allow_reconnect"] = False
+    # One pass over the servers, bounded; a command reports and exits, it does not retry for ever.
+    opts.update(allow_reconnect=False, max_reconnect_attempts=1)
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(f"{type(exc).__name__}: {exc}")
+
     try:
-        return await nats.connect(**opts)
+        return await asyncio.wait_for(
+            nats.connect(**opts, error_cb=on_error), s.connect_timeout_s * (2 * len(s.servers) + 1)
+        )
     except Exception as exc:
-        raise OperatorError(
-            f"cannot connect to {', '.join(cfg.servers)}: {type(exc).__name__}: {exc}"
-        ) from None
+        why = errors[-1] if errors else f"{type(exc).__name__}: {exc}"
+        raise OperatorError(f"cannot connect to {', '.join(cfg.servers)}: {why}") from None
 
 
 async def read_statuses(
@@ -315,6 +322,13 @@ def run(args, verb: str) -> int:
 
     if not args.config:
         print("killswitch: --fleet needs -c CONFIG (a file with a fleet: section)", file=sys.stderr)
+        return EXIT_CONFIG
+    if getattr(args, "venue", None) or getattr(args, "product", None):
+        print(
+            "killswitch: a fleet trip cancels everything on every instance; --venue/--product "
+            "apply to one daemon only (drop --fleet)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     try:
         cfg = load_fleet_section(args.config)

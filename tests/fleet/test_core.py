@@ -243,3 +243,20 @@ def test_check_secrets_covers_the_fleet_credentials():
     assert [i.key_path for i in issues] == ["fleet.credentials.password"]
     assert "KS_NATS_PW" in str(issues[0])
     assert check_secrets(cfg, {"K": "k", "S": "s", "KS_NATS_PW": "pw"}) == []
+
+
+def test_cli_fleet_verbs_need_a_config_and_refuse_a_scope(tmp_path, capsys):
+    from killswitch.cli import main
+
+    assert main(["trip", "--fleet", "--reason", "x"]) == 2
+    assert "needs -c CONFIG" in capsys.readouterr().err
+    cfg = tmp_path / "op.yaml"
+    cfg.write_text("fleet: {servers: [nats://127.0.0.1:1], name: prod}\n")
+    assert main(["trip", "--fleet", "-c", str(cfg), "--reason", "x", "--venue", "ox"]) == 2
+    assert "--venue/--product" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("fleet: {servers: [nats://127.0.0.1:1], name: 'a b'}\n")
+    assert main(["status", "--fleet", "-c", str(tmp_path / "bad.yaml")]) == 2
+    assert "fleet.name" in capsys.readouterr().err
+    # Nothing listens on port 1: a clear error, exit 3.
+    assert main(["status", "--fleet", "-c", str(cfg)]) == 3
+    assert "cannot connect" in capsys.readouterr().err

@@ -222,10 +222,11 @@ async def test_fleet_metrics_show_bus_up_and_applied_trips(nats_server):
             nursery.cancel_scope.cancel()
 
 
-async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally():
-    from killswitch.fleet.natsserver import free_port
+async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally_and_connects_later():
+    from killswitch.fleet.natsserver import NatsServer, free_port
 
-    dead = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    port = free_port()
+    dead = f"nats://127.0.0.1:{port}"  # nothing listens there (yet)
     with trio.fail_after(30), short_tmpdir() as root:
         async with sims(1) as (sim,), trio.open_nursery() as nursery:
             rules = "rules:\n  - {name: max-open, kind: max_open_orders, max: 2, fleet: true}\n"
@@ -236,4 +237,12 @@ async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally():
             await until(lambda: bool(a.audit_events("fleet_trip_published")))
             assert a.audit_events("fleet_trip_published")[0]["bus_up"] is False
             assert a.audit_events("trip")[0]["source"] == "rule"
+            # The server comes up: the initial connect, retried with backoff, gets there.
+            srv = NatsServer(root / "nats", port=port).start()
+            try:
+                await trio.to_thread.run_sync(srv.wait_ready)
+                await until(lambda: a.daemon.fleet.watch.state.value == "up")
+                assert a.daemon.fleet.bus.counters.connects == 1
+            finally:
+                srv.kill()
             nursery.cancel_scope.cancel()
