@@ -116,6 +116,7 @@ class FleetService:
         self.server = ""
         self._status_poke = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._outstanding: FleetTrip | None = None  # originated here, not yet seen in the latch
         self._send, self._receive = trio.open_memory_channel(INBOX_SIZE)
 
     @property
@@ -313,10 +314,8 @@ class FleetService:
             self.cfg.instance,
             self.daemon.clock.wall_ms(),
         )
-        data = encode(t)
-        if self.bus is not None:
-            self.bus.publish(self.subjects.trip, data, reply=self.subjects.ack(fid))  # fast path first
-            self.bus.kv_put(self.subjects.latch_bucket, LATCH_TRIP_KEY, data)  # then the latch
+        self._outstanding = t  # until the latch shows it (a bus that is down gets it on return)
+        self._publish_trip(t)
         self.counters.trips_published += 1
         self.daemon.audit.record(
             "fleet_trip_published",
@@ -326,6 +325,29 @@ class FleetService:
             bus_up=bool(self.bus and self.bus.connected),
         )
         log.critical("FLEET_TRIP_PUBLISHED", fleet_trip_id=fid, rule=notice.rule)
+
+    def _publish_trip(self, t: FleetTrip) -> None:
+        if self.bus is None:
+            return
+        data = encode(t)
+        self.bus.publish(
+            self.subjects.trip, data, reply=self.subjects.ack(t.fleet_trip_id)
+        )  # fast path first
+        self.bus.kv_put(self.subjects.latch_bucket, LATCH_TRIP_KEY, data)  # then the latch
+
+    def _settle_outstanding(self, trip: FleetTrip | None, reset: FleetReset | None) -> None:
+        """At-least-once for a trip this instance originated: re-sent at each latch read until
+        the latch holds it, or a later reset superseded it."""
+        t = self._outstanding
+        if t is None:
+            return
+        if (trip is not None and trip.fleet_trip_id == t.fleet_trip_id) or (
+            reset is not None and reset.ts_wall_ms > t.ts_wall_ms
+        ):
+            self._outstanding = None
+            return
+        log.warning("fleet_trip_republished", fleet_trip_id=t.fleet_trip_id)
+        self._publish_trip(t)
 
     # ------------------------------------------------------------------ resets and the latch
     def _apply_reset(self, r: FleetReset, *, via: str) -> None:
@@ -359,6 +381,7 @@ class FleetService:
             trip = FleetTrip(
                 f"rev{read.trip.revision}", "fleet latch trip entry unreadable (fail closed)", "?", "latch", 0
             )
+        self._settle_outstanding(trip, reset)
         trip_rev = read.trip.revision if trip is not None else 0
         reset_rev = read.reset.revision if reset is not None else 0
         if trip is not None and trip_rev > reset_rev:

@@ -223,7 +223,12 @@ async def test_fleet_metrics_show_bus_up_and_applied_trips(nats_server):
 
 
 async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally_and_connects_later():
+    import nats
+    import orjson
+
+    from killswitch.fleet.bus import read_latch
     from killswitch.fleet.natsserver import NatsServer, free_port
+    from killswitch.fleet.subjects import Subjects
 
     port = free_port()
     dead = f"nats://127.0.0.1:{port}"  # nothing listens there (yet)
@@ -243,6 +248,19 @@ async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally_an
                 await trio.to_thread.run_sync(srv.wait_ready)
                 await until(lambda: a.daemon.fleet.watch.state.value == "up")
                 assert a.daemon.fleet.bus.counters.connects == 1
+                # The fleet trip it could not publish while cut off reaches the latch now.
+                fid = a.audit_events("fleet_trip_published")[0]["fleet_trip_id"]
+                await until(lambda: a.daemon.fleet._outstanding is None)
+
+                async def latched_id():
+                    nc = await nats.connect(srv.url)
+                    try:
+                        read = await read_latch(nc.jetstream(), Subjects("test"))
+                    finally:
+                        await nc.close()
+                    return orjson.loads(read.trip.data)["fleet_trip_id"]
+
+                assert await in_asyncio(latched_id) == fid
             finally:
                 srv.kill()
             nursery.cancel_scope.cancel()
