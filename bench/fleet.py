@@ -38,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _daemon_proc import DaemonProcess, daemon_process  # noqa: E402
 from _harness import OX_MARKET, ox_venue_yaml  # noqa: E402
 from _stats import reproduce_line, summarize  # noqa: E402
+
 from killswitch.audit import read_audit  # noqa: E402
-from killswitch.fleet.bus import BusSettings, NatsBus, Received  # noqa: E402
+from killswitch.fleet.bus import NatsBus, Received  # noqa: E402
 from killswitch.fleet.messages import Decoder, FleetReset, FleetTrip, TripAck, encode  # noqa: E402
 from killswitch.fleet.natsserver import NatsServer, cluster  # noqa: E402
+from killswitch.fleet.settings import BusSettings  # noqa: E402
 from killswitch.fleet.subjects import LATCH_RESET_KEY, LATCH_TRIP_KEY, Subjects  # noqa: E402
 from killswitch.venues.oxfun.sim import OxfunSim  # noqa: E402
 

@@ -33,8 +33,10 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _stats import reproduce_line, summarize  # noqa: E402
-from killswitch.fleet.bus import BusSettings, NatsBus, Received  # noqa: E402
+
+from killswitch.fleet.bus import NatsBus, Received  # noqa: E402
 from killswitch.fleet.natsserver import NatsServer  # noqa: E402
+from killswitch.fleet.settings import BusSettings  # noqa: E402
 from killswitch.fleet.subjects import Subjects  # noqa: E402
 
 PING = "bench.ping"

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from killswitch.fleet.bus import BusSettings, TlsSettings
 from killswitch.fleet.policy import ACTIONS, BusLossPolicy
+from killswitch.fleet.settings import BusSettings, TlsSettings
 from killswitch.fleet.subjects import NAME_RE
 from killswitch.schema.reader import INVALID, Invalid, MapReader, item_str
 from killswitch.secrets import SecretRef

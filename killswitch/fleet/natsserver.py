@@ -8,7 +8,6 @@ JetStream is up (in a cluster: once the node has a meta leader).
 
 from __future__ import annotations
 
-
 import shutil
 import signal
 import socket

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Mapping
 
 from killswitch.fleet.acks import AckBoard
-from killswitch.fleet.bus import connect_options, ensure_buckets, read_latch
+from killswitch.fleet.bus import ensure_buckets, read_latch
 from killswitch.fleet.config import FleetConfig, parse_fleet
 from killswitch.fleet.messages import Decoder, FleetReset, FleetTrip, InstanceStatus, TripAck, encode
+from killswitch.fleet.settings import connect_options
 from killswitch.fleet.subjects import LATCH_RESET_KEY, LATCH_TRIP_KEY, Subjects
 from killswitch.schema.nodes import ConfigError, Mark, YMap, parse_yaml
 from killswitch.schema.reader import Ctx, MapReader
@@ -145,7 +146,8 @@ async def _latch_put(
     js, subjects: Subjects, cfg: FleetConfig, key: str, data: bytes, deadline: float, on_line
 ) -> bool:
     """Write one latch key, retrying (a stream leader may be being elected) until ``deadline``."""
-    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import ServiceUnavailableError
 
     delay = 0.1

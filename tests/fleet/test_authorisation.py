@@ -11,12 +11,12 @@ import pytest
 import trio
 
 from killswitch.fleet.bus import ensure_buckets
-from killswitch.fleet.subjects import Subjects
 from killswitch.fleet.config import FleetConfig, FleetCredentials
 from killswitch.fleet.messages import FleetReset, FleetTrip, encode
 from killswitch.fleet.natsserver import NatsServer
 from killswitch.fleet.operator import fleet_trip
 from killswitch.fleet.serverconf import User, authorization_block
+from killswitch.fleet.subjects import Subjects
 from killswitch.secrets import SecretRef
 from tests.e2e.helpers import short_tmpdir
 from tests.fleet.world import Instance, in_asyncio, sims, start_instance, until

@@ -9,7 +9,6 @@ import pytest
 
 from killswitch.config import load_config_text
 from killswitch.fleet.acks import AckBoard
-from killswitch.fleet.bus import BusSettings, reconnect_delay_s
 from killswitch.fleet.messages import (
     MAX_MESSAGE_BYTES,
     BadMessage,
@@ -22,6 +21,7 @@ from killswitch.fleet.messages import (
     encode,
 )
 from killswitch.fleet.policy import BusLossPolicy, BusWatch, Do
+from killswitch.fleet.settings import BusSettings, reconnect_delay_s
 from killswitch.schema.nodes import ConfigError
 from killswitch.secrets import Secret
 

@@ -12,14 +12,13 @@ import signal
 import sys
 import textwrap
 
+import nats
 import trio
 
-import nats
-
 from killswitch.audit import read_audit
+from killswitch.control import ControlClient, ControlError
 from killswitch.fleet.operator import load_fleet_section, read_statuses
 from killswitch.fleet.subjects import Subjects
-from killswitch.control import ControlClient, ControlError
 from tests.e2e.helpers import REPO, DaemonProcess, base_yaml, child_env, short_tmpdir
 from tests.fleet.world import (
     MARKET,

@@ -7,8 +7,8 @@ import trio
 
 from killswitch.fleet.config import FleetConfig
 from killswitch.fleet.operator import fleet_reset, fleet_status, fleet_trip
-from tests.fleet.world import MARKET, OX_KEY, Instance, in_asyncio, sims, start_instance, stop_instance, until
 from tests.e2e.helpers import short_tmpdir
+from tests.fleet.world import MARKET, OX_KEY, Instance, in_asyncio, sims, start_instance, stop_instance, until
 
 
 def operator_cfg(servers: list[str]) -> FleetConfig:

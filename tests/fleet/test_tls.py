@@ -11,10 +11,10 @@ import textwrap
 import pytest
 import trio
 
-from killswitch.fleet.bus import TlsSettings
 from killswitch.fleet.config import FleetConfig
 from killswitch.fleet.natsserver import NatsServer
 from killswitch.fleet.operator import fleet_trip
+from killswitch.fleet.settings import TlsSettings
 from tests.e2e.helpers import short_tmpdir
 from tests.fleet.world import Instance, in_asyncio, sims, start_instance, until
 
