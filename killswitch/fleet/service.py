@@ -44,6 +44,7 @@ POLICY_TICK_S = 0.1
 STARTUP_LATCH_WAIT_S = 2.0  # how long start-up waits for the first latch read before venues connect
 BUS_ALARM = "fleet_bus"
 LATCH_ALARM = "fleet_latch"
+FAULT_ALARM = "fleet_fault"
 
 
 def fleet_tag(fleet_trip_id: str) -> str:
@@ -191,13 +192,7 @@ class FleetService:
 
     async def _consume(self) -> None:
         async for ev in self._receive:
-            try:
-                self._handle(ev)
-            except Exception as exc:  # a fault here is loud, never the end of the daemon
-                self.counters.bus_errors += 1
-                log.error(
-                    "fleet_handler_failed", event=type(ev).__name__, error=f"{type(exc).__name__}: {exc}"
-                )
+            self._guarded(f"handling {type(ev).__name__}", lambda ev=ev: self._handle(ev))
 
     def _handle(self, ev: BusEvent) -> None:
         now = trio.current_time()
@@ -420,14 +415,27 @@ class FleetService:
                 self.engine.clear_alarm(BUS_ALARM)
                 self.daemon.audit.record("fleet_bus_restored", server=self.server)
 
+    def _guarded(self, what: str, fn) -> None:
+        """A fault in the fleet's machinery is an alarm, never the end of the daemon."""
+        try:
+            fn()
+        except Exception as exc:
+            self.counters.bus_errors += 1
+            msg = f"fleet {what} failed: {type(exc).__name__}: {exc}"[:300]
+            log.error("fleet_fault", what=what, error=msg)
+            self.engine.raise_alarm(FAULT_ALARM, msg)
+
     async def _policy_ticker(self) -> None:
         while True:
             await trio.sleep(POLICY_TICK_S)
-            now = trio.current_time()
-            self._act(self.watch.on_tick(now), now)
-            for fid, p in list(self.pending.items()):
-                if now - p.started_s > self.cfg.ack_flat_timeout_s:
-                    del self.pending[fid]  # not flat in time: the CLI shows it as acked, not flat
+            self._guarded("bus-loss policy", self._policy_tick)
+
+    def _policy_tick(self) -> None:
+        now = trio.current_time()
+        self._act(self.watch.on_tick(now), now)
+        for fid, p in list(self.pending.items()):
+            if now - p.started_s > self.cfg.ack_flat_timeout_s:
+                del self.pending[fid]  # not flat in time: the CLI shows it as acked, not flat
 
     # ------------------------------------------------------------------ status
     def status_message(self) -> InstanceStatus:
@@ -452,12 +460,14 @@ class FleetService:
                 await self._status_poke.wait()
                 await trio.sleep(0.02)  # let the engine apply what poked us
             self._status_poke = trio.Event()
-            if self.bus is None or not self.bus.connected:
-                continue
-            data = encode(self.status_message())
-            self.bus.publish(self.subjects.status(self.cfg.instance), data)
-            self.bus.kv_put(self.subjects.status_bucket, self.cfg.instance, data)
-            self.counters.status_sent += 1
+            if self.bus is not None and self.bus.connected:
+                self._guarded("status", self._publish_status)
+
+    def _publish_status(self) -> None:
+        data = encode(self.status_message())
+        self.bus.publish(self.subjects.status(self.cfg.instance), data)
+        self.bus.kv_put(self.subjects.status_bucket, self.cfg.instance, data)
+        self.counters.status_sent += 1
 
     def metrics(self, prefix: str):
         """Prometheus families for killswitch.metrics (the fleet's own, next to the daemon's)."""

@@ -264,3 +264,32 @@ async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally_an
             finally:
                 srv.kill()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_fault_in_the_fleet_service_is_an_alarm_and_the_daemon_keeps_guarding(nats_server):
+    with trio.fail_after(30), short_tmpdir() as root:
+        async with sims(1) as (sim,), trio.open_nursery() as nursery:
+            a = await start_instance(nursery, Instance("host-a", root / "a", sim, [nats_server.url]))
+            await until(lambda: a.daemon.fleet.counters.status_sent > 0)
+
+            def broken():
+                raise RuntimeError("injected")
+
+            a.daemon.fleet.status_message = broken
+            await until(lambda: "fleet_fault" in a.daemon.engine.alarms)
+            assert "injected" in a.daemon.engine.alarms["fleet_fault"]
+            # Still guarding, and still on the fleet: a fleet trip trips it.
+            await sim.place_orders(OX_KEY, market=MARKET, side="BUY", price="50000", count=2)
+            await until(lambda: a.daemon.engine.state.book("ox-main").orders)
+            code, _ = await in_asyncio(
+                lambda: fleet_trip(
+                    operator_cfg([nats_server.url]),
+                    reason="x",
+                    operator="o",
+                    deadline_s=5,
+                    on_line=lambda s: None,
+                )
+            )
+            await until(lambda: a.state == "tripped" and a.open_orders() == 0)
+            assert not a.exit_codes
+            nursery.cancel_scope.cancel()
