@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from killswitch import __version__
+
 DEFAULT_SOCKET = "/run/killswitch/control.sock"
 
 
@@ -29,6 +31,7 @@ def _add_fleet(p: argparse.ArgumentParser, deadline: bool = False) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="killswitch", description="Risk kill-switch daemon for crypto trading accounts.")
+    p.add_argument("--version", action="version", version=f"killswitch {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
@@ -42,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show the daemon's state")
     _add_socket(s)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
+    s.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (1)")
+    s.add_argument("--count", type=int, default=None, metavar="N", help="--watch: stop after N refreshes")
     _add_fleet(s)
 
     t = sub.add_parser("trip", help="trip the kill switch by hand (latched)")
@@ -126,6 +132,7 @@ def cmd_run(args) -> int:
     if args.dry_run:
         cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, dry_run=True))
     redactor = configure_logging(cfg.daemon.log_format)
+    _check_fd_budget(cfg)
     services = []
     try:
         from killswitch.services import default_services
@@ -134,6 +141,23 @@ def cmd_run(args) -> int:
     if default_services is not None:
         services = default_services(cfg)
     return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True).run())
+
+
+def _check_fd_budget(cfg) -> None:
+    import structlog
+
+    from killswitch.control.access import ConnectionBudget
+    from killswitch.fdlimit import RESERVE_FDS, fd_budget
+    from killswitch.net.http import DAEMON_LIMITS
+
+    slots = ConnectionBudget().total + (DAEMON_LIMITS.max_connections if cfg.daemon.metrics.enabled else 0)
+    b = fd_budget(venues=len(cfg.venues), listener_slots=slots)
+    log = structlog.get_logger("killswitch.daemon")
+    fields = dict(soft_before=b.soft_before, soft=b.soft, hard=b.hard, needed=b.needed, reserve=RESERVE_FDS)
+    if b.headroom_ok:
+        log.info("fd_limit", **fields)
+    else:
+        log.critical("fd_limit_too_low", note="raise LimitNOFILE= in the unit", **fields)
 
 
 def cmd_control(args) -> int:

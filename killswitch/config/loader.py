@@ -23,7 +23,7 @@ from killswitch.secrets import SecretRef
 from killswitch.fleet.config import FleetConfig, parse_fleet
 from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig
 
-from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YScalar, YSeq, parse_yaml
+from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YNode, YScalar, YSeq, parse_yaml
 from killswitch.schema.reader import (
     INVALID,
     MAX_DURATION_S,
@@ -36,6 +36,7 @@ from killswitch.schema.reader import (
     type_name,
 )
 from killswitch.schema.rule import RuleConfig, parse_action, venue_products
+from killswitch.schema.suggest import did_you_mean
 
 
 LITERAL_SECRET = "literal secret in config; use {env: ...}, {file: ...} or {credential: ...}"
@@ -68,11 +69,37 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """Principals named for one control-socket role (names as written; resolved to ids by
+    :func:`killswitch.control.access.resolve_access` at start-up and on reload)."""
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlGrants:
+    """``daemon.control``: who holds each role (see docs/operations.md "Control socket roles")."""
+
+    operators: Grant = Grant()
+    heartbeat: Grant = Grant()
+    trip: Grant = Grant()
+    idle_timeout_s: float = 5.0
+
+    def any(self) -> bool:
+        return bool(self.operators or self.heartbeat or self.trip)
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     state_dir: Path = Path("/var/lib/killswitch")
     audit_log: Path = Path("/var/lib/killswitch/audit.jsonl")
     control_socket: Path = Path("/run/killswitch/control.sock")
     control_socket_group: str | None = None
+    control: ControlGrants = ControlGrants()
     dry_run: bool = False
     tick_interval_s: float = 0.1
     repoll_interval_s: float = 2.0
@@ -81,6 +108,40 @@ class DaemonConfig:
     cancel_on_shutdown: bool = False
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"  # auto | json | console
+
+
+USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
+
+
+def _parse_grant(c: MapReader, key: str) -> Any:
+    g = c.sub(key)
+    if g is None:
+        return Grant()
+    users = g.list("users", lambda n: _item_name(n, USER_RE, "a user name"))
+    groups = g.list("groups", lambda n: _item_name(n, GROUP_RE, "a group name"))
+    g.finish()
+    if isinstance(users, Invalid) or isinstance(groups, Invalid):
+        return INVALID
+    return Grant(tuple(users or ()), tuple(groups or ()))
+
+
+def _item_name(node: YNode, pattern: re.Pattern, what: str) -> str:
+    value = item_str(node)
+    if not pattern.fullmatch(value):
+        raise ValueError(f"must be {what}")
+    return value
+
+
+def _parse_control(r: MapReader) -> Any:
+    c = r.sub("control")
+    if c is None:
+        return ControlGrants()
+    grants = {key: _parse_grant(c, key) for key in ("operators", "heartbeat", "trip")}
+    idle = c.duration("idle_timeout", 5.0, max_s=Decimal(300))
+    c.finish()
+    if any(isinstance(v, Invalid) for v in grants.values()) or isinstance(idle, Invalid):
+        return INVALID
+    return ControlGrants(**grants, idle_timeout_s=idle)
 
 
 def _parse_daemon(r: MapReader) -> DaemonConfig:
@@ -96,12 +157,19 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
             port=m.int("port", 9464, min_value=1, max_value=65535),
         )
         m.finish()
+    control = _parse_control(r)
+    if r.has("control_socket_group") and not r.has("control"):
+        r.ctx.warn(r.mark_of("control_socket_group"), r.key_path("control_socket_group"),
+                   "every member holds the operator role (trip, reset, cash flows); give a strategy "
+                   "only heartbeats with daemon.control: {heartbeat: {users: [...]}} "
+                   "(docs/operations.md, Control socket roles)")
     cfg = DaemonConfig(
         state_dir=state_dir,
         audit_log=r.file_path("audit_log", audit_default),
         control_socket=r.file_path("control_socket", d.control_socket),
         control_socket_group=r.str("control_socket_group", None, pattern=GROUP_RE,
                                    hint="must be a group name"),
+        control=control,
         dry_run=r.bool("dry_run", False),
         tick_interval_s=r.duration("tick_interval", d.tick_interval_s, max_s=Decimal(60)),
         repoll_interval_s=r.duration("repoll_interval", d.repoll_interval_s),
@@ -405,7 +473,8 @@ def _parse_rule(r: MapReader) -> RuleConfig | None:
                  hint="rule names are letters, digits, '_', '-', '.', ':'")
     kind = r.str("kind", required=True)
     if isinstance(kind, str) and kind not in RULE_KINDS:
-        kind = r.error("kind", f"unknown rule kind {kind!r}; known kinds: {', '.join(sorted(RULE_KINDS))}")
+        kind = r.error("kind", f"unknown rule kind {kind!r}{did_you_mean(kind, RULE_KINDS)}; "
+                               f"known kinds: {', '.join(sorted(RULE_KINDS))}")
     common = {
         "name": name,
         "kind": kind,
@@ -456,7 +525,9 @@ def _cross_check(ctx: Ctx, acc: _Collected) -> dict[str, Path]:
         for i, item in enumerate(getattr(venues_node, "items", ())):
             vname = getattr(item, "value", None)
             if isinstance(vname, str) and vname not in seen_venues:
-                ctx.error(item.mark, f"{path}.venues[{i}]", f"unknown venue {vname!r}")
+                known = ", ".join(sorted(seen_venues)) or "none"
+                ctx.error(item.mark, f"{path}.venues[{i}]",
+                          f"unknown venue {vname!r}{did_you_mean(vname, seen_venues)}; configured venues: {known}")
 
     heartbeat_files: dict[str, Path] = {}
     heartbeat_marks: dict[str, Mark] = {}

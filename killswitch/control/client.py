@@ -17,7 +17,8 @@ import trio
 
 
 from killswitch.control.protocol import COMMAND_DEADLINE_S
-from killswitch.control.render import render_command_reply, render_status
+from killswitch.control.render import render_command_reply, render_status, use_colour
+from killswitch.control.watch import watch_status
 
 
 class ControlError(Exception):
@@ -35,7 +36,8 @@ class ControlPermissionDenied(ControlError):
 def _connect_error(path: Path, exc: OSError) -> ControlError:
     if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
         return ControlPermissionDenied(
-            f"permission denied on {path}: run as root, the daemon's user, or a member of control_socket_group")
+            f"permission denied on {path}: run as root, the daemon's user, or a principal granted "
+            "a role in daemon.control (or a member of control_socket_group)")
     if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
         return DaemonNotRunning(f"killswitch is not running (no control socket listening at {path})")
     return ControlError(f"cannot connect to {path}: {exc}")
@@ -51,6 +53,10 @@ def _check_reply(raw: bytes, path: Path) -> dict:
     if reply.get("code") == "permission_denied":
         raise ControlPermissionDenied(f"{path}: {reply.get('error')}")
     return reply
+
+
+class _ClosedBeforeReply(Exception):
+    pass
 
 
 class ControlClient:
@@ -91,7 +97,20 @@ class ControlClient:
         self.close()
 
     def request(self, obj: Mapping[str, Any]) -> dict:
-        """Send one request, return the reply dict (``ok`` may be False)."""
+        """Send one request, return the reply dict (``ok`` may be False).
+
+        The daemon closes idle connections after a few seconds (slots are few). A heartbeat
+        or status on a connection it closed meanwhile is sent once more on a fresh one;
+        commands (trip, reset, ...) are never resent behind the caller's back."""
+        reused = self._sock is not None
+        try:
+            return self._request_once(obj)
+        except _ClosedBeforeReply:
+            if not (reused and obj.get("op") in ("heartbeat", "status")):
+                raise ControlError("daemon closed the connection without a reply") from None
+        return self._request_once(obj)
+
+    def _request_once(self, obj: Mapping[str, Any]) -> dict:
         self.connect()
         assert self._sock is not None
         try:
@@ -100,13 +119,19 @@ class ControlClient:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the daemon may have refused us already: its reply is still readable
             while b"\n" not in self._buf:
-                chunk = self._sock.recv(65536)
+                try:
+                    chunk = self._sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
                 if not chunk:
-                    raise ControlError("daemon closed the connection without a reply")
+                    self.close()
+                    raise _ClosedBeforeReply()
                 self._buf += chunk
         except socket.timeout:
             self.close()
             raise ControlError(f"no reply from the daemon within {self.timeout_s}s") from None
+        except _ClosedBeforeReply:
+            raise
         except OSError as exc:
             self.close()
             raise ControlError(f"control connection failed: {exc}") from None
@@ -201,6 +226,14 @@ def build_cli_request(args) -> dict:
 def run_cli(args, socket_path: str | os.PathLike) -> int:
     path = Path(socket_path)
     want_json = bool(getattr(args, "json", False))
+    colour = use_colour(sys.stdout, os.environ)
+    if args.verb == "status" and getattr(args, "watch", False):
+        def fetch() -> Mapping[str, Any]:
+            with ControlClient(path) as client:
+                return client.request({"op": "status"})
+
+        return watch_status(fetch, out=sys.stdout, interval_s=args.interval, colour=colour,
+                            count=args.count, json_lines=want_json, errors=(ControlError, OSError))
     try:
         req = build_cli_request(args)
         with ControlClient(path) as client:
@@ -216,7 +249,7 @@ def run_cli(args, socket_path: str | os.PathLike) -> int:
     if want_json:
         print(orjson.dumps(reply, default=str, option=orjson.OPT_INDENT_2).decode())
     elif args.verb == "status":
-        print(render_status(reply))
+        print(render_status(reply, colour=colour))
     else:
         print(render_command_reply(args.verb, reply))
     return 0

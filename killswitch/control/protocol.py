@@ -15,8 +15,10 @@ import orjson
 from killswitch.model import EVERYTHING, CancelScope, DeclareCashFlow, ResetCommand, TripCommand
 
 
+# The status reply's schema (docs/status.md): bumped when a field is renamed, removed or
+# changes meaning; adding a field keeps the version.
+STATUS_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
-IDLE_TIMEOUT_S = 300.0  # a persistent heartbeat connection may idle this long between requests
 REQUEST_READ_DEADLINE_S = 5.0  # a started request line must be complete within this
 REPLY_SEND_DEADLINE_S = 5.0
 COMMAND_DEADLINE_S = 5.0  # trip/reset: wait this long for the engine to act before replying
@@ -42,16 +44,6 @@ class PeerCred:
     pid: int
     uid: int
     gid: int
-
-
-def peer_allowed(peer: PeerCred, *, own_uid: int, group_gid: int | None,
-                 peer_groups: frozenset[int] = frozenset()) -> bool:
-    """root, our own uid, or a member (primary or supplementary) of the control group."""
-    if peer.uid == 0 or peer.uid == own_uid:
-        return True
-    if group_gid is None:
-        return False
-    return peer.gid == group_gid or group_gid in peer_groups
 
 
 def parse_proc_groups(status_text: str) -> frozenset[int]:

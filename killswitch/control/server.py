@@ -20,16 +20,24 @@ from typing import Any, Mapping
 import structlog
 import trio
 
+from killswitch.control.access import (
+    AccessError,
+    AccessPolicy,
+    ConnectionBudget,
+    Role,
+    allowed,
+    resolve_access,
+)
 from killswitch.control.protocol import (
     COMMAND_DEADLINE_S,
     DEBUG_OPS_ENV,
     ENGINE_POLL_S,
-    IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     MAX_REQUEST_BYTES,
     REPLY_SEND_DEADLINE_S,
     REQUEST_READ_DEADLINE_S,
     SOCKET_DIR_MODE,
+    STATUS_VERSION,
     ControlSetupError,
     PeerCred,
     RequestError,
@@ -38,7 +46,6 @@ from killswitch.control.protocol import (
     error_reply,
     parse_proc_groups,
     parse_request,
-    peer_allowed,
     reset_command,
     text_field,
     trip_command,
@@ -48,6 +55,8 @@ from killswitch.model import HeartbeatReceived
 
 log = structlog.get_logger("killswitch.control")
 
+PROC_STATUS = "/proc/{pid}/status"
+
 
 def peer_credentials(sock) -> PeerCred:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -56,16 +65,24 @@ def peer_credentials(sock) -> PeerCred:
 
 
 def peer_groups(peer: PeerCred) -> frozenset[int]:
-    """Supplementary groups of the peer process, best effort (/proc, then the group database)."""
+    """Supplementary groups of the peer process from /proc (a small read, never NSS). Where
+    /proc is hidden this is empty; members listed in the group database were resolved with
+    the config (:func:`~killswitch.control.access.resolve_access`), never per request."""
     try:
-        return parse_proc_groups(Path(f"/proc/{peer.pid}/status").read_text())
+        with open(PROC_STATUS.format(pid=peer.pid), "rb") as f:
+            return parse_proc_groups(f.read(16384).decode("ascii", "replace"))
     except OSError:
-        pass
-    try:
-        name = pwd.getpwuid(peer.uid).pw_name
-        return frozenset(g.gr_gid for g in grp.getgrall() if name in g.gr_mem)
-    except KeyError:
         return frozenset()
+
+
+def load_policy(config) -> AccessPolicy:
+    """Resolve ``daemon.control`` and ``control_socket_group`` to ids (start-up and reload)."""
+    d = config.daemon
+    try:
+        return resolve_access(d.control, own_uid=os.getuid(), legacy_group=d.control_socket_group,
+                              getpwnam=pwd.getpwnam, getgrnam=grp.getgrnam, getpwuid=pwd.getpwuid)
+    except AccessError as exc:
+        raise ControlSetupError(str(exc)) from None
 
 
 def resolve_group(name: str | None) -> int | None:
@@ -77,14 +94,14 @@ def resolve_group(name: str | None) -> int | None:
         raise ControlSetupError(f"control_socket_group {name!r} does not exist") from None
 
 
-def prepare_socket_path(path: Path, group_gid: int | None) -> None:
+def prepare_socket_path(path: Path, group_gid: int | None, *, dir_mode: int = SOCKET_DIR_MODE) -> None:
     """Create the parent dir if needed; remove a stale socket; refuse anything else."""
     parent = path.parent
     if not parent.exists():
-        parent.mkdir(mode=SOCKET_DIR_MODE, parents=True)
+        parent.mkdir(mode=dir_mode, parents=True)
         if group_gid is not None:
             os.chown(parent, -1, group_gid)
-        os.chmod(parent, SOCKET_DIR_MODE)
+        os.chmod(parent, dir_mode)
     if len(os.fsencode(path)) >= 108:
         raise ControlSetupError(f"control socket path is too long for AF_UNIX (max 107 bytes): {path}")
     try:
@@ -117,28 +134,51 @@ class ControlServer:
         self.debug_ops = env.get(DEBUG_OPS_ENV) == "1"
         self.requests = 0
         self.refused = 0
-        self._slots = trio.Semaphore(MAX_CONNECTIONS)
+        self.busy = 0
+        self.policy: AccessPolicy = AccessPolicy(own_uid=self.own_uid)
+        self.idle_timeout_s = d.control.idle_timeout_s
+        self.budget = ConnectionBudget()
+        self._refusal_audits: dict[int, list[float]] = {}
         self._inode: int | None = None
 
     # -------------------------------------------------------------- lifecycle
     def bind(self) -> trio.socket.SocketType:
         self.group_gid = resolve_group(self.group_name)
-        prepare_socket_path(self.path, self.group_gid)
+        self.policy = load_policy(self.daemon.config)
+        # Roles beyond one group need a socket every principal can open; who may do what is
+        # then decided per request from SO_PEERCRED (the file mode is only a first fence).
+        self.open_mode = self.daemon.config.daemon.control.any()
+        prepare_socket_path(self.path, self.group_gid, dir_mode=0o755 if self.open_mode else SOCKET_DIR_MODE)
+        self.daemon.reload_hooks.append(self.prepare_reload)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # bind() is synchronous for AF_UNIX paths; trio's wrapper is async only for name resolution.
             sock._sock.bind(os.fspath(self.path))
             if self.group_gid is not None:
                 os.chown(self.path, -1, self.group_gid)
-                os.chmod(self.path, 0o660)
-            else:
-                os.chmod(self.path, 0o600)
+            os.chmod(self.path, 0o666 if self.open_mode else 0o660 if self.group_gid is not None else 0o600)
             sock.listen(MAX_CONNECTIONS)
         except BaseException:
             sock.close()
             raise
         self._inode = os.lstat(self.path).st_ino
         return sock
+
+    def prepare_reload(self, config):
+        """Reload step: resolve the new grants (an unknown user or group refuses the reload)
+        and return what applies them."""
+        policy = load_policy(config)
+        idle = config.daemon.control.idle_timeout_s
+
+        def apply() -> None:
+            self.policy, self.idle_timeout_s = policy, idle
+            log.info("control_roles_reloaded", roles=self.describe_roles())
+
+        return apply
+
+    def describe_roles(self) -> dict:
+        return {role.name.lower(): sorted(self.policy.user_name(u) for u in g.uids | g.member_uids)
+                + [f"group:{gid}" for gid in sorted(g.gids)] for role, g in self.policy.grants.items()}
 
     def unlink(self) -> None:
         try:
@@ -150,7 +190,8 @@ class ControlServer:
     async def serve(self, sock, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.SocketListener(sock)
         log.info("control_listening", path=str(self.path), group=self.group_name,
-                 mode="0660" if self.group_gid is not None else "0600", debug_ops=self.debug_ops)
+                 mode="0666" if self.open_mode else "0660" if self.group_gid is not None else "0600",
+                 roles=self.describe_roles(), debug_ops=self.debug_ops)
         task_status.started()
         try:
             async with listener, trio.open_nursery() as nursery:
@@ -166,38 +207,66 @@ class ControlServer:
             await stream.send_all(encode_reply(reply))
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        pool = None
         try:
             async with stream:
-                if self._slots.value == 0:
-                    await self._send(stream, error_reply("too many control connections", "busy"))
+                peer = peer_credentials(stream.socket)
+                groups = peer_groups(peer) if self.policy.needs_groups() else frozenset()
+                role = self.policy.role_of(peer.uid, peer.gid, groups)
+                if role is None:
+                    await self._refuse(stream, peer)
                     return
-                async with self._slots:
-                    await self._session(stream)
+                pool = self.budget.admit(peer.uid, role)
+                if pool is None:
+                    self.busy += 1
+                    with trio.move_on_after(0.2):  # never let a refused socket hold a task
+                        await stream.send_all(encode_reply(error_reply(
+                            f"too many control connections (uid {peer.uid} holds "
+                            f"{self.budget.held.get(peer.uid, 0)}; idle ones close after "
+                            f"{self.idle_timeout_s:g}s)", "busy")))
+                    return
+                await self._session(stream, peer, role)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             return
         except Exception as exc:  # a control bug must never take the kill switch down
             log.error("control_connection_error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if pool is not None:
+                self.budget.release(peer.uid, pool)
 
-    async def _session(self, stream: trio.SocketStream) -> None:
-        peer = peer_credentials(stream.socket)
-        groups = peer_groups(peer) if self.group_gid is not None else frozenset()
-        if not peer_allowed(peer, own_uid=self.own_uid, group_gid=self.group_gid, peer_groups=groups):
-            self.refused += 1
-            log.warning("control_refused", peer_uid=peer.uid, peer_gid=peer.gid, peer_pid=peer.pid,
-                        group=self.group_name)
-            self.daemon.audit.record("control_refused", peer_uid=peer.uid, peer_gid=peer.gid, peer_pid=peer.pid)
-            await self._send(stream, error_reply(
-                f"permission denied: uid {peer.uid} is not root, the daemon's user, or in control_socket_group",
-                "permission_denied"))
-            # Let the client finish sending its request before we close, so it reads our reply
-            # instead of a broken pipe. Bounded: at most one request's worth, one second.
-            with trio.move_on_after(1.0):
-                await stream.receive_some(MAX_REQUEST_BYTES)
-            return
+    def _audit_refusal(self, peer: PeerCred, **fields: Any) -> None:
+        """Every refusal is logged; audit records are bounded to 10 a minute per uid so a
+        hostile uid cannot flood the audit log (the rest are counted)."""
+        now = time.monotonic()
+        recent = [t for t in self._refusal_audits.get(peer.uid, []) if now - t < 60.0]
+        if len(recent) < 10:
+            recent.append(now)
+            self.daemon.audit.record("control_refused", peer_uid=peer.uid, peer_gid=peer.gid,
+                                     peer_pid=peer.pid, peer_user=self.policy.user_name(peer.uid), **fields)
+        self._refusal_audits[peer.uid] = recent
+        if len(self._refusal_audits) > 1024:  # bounded: forget the oldest uids
+            self._refusal_audits.pop(next(iter(self._refusal_audits)))
+
+    async def _refuse(self, stream: trio.SocketStream, peer: PeerCred) -> None:
+        self.refused += 1
+        log.warning("control_refused", peer_uid=peer.uid, peer_gid=peer.gid, peer_pid=peer.pid,
+                    group=self.group_name)
+        self._audit_refusal(peer)
+        await self._send(stream, error_reply(
+            f"permission denied: uid {peer.uid} holds no control role (see daemon.control)",
+            "permission_denied"))
+        # Let the client finish sending its request before we close, so it reads our reply
+        # instead of a broken pipe. Bounded: at most one request's worth, one second.
+        with trio.move_on_after(1.0):
+            await stream.receive_some(MAX_REQUEST_BYTES)
+
+    async def _session(self, stream: trio.SocketStream, peer: PeerCred, role: Role) -> None:
         buf = bytearray()
         while True:
             data = None
-            with trio.move_on_after(REQUEST_READ_DEADLINE_S if buf else IDLE_TIMEOUT_S):
+            # Idle connections close quickly (slots are few and capped per uid); a started
+            # request line must complete within the read deadline.
+            with trio.move_on_after(REQUEST_READ_DEADLINE_S if buf else self.idle_timeout_s):
                 data = await stream.receive_some(MAX_REQUEST_BYTES)
             if data is None:  # deadline: idle connection, or a request line that never ended
                 if buf:
@@ -210,18 +279,21 @@ class ControlServer:
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
                 if line.strip():
-                    await self._send(stream, await self.handle_line(line, peer))
+                    await self._send(stream, await self.handle_line(line, peer, role))
             if len(buf) > MAX_REQUEST_BYTES:
                 await self._send(stream, error_reply(f"request larger than {MAX_REQUEST_BYTES} bytes", "too_large"))
                 return
 
-    async def handle_line(self, line: bytes, peer: PeerCred) -> dict:
+    async def handle_line(self, line: bytes, peer: PeerCred, role: Role | None = Role.OPERATOR) -> dict:
         if len(line) > MAX_REQUEST_BYTES:
             return error_reply(f"request larger than {MAX_REQUEST_BYTES} bytes", "too_large")
         req: dict = {}
         try:
             req = parse_request(line)
-            reply = await self.handle(req, peer)
+            if not allowed(role, req["op"]):
+                reply = self._op_refused(req["op"], peer, role)
+            else:
+                reply = await self.handle(req, peer)
         except RequestError as exc:
             reply = error_reply(str(exc), exc.code)
         except Exception as exc:  # never crash the daemon on a control request
@@ -235,12 +307,19 @@ class ControlServer:
     def _known_venues(self) -> frozenset[str]:
         return frozenset(self.daemon.venues) or frozenset(v.name for v in self.daemon.config.venues)
 
-    @staticmethod
-    def _default_operator(peer: PeerCred) -> str:
-        try:
-            return pwd.getpwuid(peer.uid).pw_name
-        except KeyError:
-            return f"uid:{peer.uid}"
+    def _default_operator(self, peer: PeerCred) -> str:
+        return self.policy.user_name(peer.uid)
+
+    def _op_refused(self, op: str, peer: PeerCred, role: Role | None) -> dict:
+        self.refused += 1
+        held = role.name.lower() if role is not None else "none"
+        log.warning("control_op_refused", op=op, peer_uid=peer.uid, peer_pid=peer.pid, role=held)
+        self._audit_refusal(peer, op=op, role=held)
+        return error_reply(f"permission denied: {op!r} needs the operator role; uid {peer.uid} "
+                           f"({self.policy.user_name(peer.uid)}) holds {held}", "permission_denied")
+
+    def _peer_fields(self, peer: PeerCred) -> dict:
+        return {"peer_uid": peer.uid, "peer_user": self.policy.user_name(peer.uid), "peer_pid": peer.pid}
 
     async def handle(self, req: dict, peer: PeerCred) -> dict:
         self.requests += 1
@@ -252,11 +331,11 @@ class ControlServer:
             await daemon.send.send(HeartbeatReceived(source, daemon.clock.monotonic_s()))
             return {"ok": True}
         if op == "status":
-            return {"ok": True, "pid": os.getpid(), **daemon.status()}
+            return {"ok": True, "status_version": STATUS_VERSION, "pid": os.getpid(), **daemon.status()}
         if op == "trip":
             cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer))
             daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
-                                peer_uid=peer.uid, peer_pid=peer.pid)
+                                **self._peer_fields(peer))
             before = engine.latch.next_trip_id
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: engine.latch.next_trip_id > before)
@@ -265,7 +344,7 @@ class ControlServer:
             cmd = reset_command(req)
             was_tripped = engine.latch.tripped
             daemon.audit.record("control_command", op="reset", operator=cmd.operator, reason=cmd.reason,
-                                peer_uid=peer.uid, peer_pid=peer.pid, was_tripped=was_tripped)
+                                was_tripped=was_tripped, **self._peer_fields(peer))
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: not engine.latch.tripped)
             return self._command_reply(acted, "reset", noop=not was_tripped)
@@ -273,7 +352,7 @@ class ControlServer:
             cmd = cash_flow_command(req, known_venues=self._known_venues(),
                                     default_operator=self._default_operator(peer))
             daemon.audit.record("control_command", op="cash_flow", operator=cmd.operator, venue=cmd.venue,
-                                amount=str(cmd.amount), peer_uid=peer.uid, peer_pid=peer.pid)
+                                amount=str(cmd.amount), **self._peer_fields(peer))
             await daemon.send.send(cmd)
             return {"ok": True, "venue": cmd.venue, "amount": str(cmd.amount)}
         if op == "debug_wedge":

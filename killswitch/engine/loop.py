@@ -45,6 +45,7 @@ from killswitch.model import (
     VenueDisconnected,
     VerifyFailed,
 )
+from killswitch.observations import Observations
 from killswitch.rules.base import Rule
 from killswitch.venues.base import VenueCapabilities
 
@@ -172,6 +173,7 @@ class Engine:
         self.manual_scope = manual_scope
         self.rule_factory = rule_factory
         self.counters = EngineCounters()
+        self.observations = Observations()  # histograms for the metrics endpoint
         self.progress: dict[str, VenueProgress] = {}
         self.alarms: dict[str, str] = {}
         self.alerting: set[str] = set()
@@ -261,6 +263,7 @@ class Engine:
         if ts_recv:
             lag = now - ts_recv
             self.counters.last_event_lag_s = lag
+            self.observations.event_lag.observe(lag)
             if lag > self.counters.max_event_lag_s:
                 self.counters.max_event_lag_s = lag
 
@@ -297,6 +300,7 @@ class Engine:
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
             self.audit.record("venue_connected", venue=ev.venue)
+            self.observations.connected(ev.venue)
         elif t is VenueDisconnected:
             self.audit.record("venue_disconnected", venue=ev.venue, reason=ev.reason)
 
@@ -362,7 +366,7 @@ class Engine:
     def _trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
               scope: CancelScope, source: str, now: float, operator: str = "") -> None:
         rec = self.latch.trip(rule=rule, kind=kind, reason=reason, observed=observed, threshold=threshold,
-                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms())
+                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms(), operator=operator)
         self.trip_started_s[rec.trip_id] = now
         # Phase 1 of persistence: ~1 µs into the page cache (survives a process crash);
         # the full record is written and fsync'd after the first cancel is on the wire.
@@ -481,6 +485,8 @@ class Engine:
 
     def _on_cancel_completed(self, ev: CancelCompleted, now: float) -> None:
         self.counters.cancel_requests += 1
+        if ev.outcome != "dry_run":
+            self.observations.cancel_completed(ev.venue, ev.latency_s)
         if ev.outcome not in ("ok", "dry_run"):
             self.counters.cancel_failures += 1
             log.warning("cancel_not_ok", venue=ev.venue, verb=ev.verb, outcome=ev.outcome, code=ev.code,
@@ -500,6 +506,7 @@ class Engine:
             started = self.trip_started_s.get(trip_id)
             if started is not None:
                 self.counters.last_trip_to_first_cancel_s = sent_at_s - started
+                self.observations.first_cancel(venue, sent_at_s - started)
 
     def _on_job_finished(self, ev: CancelJobFinished, now: float) -> None:
         prog = self.progress.get(ev.venue)
@@ -554,6 +561,7 @@ class Engine:
                 to_flat = (now - started) if started is not None else None
                 if to_flat is not None:
                     self.counters.last_trip_to_flat_s = to_flat
+                    self.observations.flat(ev.venue, to_flat)
                 to_first = (prog.first_cancel_s - started) if (started is not None and prog.first_cancel_s) else None
                 self.audit.record("flat", venue=ev.venue, trip_id=prog.trip_id, evidence=f"{ev.purpose} snapshot",
                                   trip_to_first_cancel_ms=None if to_first is None else round(to_first * 1000, 3),
@@ -690,7 +698,7 @@ class Engine:
             "trips": [
                 {"trip_id": t.trip_id, "rule": t.rule, "kind": t.kind, "reason": t.reason,
                  "observed": t.observed, "threshold": t.threshold, "source": t.source,
-                 "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
+                 "operator": t.operator, "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
                 for t in self.latch.trips
             ],
             "last_reset": self.latch.last_reset,

@@ -319,7 +319,7 @@ class OxfunSession:
                             f" ({exc.message or 'no message'}); check the API key and secret",
                             code=exc.code, venue=self.name,
                         ) from None
-                    self._log.error("login_refused", code=exc.code, message=exc.message)
+                    self._log.error("venue_auth_failed", code=exc.code, message=exc.message)
                     await send.send(VenueAuthFailed(self.name, exc.code, exc.message, self._clock.monotonic_s()))
                     reason = exc.reason
                 except _SessionEnd as exc:
@@ -331,7 +331,7 @@ class OxfunSession:
                     await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
                 failures += 1
                 delay = self._backoff_s(failures)
-                self._log.warning("disconnected", reason=reason, reconnect_in_s=round(delay, 3), was_up=was_up)
+                self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3), was_up=was_up)
                 await trio.sleep(delay)
         finally:
             self._live = None
@@ -348,7 +348,7 @@ class OxfunSession:
     async def _connect_once(self, send: trio.MemorySendChannel, on_up: Callable[[], None]) -> bool:
         """One connection's life. Returns/raises when it is over; the bool says it was up."""
         cfg = self.cfg
-        self._log.info("connecting", url=cfg.ws_url)
+        self._log.info("venue_connecting", url=cfg.ws_url)
         # The in-repo wsproto endpoint, not trio-websocket: the reader task reads the socket
         # itself, so a frame reaches the parser without a hop through a library reader task
         # and its queue (measured on the trip path, README "Benchmarks").
@@ -369,7 +369,7 @@ class OxfunSession:
                         await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
                         up = True
                         self.connections_made += 1
-                        self._log.info("connected")
+                        self._log.info("venue_connected")
                         on_up()
                         nursery.start_soon(self._pinger, live)
                         nursery.start_soon(self._poller, live, send)

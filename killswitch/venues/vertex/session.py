@@ -136,7 +136,7 @@ class VertexSession:
                     except (AuthError, ContractMismatch) as exc:
                         if not self._started:
                             raise
-                        self._log.error("venue.auth_failed", code=exc.code, error=str(exc))
+                        self._log.error("venue_auth_failed", code=exc.code, error=str(exc))
                         await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc),
                                                         self._clock.monotonic_s()))
                         reason = f"auth failed: {exc}"
@@ -149,7 +149,7 @@ class VertexSession:
                     delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
                     delay *= 1 + random.uniform(-b.jitter, b.jitter)
                     attempt += 1
-                    self._log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 3))
+                    self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
                     await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
                     await trio.sleep(delay)
             finally:
@@ -221,7 +221,7 @@ class VertexSession:
         for ts, raw in buffered:
             await self._forward(raw, ts, send)
         await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
-        self._log.info("venue.connected", products=len(self._products), open_orders=len(orders))
+        self._log.info("venue_connected", products=len(self._products), open_orders=len(orders))
         if not self._started:
             self._started = True
             task_status.started()
@@ -335,7 +335,7 @@ class VertexSession:
                 data = await self._query(gw, "subaccount_info", subaccount=self._sender_hex)
                 info = wire.parse_subaccount_info(data)
             except VenueRejected as exc:
-                self._log.warning("venue.equity_query_rejected", code=exc.code, error=str(exc))
+                self._log.warning("venue_equity_query_rejected", code=exc.code, error=str(exc))
                 continue
             self._tracker.oracle_x18.update(info.oracle_x18)
             await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
@@ -564,7 +564,7 @@ class VertexSession:
             code = resp.error_code
             scode = str(code) if code is not None else ""
             if code in wire.LATE_EARLY_CODES and attempt < MAX_TIME_RETRIES:
-                self._log.warning("venue.cancel_recv_time", code=code, verb=verb, attempt=attempt)
+                self._log.warning("venue_cancel_recv_time", code=code, verb=verb, attempt=attempt)
                 out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode,
                                            message=f"{resp.error} (retried with a fresh nonce)", t0=t0))
                 continue
@@ -584,7 +584,7 @@ class VertexSession:
                                            gone=gone, t0=t0))
                 return out
             if code in wire.AUTH_CODES:
-                self._log.error("venue.cancel_auth", code=code, verb=verb)
+                self._log.error("venue_cancel_auth", code=code, verb=verb)
                 out.append(self._completed(trip_id, verb, request_id, "auth", code=scode, message=resp.error, t0=t0))
                 return out
             if code in wire.MAINTENANCE_CODES:
