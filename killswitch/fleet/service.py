@@ -253,7 +253,7 @@ class FleetService:
             ts_origin_ms=t.ts_wall_ms,
         )
         log.critical(
-            "FLEET_TRIP", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin, via=via
+            "fleet_trip", fleet_trip_id=t.fleet_trip_id, operator=t.operator, origin=t.origin, via=via
         )
 
     def _to_engine(self, cmd: object) -> None:
@@ -319,7 +319,7 @@ class FleetService:
             local_trip_id=notice.trip_id,
             bus_up=bool(self.bus and self.bus.connected),
         )
-        log.critical("FLEET_TRIP_PUBLISHED", fleet_trip_id=fid, rule=notice.rule)
+        log.critical("fleet_trip_published", fleet_trip_id=fid, rule=notice.rule)
 
     def _publish_trip(self, t: FleetTrip) -> None:
         if self.bus is None:
@@ -359,7 +359,7 @@ class FleetService:
             via=via,
             ts_origin_ms=r.ts_wall_ms,
         )
-        log.warning("FLEET_RESET", reset_id=r.reset_id, operator=r.operator, origin=r.origin, via=via)
+        log.warning("fleet_reset", reset_id=r.reset_id, operator=r.operator, origin=r.origin, via=via)
         self._to_engine(
             ResetCommand(operator=r.operator, reason=f"{r.reason} [fleet reset {r.reset_id}]", source="fleet")
         )

@@ -95,7 +95,7 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
                 )
             )
             assert len(errs) == 2 and all("permissions violation" in e.lower() for e in errs), errs
-            assert a.state == "armed" and not a.audit_events("fleet_trip")
+            assert a.state == "armed" and not (await a.events("fleet_trip", n=0))
 
             # The operator's trip goes through, and the daemon's credentials suffice to ack it.
             op = FleetConfig(

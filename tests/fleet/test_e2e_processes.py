@@ -67,6 +67,12 @@ class Proc:
     def audit_events(self, event: str) -> list[dict]:
         return [r for r in read_audit(self.root / "state" / "audit.jsonl") if r.get("event") == event]
 
+    async def events(self, event: str, n: int = 1) -> list[dict]:
+        """The ``event`` records once there are ``n`` (the daemon writes its audit log shortly after)."""
+        while len(found := self.audit_events(event)) < n:
+            await trio.sleep(0.02)
+        return found
+
 
 async def cli(root, *args: str):
     res = await trio.run_process(
@@ -153,7 +159,7 @@ async def test_trip_fleet_kill_9_restart_empty_state_and_reset_fleet_with_real_p
                 assert st["state"] == "tripped", st  # READY already TRIPPED, from the fleet latch
                 await until(lambda: victim.open_orders() == 0)
                 print(f"restart -> ready TRIPPED and flat: {trio.current_time() - t0:.2f}s")
-                assert victim.audit_events("fleet_trip")[0]["via"] == "latch"
+                assert (await victim.events("fleet_trip"))[0]["via"] == "latch"
 
                 code, out, err = await cli(root, "status", "--fleet", "-c", str(op))
                 assert code == 0 and "TRIPPED" in out, out + err
@@ -174,8 +180,9 @@ async def test_trip_fleet_kill_9_restart_empty_state_and_reset_fleet_with_real_p
                 assert code == 0, out + err
                 for p in procs:
                     st = await p.until_status(lambda s: s["state"] == "armed")
-                    assert [r["operator"] for r in p.audit_events("fleet_reset")] == ["risk-bob"]
-                    assert p.audit_events("reset")[-1]["source"] == "fleet"
+                    assert [r["operator"] for r in await p.events("fleet_reset")] == ["risk-bob"]
+                    resets = await p.events("reset")
+                    assert resets[-1]["source"] == "fleet"
             except BaseException:
                 for p in procs:
                     print(f"--- {p.name} log:\n{p.proc.log_text()[-4000:] if p.proc else ''}")

@@ -44,10 +44,10 @@ async def test_fleet_trip_flattens_every_instance_acks_twice_and_audits_id_opera
                     and acks.tripped.trip_to_first_cancel_ms >= 0
                 )
                 assert acks.flat.trip_to_flat_ms is not None
-                rec = inst.audit_events("fleet_trip")
+                rec = await inst.events("fleet_trip")
                 assert len(rec) == 1 and rec[0]["fleet_trip_id"] == board.fleet_trip_id
                 assert rec[0]["operator"] == "risk-anna" and rec[0]["origin"].startswith("cli@")
-                trip = inst.audit_events("trip")
+                trip = await inst.events("trip")
                 assert trip[-1]["source"] == "fleet" and trip[-1]["operator"] == "risk-anna"
                 assert board.fleet_trip_id in trip[-1]["reason"]
 
@@ -60,8 +60,8 @@ async def test_fleet_trip_flattens_every_instance_acks_twice_and_audits_id_opera
             assert code == 0, lines
             for inst in (a, b):
                 assert inst.state == "armed"
-                assert inst.audit_events("fleet_reset")[0]["operator"] == "risk-bob"
-                assert inst.audit_events("reset")[-1]["source"] == "fleet"
+                assert (await inst.events("fleet_reset"))[0]["operator"] == "risk-bob"
+                assert (await inst.events("reset"))[-1]["source"] == "fleet"
             nursery.cancel_scope.cancel()
 
 
@@ -90,7 +90,7 @@ async def test_instance_restarted_with_empty_state_dir_comes_up_tripped_from_the
             assert a.daemon.ready.is_set()
             await until(lambda: a.open_orders() == 0)
             print(f"restart to flat: {trio.current_time() - t0:.3f}s")
-            rec = a.audit_events("fleet_trip")
+            rec = await a.events("fleet_trip")
             assert rec and rec[0]["via"] == "latch" and rec[0]["fleet_trip_id"] == board.fleet_trip_id
             nursery.cancel_scope.cancel()
 
@@ -109,13 +109,13 @@ async def test_rule_with_fleet_true_trips_every_other_instance(nats_server):
             await sim_a.place_orders(OX_KEY, market=MARKET, side="BUY", price="50000", count=3)
             await until(lambda: b.state == "tripped")
             await until(lambda: b.open_orders() == 0 and a.open_orders() == 0)
-            pub = a.audit_events("fleet_trip_published")
+            pub = await a.events("fleet_trip_published")
             assert len(pub) == 1 and pub[0]["rule"] == "max-open"
-            got = b.audit_events("fleet_trip")
+            got = await b.events("fleet_trip")
             assert got[0]["fleet_trip_id"] == pub[0]["fleet_trip_id"] and got[0]["origin"] == "host-a"
             assert got[0]["operator"] == "rule:max-open"
             # A trips once (its own rule), not again from its own fleet message.
-            assert [t["source"] for t in a.audit_events("trip")] == ["rule"]
+            assert [t["source"] for t in (await a.events("trip"))] == ["rule"]
             nursery.cancel_scope.cancel()
 
 
@@ -191,7 +191,7 @@ async def test_an_unreadable_trip_entry_in_the_latch_trips_the_instance(nats_ser
             await in_asyncio(corrupt)
             a = await start_instance(nursery, Instance("host-a", root / "a", sim, [nats_server.url]))
             assert a.state == "tripped"  # fail closed, before READY
-            rec = a.audit_events("fleet_trip")
+            rec = await a.events("fleet_trip")
             assert rec[0]["fleet_trip_id"] == "rev1" and rec[0]["via"] == "latch"
             assert a.daemon.fleet.decoder.bad_total >= 1
             nursery.cancel_scope.cancel()
@@ -240,8 +240,8 @@ async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally_an
             await sim.place_orders(OX_KEY, market=MARKET, side="BUY", price="50000", count=3)
             await until(lambda: a.state == "tripped" and a.open_orders() == 0)
             await until(lambda: bool(a.audit_events("fleet_trip_published")))
-            assert a.audit_events("fleet_trip_published")[0]["bus_up"] is False
-            assert a.audit_events("trip")[0]["source"] == "rule"
+            assert (await a.events("fleet_trip_published"))[0]["bus_up"] is False
+            assert (await a.events("trip"))[0]["source"] == "rule"
             # The server comes up: the initial connect, retried with backoff, gets there.
             srv = NatsServer(root / "nats", port=port).start()
             try:
@@ -249,7 +249,7 @@ async def test_with_the_bus_down_a_fleet_rule_still_trips_and_cancels_locally_an
                 await until(lambda: a.daemon.fleet.watch.state.value == "up")
                 assert a.daemon.fleet.bus.counters.connects == 1
                 # The fleet trip it could not publish while cut off reaches the latch now.
-                fid = a.audit_events("fleet_trip_published")[0]["fleet_trip_id"]
+                fid = (await a.events("fleet_trip_published"))[0]["fleet_trip_id"]
                 await until(lambda: a.daemon.fleet._outstanding is None)
 
                 async def latched_id():

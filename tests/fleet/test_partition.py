@@ -38,7 +38,7 @@ async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_tri
             await until(lambda: t.state == "tripped")
             await until(lambda: "fleet_bus" in a.daemon.engine.alarms)
             assert "fleet_bus" in t.daemon.engine.alarms
-            assert t.audit_events("trip")[-1]["source"] == "fleet_bus_loss"
+            assert (await t.events("trip"))[-1]["source"] == "fleet_bus_loss"
             await until(lambda: t.open_orders() == 0)
             assert a.state == "armed" and a.open_orders() == 2  # alarm only: keeps guarding on its own rules
             assert c.state == "armed" and "fleet_bus" not in c.daemon.engine.alarms
@@ -60,9 +60,9 @@ async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_tri
             await trio.to_thread.run_sync(n3.wait_ready)
             await until(lambda: a.state == "tripped")
             await until(lambda: a.open_orders() == 0)
-            rec = a.audit_events("fleet_trip")
+            rec = await a.events("fleet_trip")
             assert rec and rec[0]["via"] == "latch" and rec[0]["fleet_trip_id"] == board.fleet_trip_id
             await until(lambda: "fleet_bus" not in a.daemon.engine.alarms)
-            assert a.audit_events("fleet_bus_restored")
+            assert await a.events("fleet_bus_restored")
             await until(lambda: bool(t.audit_events("fleet_trip")))  # the tripped one latches on it too
             nursery.cancel_scope.cancel()

@@ -86,7 +86,18 @@ class Instance:
         return read_audit(self.root / "state" / "audit.jsonl")
 
     def audit_events(self, event: str) -> list[dict]:
+        """What is on disk now (the audit log is written by its own task, shortly after)."""
         return [r for r in self.audit() if r.get("event") == event]
+
+    async def events(self, event: str, n: int = 1) -> list[dict]:
+        """The ``event`` records once there are at least ``n``; pending audit records are flushed
+        first (a trip's own records come after its first cancel, from the engine's bookkeeping)."""
+        while True:
+            await self.daemon.audit.flush()
+            found = self.audit_events(event)
+            if len(found) >= n:
+                return found
+            await trio.sleep(0.02)
 
     @property
     def state(self) -> str:
