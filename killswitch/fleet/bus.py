@@ -122,6 +122,9 @@ async def ensure_buckets(js, subjects: Subjects, replicas: int) -> None:
                 replicas=replicas,
                 storage=StorageType.FILE,
                 max_value_size=MAX_MESSAGE_BYTES,
+                # Reads go to the stream leader: a replica catching up after a partition must not
+                # answer "armed" for a fleet that tripped meanwhile.
+                direct=False,
             )
         )
 
@@ -311,40 +314,57 @@ class NatsBus:
             tries = min((sv.reconnects for sv in servers), default=0)
             return None, reconnect_delay_s(tries, s.reconnect_min_s, s.reconnect_max_s)
 
-        while True:  # the initial connect (nats-py reconnects by itself once connected)
+        while True:  # one connection per pass; a new one if nats-py ever closes it for good
+            closed = asyncio.Event()
+
+            async def on_closed(closed=closed) -> None:
+                closed.set()
+
+            while True:  # the initial connect (nats-py reconnects by itself once connected)
+                try:
+                    nc = await nats.connect(
+                        **{**connect_options(s), "max_reconnect_attempts": INITIAL_TRIES_PER_SERVER},
+                        disconnected_cb=on_disconnected,
+                        reconnected_cb=on_reconnected,
+                        error_cb=on_error,
+                        closed_cb=on_closed,
+                        reconnect_to_server_handler=pick,
+                    )
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    delay = reconnect_delay_s(attempt, s.reconnect_min_s, s.reconnect_max_s)
+                    attempt += 1
+                    log.warning(
+                        "fleet_connect_failed",
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                        retry_in_s=round(delay, 3),
+                        attempt=attempt,
+                    )
+                    await asyncio.sleep(delay)
+            attempt = 0
+            # Connected once: from now on nats-py reconnects for ever, with our backoff (pick).
+            nc.options["max_reconnect_attempts"] = -1
+            self._nc = nc
+            self._js = nc.jetstream(timeout=s.request_timeout_s)
+            for subject in self.subscribe_to:
+                await nc.subscribe(
+                    subject, cb=self._on_msg, pending_msgs_limit=1024, pending_bytes_limit=4 << 20
+                )
             try:
-                nc = await nats.connect(
-                    **{**connect_options(s), "max_reconnect_attempts": INITIAL_TRIES_PER_SERVER},
-                    disconnected_cb=on_disconnected,
-                    reconnected_cb=on_reconnected,
-                    error_cb=on_error,
-                    reconnect_to_server_handler=pick,
-                )
-                break
-            except asyncio.CancelledError:
-                raise
+                await ensure_buckets(self._js, self.subjects, self.bucket_replicas)
             except Exception as exc:
-                delay = reconnect_delay_s(attempt, s.reconnect_min_s, s.reconnect_max_s)
-                attempt += 1
-                log.warning(
-                    "fleet_connect_failed",
-                    error=f"{type(exc).__name__}: {exc}"[:300],
-                    retry_in_s=round(delay, 3),
-                    attempt=attempt,
-                )
-                await asyncio.sleep(delay)
-        # Connected once: from now on nats-py reconnects for ever, with our backoff (pick).
-        nc.options["max_reconnect_attempts"] = -1
-        self._nc = nc
-        self._js = nc.jetstream(timeout=s.request_timeout_s)
-        for subject in self.subscribe_to:
-            await nc.subscribe(subject, cb=self._on_msg, pending_msgs_limit=1024, pending_bytes_limit=4 << 20)
-        try:
-            await ensure_buckets(self._js, self.subjects, self.bucket_replicas)
-        except Exception as exc:
-            self._emit(BusError("buckets", f"{type(exc).__name__}: {exc}"))
-        self._up()
-        await asyncio.Event().wait()  # nats-py owns the connection from here; cancelled on stop
+                self._emit(BusError("buckets", f"{type(exc).__name__}: {exc}"))
+            self._up()
+            await closed.wait()  # nats-py owns the connection until it gives up on it
+            if self.connected:
+                self.connected = False
+                self.counters.disconnects += 1
+                self._emit(BusDown("connection closed"))
+            log.warning("fleet_bus_closed", error=str(getattr(nc, "last_error", ""))[:300])
+            self._nc = None
+            await asyncio.sleep(reconnect_delay_s(0, s.reconnect_min_s, s.reconnect_max_s))
 
     def _up(self) -> None:
         self.connected = True

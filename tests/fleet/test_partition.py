@@ -58,7 +58,13 @@ async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_tri
             # The partition heals: the alarm clears and the latch read trips the alarm-policy instance.
             n3.start()
             await trio.to_thread.run_sync(n3.wait_ready)
-            await until(lambda: a.state == "tripped")
+            with trio.move_on_after(30):
+                await until(lambda: a.state == "tripped")
+            assert a.state == "tripped", (
+                a.daemon.fleet.status(),
+                a.daemon.fleet.bus.counters,
+                a.daemon.engine.alarms,
+            )
             await until(lambda: a.open_orders() == 0)
             rec = await a.events("fleet_trip")
             assert rec and rec[0]["via"] == "latch" and rec[0]["fleet_trip_id"] == board.fleet_trip_id
