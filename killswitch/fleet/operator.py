@@ -203,8 +203,8 @@ async def fleet_trip(
         latched = await _latch_put(js, subjects, cfg, LATCH_TRIP_KEY, data, t0 + deadline_s, on_line)
         if not latched:
             on_line("WARNING: the fleet latch was not written; instances that restart will not see this trip")
-        try:
-            await asyncio.wait_for(done.wait(), deadline_s)
+        try:  # one deadline for the whole command, latch write included
+            await asyncio.wait_for(done.wait(), max(0.0, t0 + deadline_s - time.monotonic()))
         except asyncio.TimeoutError:
             pass
         elapsed = time.monotonic() - t0
@@ -252,15 +252,14 @@ async def fleet_reset(
         await nc.subscribe(subjects.status_all, cb=on_status)
         data = encode(reset)
         # Latch first: a reset the bucket does not hold would be undone by the next reconcile.
-        if not await _latch_put(
-            js, subjects, cfg, LATCH_RESET_KEY, data, time.monotonic() + deadline_s, on_line
-        ):
+        t_end = time.monotonic() + deadline_s
+        if not await _latch_put(js, subjects, cfg, LATCH_RESET_KEY, data, t_end, on_line):
             on_line("RESET NOT DONE: the fleet latch could not be written (nothing was re-armed)")
             return EXIT_BUS
         await nc.publish(subjects.reset, data)
         await nc.flush(2.0)
         try:
-            await asyncio.wait_for(done.wait(), deadline_s)
+            await asyncio.wait_for(done.wait(), max(0.0, t_end - time.monotonic()))
         except asyncio.TimeoutError:
             pass
         on_line(f"FLEET RESET {reset.reset_id} ({cfg.name}) by {operator}")

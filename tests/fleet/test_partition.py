@@ -47,10 +47,16 @@ async def test_partitioned_instances_alarm_or_trip_by_policy_and_reconcile_a_tri
             cfg = FleetConfig(
                 servers=(n1.url,), name="test", instance="op", silent_after_s=0.5, latch_replicas=3
             )
+            # The deadline covers the latch write too: the bucket's stream may be electing a new
+            # leader after losing n3, and the CLI retries the write until the deadline.
+            lines: list[str] = []
             code, board = await in_asyncio(
                 lambda: fleet_trip(
-                    cfg, reason="during partition", operator="risk", deadline_s=5, on_line=lambda s: None
+                    cfg, reason="during partition", operator="risk", deadline_s=25, on_line=lines.append
                 )
+            )
+            assert code == 0 and any(ln.startswith("FLEET TRIP") and ": latched," in ln for ln in lines), (
+                lines
             )
             assert board.by_instance["control"].verdict == "flat"
             assert a.state == "armed"
