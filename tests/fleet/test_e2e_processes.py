@@ -163,6 +163,10 @@ async def test_trip_fleet_kill_9_restart_empty_state_and_reset_fleet_with_real_p
 
                 code, out, err = await cli(root, "status", "--fleet", "-c", str(op))
                 assert code == 0 and "TRIPPED" in out, out + err
+                # The daemon's own status names its fleet and bus.
+                sock = str(victim.root / "run" / "control.sock")
+                code, out, err = await cli(root, "status", "--socket", sock)
+                assert code == 0 and f"fleet test as {victim.name}: bus up" in out, out + err
 
                 code, out, err = await cli(
                     root,
