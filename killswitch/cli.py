@@ -57,12 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--operator", default=None, help="who (default: $USER)")
     t.add_argument("--venue", action="append", default=None, help="limit to this venue (repeatable)")
     t.add_argument("--product", action="append", default=None, help="limit to this product (repeatable)")
+    t.add_argument("--force", action="store_true",
+                   help="trip even on a product no configured venue lists or has seen")
     _add_fleet(t, deadline=True)
 
     rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
     _add_socket(rs)
     rs.add_argument("--operator", required=True, help="who resets (audited)")
     rs.add_argument("--reason", required=True, help="why (audited)")
+    rs.add_argument("--rebase", action="store_true",
+                    help="also restart rule baselines (drawdown peaks) from the current equity (audited)")
     _add_fleet(rs, deadline=True)
 
     h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
@@ -105,6 +109,11 @@ def cmd_check(args) -> int:
         return 1
     issues = [] if args.no_secrets else check_secrets(cfg)
     print(summarize(cfg))
+    from killswitch.config import build_rules
+    from killswitch.engine.rule_state import describe_rebases
+
+    for line in describe_rebases(build_rules(cfg), cfg.daemon.state_dir):
+        print(f"note: {line}")
     errors = [i for i in issues if getattr(i, "severity", "error") == "error"]
     for i in issues:
         print(f"{getattr(i, 'severity', 'error')}: {i}", file=sys.stderr)

@@ -198,6 +198,7 @@ class DaemonCollector(Collector):
             ("cancel_requests", c.cancel_requests, "Cancel requests completed"),
             ("cancel_failures", c.cancel_failures, "Cancel requests not confirmed ok"),
             ("swept_orders", c.sweeps, "Orders seen while TRIPPED and cancelled by a sweep"),
+            ("stream_drift", c.stream_drift, "Drift polls that found orders the account stream never reported"),
             ("reloads", d.reloads, "Reload attempts (SIGHUP)"),
             ("engine_loop_iterations", engine.loop_iterations, "Engine loop iterations (watchdog progress)"),
         ):

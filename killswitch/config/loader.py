@@ -106,6 +106,8 @@ class DaemonConfig:
     cancel_deadline_s: float = 10.0
     startup_timeout_s: float = 30.0
     cancel_on_shutdown: bool = False
+    # Largest |amount| an operator may declare as a cash flow (besides the venue's equity).
+    max_cash_flow: Decimal | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"  # auto | json | console
 
@@ -176,6 +178,7 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
         cancel_deadline_s=r.duration("cancel_deadline", d.cancel_deadline_s),
         startup_timeout_s=r.duration("startup_timeout", d.startup_timeout_s),
         cancel_on_shutdown=r.bool("cancel_on_shutdown", False),
+        max_cash_flow=r.decimal("max_cash_flow", None, positive=True),
         metrics=metrics,
         log_format=r.str("log_format", "auto", choices=("auto", "json", "console")),
     )

@@ -147,16 +147,18 @@ class ControlClient:
     def heartbeat(self, source: str) -> dict:
         return self.request({"op": "heartbeat", "source": source})
 
-    def trip(self, reason: str, operator: str, *, venues=None, products=None) -> dict:
+    def trip(self, reason: str, operator: str, *, venues=None, products=None, force: bool = False) -> dict:
         req: dict = {"op": "trip", "reason": reason, "operator": operator}
+        if force:
+            req["force"] = True
         if venues:
             req["venues"] = list(venues)
         if products:
             req["products"] = list(products)
         return self.request(req)
 
-    def reset(self, operator: str, reason: str) -> dict:
-        return self.request({"op": "reset", "operator": operator, "reason": reason})
+    def reset(self, operator: str, reason: str, *, rebase: bool = False) -> dict:
+        return self.request({"op": "reset", "operator": operator, "reason": reason, "rebase": rebase})
 
     def cash_flow(self, venue: str, amount: str | Decimal, operator: str) -> dict:
         return self.request({"op": "cash_flow", "venue": venue, "amount": str(amount), "operator": operator})
@@ -217,9 +219,12 @@ def build_cli_request(args) -> dict:
             req["venues"] = list(args.venue)
         if getattr(args, "product", None):
             req["products"] = list(args.product)
+        if getattr(args, "force", False):
+            req["force"] = True
         return req
     if verb == "reset":
-        return {"op": "reset", "operator": args.operator, "reason": args.reason}
+        return {"op": "reset", "operator": args.operator, "reason": args.reason,
+                "rebase": bool(getattr(args, "rebase", False))}
     raise ValueError(f"not a control verb: {verb}")
 
 

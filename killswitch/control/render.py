@@ -134,7 +134,10 @@ def render_command_reply(verb: str, reply: Mapping[str, Any]) -> str:
     venues = reply.get("venues") or {}
     vtxt = ", ".join(f"{n}: {v.get('cancel_state') or '-'} ({v.get('open_orders')} open)" for n, v in venues.items())
     if verb == "trip":
-        return f"{state}: trip #{reply.get('trip_id')} latched; venues: {vtxt or 'none'}"
+        covered = reply.get("orders_in_scope")
+        ctxt = "" if covered is None else "known orders in scope: " + (
+            ", ".join(f"{n}: {c}" for n, c in covered.items()) or "none") + "; "
+        return f"{state}: trip #{reply.get('trip_id')} latched; {ctxt}venues: {vtxt or 'none'}"
     if verb == "reset":
         if reply.get("noop"):
             return f"{state}: nothing to reset (was not tripped)"

@@ -72,3 +72,14 @@ def test_check_prints_the_suggestion(tmp_path):
                          cwd=REPO, timeout=60)
     assert out.returncode == 1
     assert f"{cfg}:6:32: rules[0].max_drawdwn: unknown key 'max_drawdwn' (did you mean 'max_drawdown'?)" in out.stderr
+
+
+def test_a_trip_or_cash_flow_naming_a_misspelt_venue_gets_a_suggestion():
+    from killswitch.control.protocol import RequestError, cash_flow_command, trip_command
+
+    known = frozenset({"ox-main", "nado-main"})
+    with pytest.raises(RequestError, match=r"unknown venue\(s\): ox-mian \(did you mean 'ox-main'\?\); "
+                                           r"configured: nado-main, ox-main"):
+        trip_command({"reason": "r", "venues": ["ox-mian"]}, known_venues=known, default_operator="op")
+    with pytest.raises(RequestError, match=r"unknown venue 'nado-mian' \(did you mean 'nado-main'\?\)"):
+        cash_flow_command({"venue": "nado-mian", "amount": "1"}, known_venues=known, default_operator="op")

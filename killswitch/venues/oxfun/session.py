@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 import httpx
@@ -27,6 +28,7 @@ from killswitch.model import (
     CancelCompleted,
     CloseReason,
     EquityObserved,
+    EquityUnavailable,
     MarkPriceObserved,
     OpenOrdersSnapshot,
     OrderClosed,
@@ -471,9 +473,12 @@ class OxfunSession:
         except wire.WireError as exc:
             raise _SessionEnd(f"reconcile reply malformed: {exc}") from None
         self._book.apply_balances(balances, replace=True)
+        before = set(self._book.positions)
         self._book.apply_positions(positions, replace=True)
         now = self._clock.monotonic_s()
         await send.send(OpenOrdersSnapshot(self.name, orders, None, "reconcile", self._clock.wall_ms(), now))
+        # Positions held at start-up or changed while disconnected reach the rules now.
+        await self._emit_positions(send, before)
         await self._emit_equity(send)
         # Pushes that arrived while the snapshot was in flight go after it, in order.
         while live.buffer:
@@ -601,7 +606,9 @@ class OxfunSession:
                 if bal.outcome == "ok":
                     self._book.apply_balances(wire.parse_balances(bal.obj), replace=True)
                 if pos.outcome == "ok":
+                    before = set(self._book.positions)
                     self._book.apply_positions(wire.parse_positions(pos.obj), replace=True)
+                    await self._emit_positions(send, before)
                 if orders.outcome == "ok":
                     snapshot = wire.parse_working_orders(orders.obj, self.name)
                     await send.send(OpenOrdersSnapshot(self.name, snapshot, None, "poll", self._clock.wall_ms(),
@@ -611,6 +618,22 @@ class OxfunSession:
             if "ok" not in (bal.outcome, pos.outcome, orders.outcome):
                 self._log.warning("poll_failed", outcome=bal.outcome, code=bal.code)
             self._equity_changed(live)
+
+    async def _emit_positions(self, send: trio.MemorySendChannel, before: set[str]) -> None:
+        """Every position the REST book now holds, and a zero for each one that is gone."""
+        ts_ms, now = self._clock.wall_ms(), self._clock.monotonic_s()
+        for market, pos in sorted(self._book.positions.items()):
+            await send.send(PositionObserved(self.name, market, pos.qty, self._book.notional(market, pos.qty),
+                                             ts_ms, now, polled=True))
+        for market in sorted(before - set(self._book.positions)):
+            await send.send(PositionObserved(self.name, market, Decimal(0), Decimal(0), ts_ms, now, polled=True))
+
+    def request_reconnect(self, why: str) -> None:
+        """Drop the live connection (the run loop reconnects and reconciles)."""
+        live = self._live
+        if live is not None:
+            self._log.warning("venue_reconnect_requested", why=why)
+            live.fail(f"reconnect requested: {why}")
 
     async def _equity_loop(self, live: _Live, send: trio.MemorySendChannel) -> None:
         while True:
@@ -627,6 +650,8 @@ class OxfunSession:
             if now - self._equity_warned_s > 30:
                 self._equity_warned_s = now
                 self._log.warning("equity_incomplete", missing_prices=list(result.missing_prices))
+            # Missing, not a smaller number: the drawdown rules time it out as missing equity.
+            await send.send(EquityUnavailable(self.name, tuple(result.missing_prices), self._clock.wall_ms(), now))
             return
         await send.send(EquityObserved(self.name, result.equity, currency, self._clock.wall_ms(), now))
 

@@ -44,6 +44,7 @@ class Faults:
     maintenance_code: int = 1004
     maintenance_count: int = 0
     ignore_pings: bool = False
+    mute_pushes: bool = False  # a stalled stream: sockets open, pings answered, no account pushes
 
 
 @dataclass(slots=True, eq=False)
@@ -318,6 +319,8 @@ class VertexSim:
         return {"result": None, "error": f"unknown method {method!r}", "id": rid}
 
     def _publish(self, pushes: list[Push]) -> None:
+        if self.faults.mute_pushes:
+            return
         for p in pushes:
             frame = orjson.dumps(p.event)
             for conn in list(self._sub_conns):
