@@ -225,6 +225,8 @@ def build_cli_request(args) -> dict:
     if verb == "reset":
         return {"op": "reset", "operator": args.operator, "reason": args.reason,
                 "rebase": bool(getattr(args, "rebase", False))}
+    if verb == "reopen":
+        return {"op": "reopen"}
     raise ValueError(f"not a control verb: {verb}")
 
 
