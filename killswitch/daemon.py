@@ -479,6 +479,14 @@ class Daemon:
         self._stop_requested.set()
         self._startup_scope.cancel()
 
+    @property
+    def stopping_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    async def wait_stop_requested(self) -> None:
+        """For services' own start-up waits: a stop request ends them too (start-up never blocks a stop)."""
+        await self._stop_requested.wait()
+
     # ------------------------------------------------------------------ state files
     def _audit_alarm(self, key: str, message: str | None) -> None:
         if self.engine is None:

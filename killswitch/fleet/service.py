@@ -179,16 +179,22 @@ class FleetService:
                 nursery.start_soon(self._consume)
                 nursery.start_soon(self._policy_ticker)
                 nursery.start_soon(self._status_loop)
-                # Come up TRIPPED if the fleet is: the first latch read, bounded, before venues connect.
-                with trio.move_on_after(STARTUP_LATCH_WAIT_S):
+                # Come up TRIPPED if the fleet is: the first latch read, bounded, before venues
+                # connect. A stop request ends the wait (the daemon then connects nothing).
+                with trio.move_on_after(STARTUP_LATCH_WAIT_S) as wait_scope:
+                    nursery.start_soon(self._end_wait_on_stop, wait_scope)
                     await self.latch_seen.wait()
-                if not self.latch_seen.is_set():
+                if not self.latch_seen.is_set() and not self.daemon.stopping_requested:
                     log.warning("fleet_latch_unknown_at_start", waited_s=STARTUP_LATCH_WAIT_S)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 if self.bus is not None:
                     await trio.to_thread.run_sync(self.bus.stop)
+
+    async def _end_wait_on_stop(self, scope: trio.CancelScope) -> None:
+        await self.daemon.wait_stop_requested()
+        scope.cancel()
 
     async def _consume(self) -> None:
         async for ev in self._receive:
