@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES, ConfigReadError, read_config_text
 from killswitch.fleet.acks import AckBoard
 from killswitch.fleet.bus import ensure_buckets, read_latch
 from killswitch.fleet.config import FleetConfig, parse_fleet
@@ -41,16 +42,17 @@ class OperatorError(Exception):
     pass
 
 
-def load_fleet_section(path: str | Path) -> FleetConfig:
-    """The ``fleet:`` section of ``path`` alone (the other sections are not validated here)."""
+def load_fleet_section(path: str | Path, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> FleetConfig:
+    """The ``fleet:`` section of ``path`` alone (the other sections are not validated here).
+    Read like every config file: bounded, regular files only."""
     from killswitch.config.loader import parse_secret_ref
 
     p = Path(path)
     display = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OperatorError(f"cannot read {display}: {type(exc).__name__}") from None
+        text = read_config_text(p, max_bytes)
+    except ConfigReadError as exc:
+        raise OperatorError(f"cannot read {display}: {exc}") from None
     ctx = Ctx()
     root = parse_yaml(text, display, ctx.issues)
     if ctx.issues:
@@ -332,7 +334,7 @@ def run(args, verb: str) -> int:
         )
         return EXIT_CONFIG
     try:
-        cfg = load_fleet_section(args.config)
+        cfg = load_fleet_section(args.config, getattr(args, "max_config_bytes", DEFAULT_MAX_CONFIG_BYTES))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
