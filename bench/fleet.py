@@ -35,7 +35,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _daemon_proc import DaemonProcess, daemon_process  # noqa: E402
+from _daemon_proc import DaemonProcess, daemon_process, die_with_parent  # noqa: E402
 from _harness import OX_MARKET, ox_venue_yaml  # noqa: E402
 from _stats import reproduce_line, summarize  # noqa: E402
 
@@ -116,6 +116,7 @@ class Operator:
 async def start_servers(root: Path, use_cluster: bool) -> list[NatsServer]:
     nodes = cluster(root / "nats", 3) if use_cluster else [NatsServer(root / "nats")]
     for n in nodes:
+        n.preexec_fn = die_with_parent  # even a SIGKILLed bench leaves no server behind
         n.start()
     for n in nodes:
         await trio.to_thread.run_sync(n.wait_ready)
@@ -141,6 +142,7 @@ async def restart_to_tripped(dp: DaemonProcess, bench_env: dict) -> tuple[float,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=dp.state_dir,
+            preexec_fn=die_with_parent,
         )
     with trio.fail_after(60):
         while True:
@@ -164,11 +166,25 @@ async def restart_to_tripped(dp: DaemonProcess, bench_env: dict) -> tuple[float,
 
 
 async def main(args) -> None:
+    """Every exit path stops the children: the normal end, an exception, Ctrl-C, SIGTERM and
+    SIGHUP (turned into a cancel so the finally blocks run); a SIGKILL of the bench kills them
+    through PR_SET_PDEATHSIG (die_with_parent)."""
     root = Path(tempfile.mkdtemp(prefix="ks-fleet-bench-"))
     try:
-        await run(args, root)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            await run(args, root)
+            nursery.cancel_scope.cancel()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            print(f"bench: {signal.Signals(signum).name}, stopping the daemons and servers", file=sys.stderr)
+            scope.cancel()
+            return
 
 
 async def run(args, root: Path) -> None:

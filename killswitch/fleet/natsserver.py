@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class NatsServer:
     authorization: str = ""  # a raw ``authorization { ... }`` block (see killswitch.fleet.serverconf)
     no_advertise: bool = False  # clients learn no other nodes: a lost node is a lost bus (partition tests)
     extra_config: str = ""  # more raw server configuration (e.g. a ``tls { ... }`` block)
+    # Run in the child before exec (a bench passes one that kills the server with its parent).
+    preexec_fn: Callable[[], None] | None = None
     proc: subprocess.Popen | None = None
 
     @property
@@ -86,7 +89,8 @@ class NatsServer:
         log = open(self.store_dir / f"{self.name}.log", "ab")
         try:
             self.proc = subprocess.Popen(
-                [server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+                [server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
             )
         finally:
             log.close()
