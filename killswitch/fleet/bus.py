@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+import nats  # at import time (before the daemon runs): a stop never waits for this import
 import structlog
 
 from killswitch.fleet.messages import MAX_MESSAGE_BYTES
@@ -286,8 +287,6 @@ class NatsBus:
                 pass
 
     async def _connection(self) -> None:
-        import nats
-
         s = self.settings
         attempt = 0
 
