@@ -94,6 +94,26 @@ class DaemonProcess:
             self._client = None
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` for a bench's children: SIGKILL when the bench dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG), so no daemon outlives the bench that started it."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def stop_child(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; blocking (call it shielded or at exit)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @asynccontextmanager
 async def daemon_process(yaml_text: str, env: Mapping[str, str], *, state_dir: Path | None = None,
                          pin: bool = True, ready_timeout_s: float = 180.0,
@@ -117,7 +137,8 @@ async def daemon_process(yaml_text: str, env: Mapping[str, str], *, state_dir: P
     pin_ok = pin and len(cpus) >= 2 and {0, 1} <= cpus
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, "run", "-c", str(cfg)],
-                                env=child_env, stdout=log, stderr=subprocess.STDOUT, cwd=state)
+                                env=child_env, stdout=log, stderr=subprocess.STDOUT, cwd=state,
+                                preexec_fn=die_with_parent)
     if pin_ok:
         os.sched_setaffinity(proc.pid, {1})
         os.sched_setaffinity(0, {0})
@@ -140,14 +161,10 @@ async def daemon_process(yaml_text: str, env: Mapping[str, str], *, state_dir: P
     finally:
         # Shielded: a cancelled caller (a fail_after that fired, a nursery being torn down)
         # must still stop the child, or it is left running and eating a core.
+        # dp.proc, not the first Popen: a bench may have restarted the daemon (bench/fleet.py
+        # does), and the one running now is the one to stop.
         with trio.CancelScope(shield=True):
             await dp.close()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await trio.to_thread.run_sync(proc.wait, 20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            await trio.to_thread.run_sync(stop_child, dp.proc)
         if pin_ok:
             os.sched_setaffinity(0, cpus)

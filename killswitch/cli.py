@@ -37,6 +37,14 @@ def _add_socket(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=None, help="read the control socket path from this config")
 
 
+def _add_fleet(p: argparse.ArgumentParser, deadline: bool = False) -> None:
+    p.add_argument("--fleet", action="store_true",
+                   help="every instance of the fleet, over NATS (needs -c CONFIG with a fleet: section)")
+    if deadline:
+        p.add_argument("--deadline", type=float, default=10.0,
+                       help="seconds to wait for the instances (--fleet)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="killswitch", description="Risk kill-switch daemon for crypto trading accounts.")
     p.add_argument("--version", action="version", version=f"killswitch {__version__}")
@@ -59,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (1)")
     s.add_argument("--count", type=int, default=None, metavar="N", help="--watch: stop after N refreshes")
+    _add_fleet(s)
 
     t = sub.add_parser("trip", help="trip the kill switch by hand (latched)")
     _add_socket(t)
@@ -68,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--product", action="append", default=None, help="limit to this product (repeatable)")
     t.add_argument("--force", action="store_true",
                    help="trip even on a product no configured venue lists or has seen")
+    _add_fleet(t, deadline=True)
 
     rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
     _add_socket(rs)
@@ -75,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--reason", required=True, help="why (audited)")
     rs.add_argument("--rebase", action="store_true",
                     help="also restart rule baselines (drawdown peaks) from the current equity (audited)")
+    _add_fleet(rs, deadline=True)
 
     ro = sub.add_parser("reopen", help="reopen the audit log and latch intent (after logrotate)")
     _add_socket(ro)
@@ -205,6 +216,10 @@ def main(argv: list[str] | None = None, signals=None) -> int:
         return cmd_check(args)
     if args.verb == "run":
         return cmd_run(args, signals)
+    if args.verb in ("status", "trip", "reset") and args.fleet:
+        from killswitch.fleet.operator import run as fleet_run
+
+        return fleet_run(args, args.verb)
     if args.verb in ("status", "trip", "reset", "heartbeat", "reopen"):
         return cmd_control(args)
     if args.verb == "demo":

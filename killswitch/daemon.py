@@ -141,6 +141,7 @@ class Daemon:
         # (nothing applied), e.g. a control role naming a user that does not exist.
         self.reload_hooks: list[Callable[[Config], Callable[[], None]]] = []
         self.engine: Engine | None = None
+        self.fleet = None  # the FleetService, when the config has a fleet section
         self.executor: Executor | None = None
         self.state_guard: StateGuard | None = None
         self._nursery: trio.Nursery | None = None
@@ -484,6 +485,14 @@ class Daemon:
         self._stop_requested.set()
         self._startup_scope.cancel()
 
+    @property
+    def stopping_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    async def wait_stop_requested(self) -> None:
+        """For services' own start-up waits: a stop request ends them too (start-up never blocks a stop)."""
+        await self._stop_requested.wait()
+
     # ------------------------------------------------------------------ state files
     def _audit_alarm(self, key: str, message: str | None) -> None:
         if self.engine is None:
@@ -597,6 +606,8 @@ class Daemon:
         st["ready"] = self.ready.is_set()
         st["degraded"] = list(self.degraded)
         st["reload_errors"] = list(self.reload_errors)
+        if self.fleet is not None:
+            st["fleet"] = self.fleet.status()
         st["state_files"] = {
             "audit_problem": self.audit.problem, "audit_queued": self.audit.queued,
             "audit_dropped": self.audit.dropped, "audit_reopens": self.audit.reopens,

@@ -98,6 +98,9 @@ class DaemonCollector(Collector):
         yield from self._rules(engine, now)
         yield from self._counters(d, engine)
         yield from self._latency(engine)
+        fleet = getattr(d, "fleet", None)
+        if fleet is not None:
+            yield from fleet.metrics(PREFIX)
 
     def _state(self, d, engine, now: float) -> Iterator[Metric]:
         yield GaugeMetricFamily(f"{PREFIX}_up", "1 once the daemon reported READY", value=1 if d.ready.is_set() else 0)

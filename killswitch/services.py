@@ -14,6 +14,10 @@ def default_services(cfg: Config) -> list:
     from killswitch.systemd import notify_service
 
     services = [notify_service, control_service]
+    if cfg.fleet is not None:
+        from killswitch.fleet.service import fleet_service
+
+        services.append(fleet_service)
     if cfg.daemon.metrics.enabled:
         from killswitch.metrics import metrics_service
 

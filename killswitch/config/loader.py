@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES, ConfigReadError, read_config_text
 from killswitch.secrets import SecretRef
+from killswitch.fleet.config import FleetConfig, parse_fleet
 from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig
 
 from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YNode, YScalar, YSeq, parse_yaml
@@ -231,6 +232,9 @@ def _parse_secret(r: MapReader, key: str) -> Any:
     return SecretRef(kind, name)
 
 
+parse_secret_ref = _parse_secret  # for the fleet operator's reader of a fleet: section
+
+
 def _check_url(value: str, field_name: str) -> str:
     schemes = ("ws://", "wss://") if field_name.endswith("ws_url") else ("http://", "https://")
     if not value.startswith(schemes) or len(value) <= len(schemes[1]):
@@ -343,6 +347,7 @@ class Config:
     # Strategy heartbeat sources backed by a file whose mtime the daemon watches.
     heartbeat_files: dict[str, Path] = field(default_factory=dict)
     warnings: tuple[ConfigIssue, ...] = ()
+    fleet: FleetConfig | None = None  # optional: see killswitch.fleet
     secret_sites: tuple[SecretSite, ...] = field(default=(), repr=False, compare=False)
 
     def venue(self, name: str) -> OxfunConfig | VertexConfig:
@@ -363,6 +368,7 @@ class _Collected:
     root_display: str
     max_bytes: int = DEFAULT_MAX_CONFIG_BYTES  # per file, includes too
     daemon: DaemonConfig | None = None
+    fleet: FleetConfig | None = None
     venues: list[tuple[OxfunConfig | VertexConfig, Mark, str]] = field(default_factory=list)
     # Names as written, valid entry or not, so duplicates and references are always checked.
     venue_names: list[tuple[str, Mark, str]] = field(default_factory=list)
@@ -371,7 +377,7 @@ class _Collected:
     sites: list[SecretSite] = field(default_factory=list)
 
 
-TOP_KEYS = ("daemon", "venues", "rules", "include")
+TOP_KEYS = ("daemon", "fleet", "venues", "rules", "include")
 
 
 def _load_file(ctx: Ctx, acc: _Collected, text: str, display: str, real: Path | None, base_dir: Path,
@@ -393,6 +399,20 @@ def _load_file(ctx: Ctx, acc: _Collected, text: str, display: str, real: Path | 
         else:
             top.raw("daemon")
             top.error("daemon", "daemon settings belong in the main file, not in an included file")
+    if top.has("fleet"):
+        if is_root:
+            f = top.sub("fleet")
+
+            def fleet_secret(r: MapReader, key: str) -> Any:  # parse, and list it for check_secrets
+                ref = _parse_secret(r, key)
+                if isinstance(ref, SecretRef):
+                    acc.sites.append(SecretSite("fleet", ref, r.mark_of(key), r.key_path(key)))
+                return ref
+
+            acc.fleet = parse_fleet(f, fleet_secret) if f is not None else None
+        else:
+            top.raw("fleet")
+            top.error("fleet", "fleet settings belong in the main file, not in an included file")
 
     node = top.raw("venues")
     if node is not None and not (isinstance(node, YScalar) and node.value is None):
@@ -476,6 +496,7 @@ def _parse_rule(r: MapReader) -> RuleConfig | None:
         "kind": kind,
         "venues": r.list("venues", item_str),
         "latch": r.bool("latch", True),
+        "fleet": r.bool("fleet", False),
         "action": parse_action(r),
         "keep_protective_stops": r.bool("keep_protective_stops", False),
     }
@@ -577,6 +598,7 @@ def _load(text: str, display: str, real: Path | None, base_dir: Path, source: Pa
         rules=tuple(r for r, _, _ in acc.rules),
         heartbeat_files=heartbeat_files,
         warnings=tuple(ctx.warnings),
+        fleet=acc.fleet,
         secret_sites=tuple(acc.sites),
     )
 

@@ -102,6 +102,13 @@ def summarize(config: Config) -> str:
         f"startup_timeout {format_duration(d.startup_timeout_s)}",
         f"  metrics {metrics}; log_format {d.log_format}",
     ]
+    if config.fleet is not None:
+        f = config.fleet
+        fleet_rules = [r.name for r in config.rules if r.fleet]
+        out += ["", f"fleet {f.name} as {f.instance} on {', '.join(f.servers)}",
+                f"  on bus loss: {f.on_bus_loss.action} after {format_duration(f.on_bus_loss.after_s)}; "
+                f"status every {format_duration(f.status_interval_s)}",
+                f"  rules that trip the whole fleet: {', '.join(fleet_rules) if fleet_rules else 'none'}"]
     if config.warnings:
         out += ["", "warnings:"] + [f"  {w}" for w in config.warnings]
     return "\n".join(out)

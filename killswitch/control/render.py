@@ -120,6 +120,11 @@ def render_status(st: Mapping[str, Any], *, colour: bool = False) -> str:
             for r in rules]
     table = _table(["RULE", "KIND", "OBSERVED", "THRESHOLD", "STATE", "ACTION"], rows)
     out += [table[0]] + [paint(line, _RED) if row[4] == "BREACHED" else line for line, row in zip(table[1:], rows)]
+    fleet = st.get("fleet")
+    if fleet:
+        out += ["", f"fleet {fleet['fleet']} as {fleet['instance']}: bus {fleet['bus']}"
+                    + (f" ({fleet['server']})" if fleet.get("server") else "")
+                    + f", {fleet['trips_applied']} fleet trips, {fleet['resets_applied']} resets"]
     alarms = st.get("alarms") or {}
     out += ["", "alarms: none" if not alarms else paint(f"ALARMS ({len(alarms)}):", _BOLD, _RED)]
     details = st.get("alarm_details") or {}

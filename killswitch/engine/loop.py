@@ -92,6 +92,30 @@ class ApplyRules:
 
 
 @dataclass(frozen=True, slots=True)
+class TripNotice:
+    """Told to listeners after a trip's first cancel is on the wire (from the deferred bookkeeping)."""
+
+    trip_id: int
+    rule: str
+    source: str
+    reason: str
+    operator: str
+    venues: tuple[str, ...]
+    trip_to_first_cancel_ms: float | None  # earliest venue; None when nothing was sent (yet)
+
+
+@dataclass(frozen=True, slots=True)
+class FlatNotice:
+    """Told to listeners when a venue is confirmed flat; ``all_flat``: every venue in a trip is."""
+
+    venue: str
+    trip_id: int
+    trip_to_first_cancel_ms: float | None
+    trip_to_flat_ms: float | None
+    all_flat: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CancelJob:
     job_id: int
     venue: str
@@ -215,6 +239,9 @@ class Engine:
         # Recorded breach timings for trip latency (monotonic seconds).
         self.trip_started_s: dict[int, float] = {}
         self.started_s: float | None = None
+        # Sync callables fn(TripNotice | FlatNotice), called on the engine task after the
+        # trip's cancels are on the wire; they must not block (the fleet hands them to its bus).
+        self.listeners: list[Callable[[object], None]] = []
 
     # ------------------------------------------------------------------ rules
     def _set_rules(self, rules: Iterable[Rule]) -> None:
@@ -496,6 +523,20 @@ class Engine:
         del persisted
         snap = self.store.snapshot(self.latch)  # serialised now, written in a worker thread
         self.executor.spawn_sync(lambda: self.store.write_snapshot(snap))
+        if self.listeners:
+            started = self.trip_started_s.get(rec.trip_id)
+            firsts = [p.first_cancel_s for p in self.progress.values()
+                      if p.trip_id == rec.trip_id and p.first_cancel_s is not None]
+            first_ms = round((min(firsts) - started) * 1000, 3) if firsts and started is not None else None
+            self._tell(TripNotice(rec.trip_id, rec.rule, rec.source, rec.reason, operator,
+                                  tuple(v for v, p in self.progress.items() if p.trip_id == rec.trip_id), first_ms))
+
+    def _tell(self, notice: object) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(notice)
+            except Exception as exc:  # a listener's fault never reaches the trip path
+                log.error("listener_failed", notice=type(notice).__name__, error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ cancelling
     def _next_job_id(self) -> int:
@@ -700,6 +741,10 @@ class Engine:
                                   trip_to_flat_ms=None if to_flat is None else round(to_flat * 1000, 3))
                 log.info("flat", venue=ev.venue, trip_id=prog.trip_id,
                          trip_to_flat_ms=None if to_flat is None else round(to_flat * 1000, 3))
+                if self.listeners:
+                    self._tell(FlatNotice(ev.venue, prog.trip_id,
+                                          None if to_first is None else round(to_first * 1000, 3),
+                                          None if to_flat is None else round(to_flat * 1000, 3), self.all_flat()))
             return
         prog.flat = False
         if prog.job_id is None and prog.next_round_at_s is None:
@@ -906,7 +951,7 @@ class Engine:
         self.executor.spawn_sync(write)
 
     def raise_alarm(self, key: str, message: str) -> None:
-        """For the daemon's own machinery (audit log, state files): log, audit, status, metrics."""
+        """For the daemon's own machinery (audit log, state files, the fleet bus): log, audit, status, metrics."""
         self._alarm(key, message)
 
     def clear_alarm(self, key: str) -> None:

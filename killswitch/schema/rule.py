@@ -46,6 +46,7 @@ class RuleConfig:
     kind: str
     venues: tuple[str, ...] = ()  # empty = every configured venue
     latch: bool = True  # False: alert only, never cancels
+    fleet: bool = False  # True: a trip of this rule trips every instance of the fleet
     action: Action = Action()
     keep_protective_stops: bool = False
 

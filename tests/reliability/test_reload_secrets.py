@@ -70,4 +70,31 @@ async def test_reload_with_a_malformed_nado_key_file_is_refused(tmp_path):
                 assert not await d.reload()
                 assert any(f"{{file: {key_file}}}" in e and "not hex" in e for e in d.reload_errors), d.reload_errors
                 assert "zz" * 8 not in str(d.reload_errors)
+
+
+FLEET_YAML = """\
+fleet:
+  servers: [nats://127.0.0.1:4222]
+  name: test
+  instance: solo
+  credentials: {user: daemon-solo, password: {env: RL_FLEET_PW}}
+"""
+
+
+async def test_reload_with_an_unset_fleet_secret_is_refused(tmp_path):
+    """The fleet's own secret references are resolved with the venues' before a reload is accepted."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            ox = await start_ox(nursery)
+            env = {**ox.env(), "RL_FLEET_PW": "fleet-password-not-real"}
+            text = FLEET_YAML + daemon_yaml(tmp_path, ox.venue_yaml())
+            async with running_daemon(tmp_path, text, env) as d:
+                assert d.config.fleet is not None
+                edited = text.replace("{env: RL_FLEET_PW}", "{env: RL_FLEET_PW_ROTATED}")
+                (tmp_path / "killswitch.yaml").write_text(edited)
+                assert not await d.reload()
+                assert any("RL_FLEET_PW_ROTATED" in e and "fleet.credentials.password" in e
+                           for e in d.reload_errors), d.reload_errors
+                assert "fleet-password-not-real" not in str(d.reload_errors)
+                assert d.config.fleet.credentials.password.name == "RL_FLEET_PW"
             nursery.cancel_scope.cancel()
