@@ -70,6 +70,7 @@ async def test_reload_with_a_malformed_nado_key_file_is_refused(tmp_path):
                 assert not await d.reload()
                 assert any(f"{{file: {key_file}}}" in e and "not hex" in e for e in d.reload_errors), d.reload_errors
                 assert "zz" * 8 not in str(d.reload_errors)
+            nursery.cancel_scope.cancel()
 
 
 FLEET_YAML = """\
