@@ -154,7 +154,7 @@ def install_nado() -> None:
     from killswitch.engine.loop import Engine
     from killswitch.executor import Executor
     from killswitch.venues.vertex import wire as vx_wire
-    from killswitch.venues.vertex import ws as vx_ws
+    from killswitch.net import ws as vx_ws
     from killswitch.venues.vertex.gateway import GatewayConn
     from killswitch.venues.vertex.nonce import NonceSource
     from killswitch.venues.vertex.session import VertexSession

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from killswitch.venues.simhttp import HttpServer, Request, Response
+from killswitch.net.http import HttpServer, Request, Response
 
 log = structlog.get_logger("killswitch.metrics")
 

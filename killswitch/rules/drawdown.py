@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from killswitch.config import MapReader, RuleConfig, venue_equity_currency
+from killswitch.config import RuleConfig
+
+from killswitch.schema.reader import MapReader
+
+from killswitch.schema.rule import venue_equity_currency
 from killswitch.model import Breach, CashFlowObserved, EquityObserved
 from killswitch.rules.base import BookView, RuleStatus
 from killswitch.units import Amount, UnitError, format_decimal, format_duration, parse_amount, parse_percent

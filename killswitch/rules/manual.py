@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from killswitch.config import MapReader, RuleConfig
+from killswitch.config import RuleConfig
+
+from killswitch.schema.reader import MapReader
 from killswitch.model import Breach
 from killswitch.rules.base import BookView, RuleStatus
 

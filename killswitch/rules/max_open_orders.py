@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import MapReader, RuleConfig
+from killswitch.config import RuleConfig
+
+from killswitch.schema.reader import MapReader
 from killswitch.model import Breach, OpenOrdersSnapshot, OrderOpened
 from killswitch.rules.base import BookView, RuleStatus
 

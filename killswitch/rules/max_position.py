@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import MapReader, RuleConfig, item_product
+from killswitch.config import RuleConfig
+
+from killswitch.schema.reader import MapReader, item_product
 from killswitch.model import Breach, MarkPriceObserved, PositionObserved
 from killswitch.rules.base import BookView, RuleStatus
 from killswitch.units import Amount, format_decimal, parse_amount

@@ -12,7 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import MapReader, RuleConfig
+from killswitch.config import RuleConfig
+
+from killswitch.schema.reader import MapReader
 from killswitch.model import Breach, OrderOpened
 from killswitch.rules.base import BookView, RuleStatus
 from killswitch.units import format_duration

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from killswitch.config import MapReader
+from killswitch.schema.reader import MapReader
 from killswitch.model import OrderRejected
 from killswitch.rules.order_rate import WindowCountRule, WindowLimitConfig, parse_window_limit
 from killswitch.units import format_duration

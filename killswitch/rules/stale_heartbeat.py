@@ -18,7 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from killswitch.config import MapReader, RuleConfig, item_str
+from killswitch.config import RuleConfig
+
+from killswitch.schema.reader import MapReader, item_str
 from killswitch.model import Breach, HeartbeatReceived, VenueConnected, VenueDisconnected
 from killswitch.rules.base import BookView, RuleStatus
 from killswitch.units import format_duration

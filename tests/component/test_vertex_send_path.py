@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 from killswitch.venues.base import OutcomeUnknown
-from killswitch.venues.vertex import ws as wsmod
+from killswitch.net import ws as wsmod
 from killswitch.venues.vertex.gateway import GatewayConn
-from killswitch.venues.vertex.ws import Frames, WsEndpoint
+from killswitch.net.ws import Frames, WsEndpoint
 
 
 class RecordingStream(trio.abc.Stream):

@@ -13,7 +13,7 @@ from killswitch.model import OpenOrdersSnapshot, VenueConnected
 from killswitch.secrets import Secret, SecretRef
 from killswitch.venues.base import OxfunConfig, VertexConfig
 from killswitch.venues.registry import make_session
-from killswitch.venues.tls import shared_ssl_context
+from killswitch.net.tls import shared_ssl_context
 from tests.component.fakes import OX_LIKE
 from tests.e2e.helpers import base_yaml, inprocess_daemon, short_tmpdir
 

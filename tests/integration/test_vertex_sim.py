@@ -9,7 +9,7 @@ import trio
 
 from killswitch.model import VenueConnected, VenueDisconnected
 from killswitch.venues.vertex import eip712, wire
-from killswitch.venues.vertex import ws as wsmod
+from killswitch.net import ws as wsmod
 from killswitch.venues.vertex.signing import FastSigner
 
 from .vertex_fixtures import sim_and_session

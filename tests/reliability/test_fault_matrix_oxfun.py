@@ -382,7 +382,7 @@ async def test_cancels_refused_forever_alarms(tmp_path):
             async with running_daemon(tmp_path, text, w.env()) as d:
                 await wait_for(lambda: d.engine.state.open_count(OX_VENUE) == N)
                 await w.sim.inject_fault("reject_cancels", code="000101")
-                from killswitch.venues.simhttp import Response
+                from killswitch.net.http import Response
 
                 async def refuse(req, acct):
                     return Response.json({"success": False, "code": "000101", "message": "maintenance"}, 503)

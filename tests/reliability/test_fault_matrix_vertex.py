@@ -10,7 +10,7 @@ import orjson
 import trio
 
 from killswitch.clock import Clock
-from killswitch.venues.vertex.simcore import ExecError
+from killswitch.venues.vertex.sim.core import ExecError
 
 from .harness import (
     NADO_PRODUCTS,

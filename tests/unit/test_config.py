@@ -5,17 +5,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from killswitch.config import (
-    LITERAL_SECRET,
-    Config,
-    ConfigError,
-    ConfigIssue,
-    build_rules,
-    check_secrets,
-    load_config,
-    load_config_text,
-    summarize,
-)
+from killswitch.config import Config, ConfigError, ConfigIssue, build_rules, check_secrets, load_config, load_config_text, summarize
+
+from killswitch.config.loader import LITERAL_SECRET
 from killswitch.model import Side
 from killswitch.secrets import SecretRef
 from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig

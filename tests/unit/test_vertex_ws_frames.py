@@ -22,8 +22,8 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
-from killswitch.venues.vertex import ws as wsmod
-from killswitch.venues.vertex.ws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, Frames
+from killswitch.net import ws as wsmod
+from killswitch.net.ws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, Frames
 
 DEFLATE_VARIANTS = [
     None,

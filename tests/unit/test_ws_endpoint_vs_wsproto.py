@@ -11,7 +11,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
-from killswitch.venues.vertex.ws import WsClosed, WsEndpoint
+from killswitch.net.ws import WsClosed, WsEndpoint
 
 
 def pair():

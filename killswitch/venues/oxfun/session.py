@@ -39,7 +39,7 @@ from killswitch.model import (
     VenueDisconnected,
 )
 from killswitch.secrets import Secret
-from killswitch.venues.tls import shared_ssl_context
+from killswitch.net.tls import shared_ssl_context
 from killswitch.venues.base import (
     AuthError,
     OnSent,
@@ -52,8 +52,8 @@ from killswitch.venues.base import (
 )
 from killswitch.venues.oxfun import wire
 from killswitch.venues.oxfun.equity import EquityBook
-from killswitch.venues.vertex.ws import WsClosed, WsHandshakeRejected
-from killswitch.venues.vertex.ws import connect as ws_connect
+from killswitch.net.ws import WsClosed, WsHandshakeRejected
+from killswitch.net.ws import connect as ws_connect
 
 CAPABILITIES = VenueCapabilities(
     cancel_all_cost=1,  # one REST request

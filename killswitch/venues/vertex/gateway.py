@@ -15,7 +15,7 @@ import trio
 
 from killswitch.venues.base import OutcomeUnknown
 
-from . import ws as wsmod
+from killswitch.net import ws as wsmod
 from .wire import GatewayResponse, WireError, parse_response_bytes
 
 

@@ -43,11 +43,11 @@ from killswitch.venues.base import (
     VenueRejected,
     VertexConfig,
 )
-from killswitch.venues.tls import shared_ssl_context
+from killswitch.net.tls import shared_ssl_context
 
 from . import eip712
 from . import wire
-from . import ws as wsmod
+from killswitch.net import ws as wsmod
 from .gateway import GatewayConn
 from .nonce import Nonce, NonceSource
 from .signing import FastSigner

@@ -14,10 +14,10 @@ from typing import Any
 
 from killswitch.venues.base import RateBudget
 
-from . import eip712
-from .eip712 import Domain, product_address
-from .nonce import MAX_RECV_AHEAD_MS, split_nonce
-from .signing import FastSigner, SignatureError, recover_address
+from killswitch.venues.vertex import eip712
+from killswitch.venues.vertex.eip712 import Domain, product_address
+from killswitch.venues.vertex.nonce import MAX_RECV_AHEAD_MS, split_nonce
+from killswitch.venues.vertex.signing import FastSigner, SignatureError, recover_address
 
 X18 = 10**18
 WALLET_LIMITS = ((60, 600), (10, 100))

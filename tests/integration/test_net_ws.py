@@ -9,7 +9,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from killswitch.venues.vertex import ws as wsmod
+from killswitch.net import ws as wsmod
 
 
 async def test_first_frame_in_the_same_read_as_the_handshake_response_is_kept():

@@ -38,7 +38,7 @@ from wsproto.events import TextMessage
 from killswitch.clock import Clock
 from killswitch.venues.base import RateBudget
 from killswitch.venues.oxfun import wire
-from killswitch.venues.oxfun.simbook import (
+from killswitch.venues.oxfun.sim.book import (
     ORDER_ID_BASE,
     SimAccount,
     SimOrder,
@@ -52,7 +52,7 @@ from killswitch.venues.oxfun.simbook import (
     rest_order_payload,
     stop_triggers,
 )
-from killswitch.venues.simhttp import HttpServer, Request, Response
+from killswitch.net.http import HttpServer, Request, Response
 
 
 DEFAULT_MARKS = {

@@ -20,10 +20,10 @@ import trio
 from wsproto.extensions import PerMessageDeflate
 
 from killswitch.clock import Clock
-from killswitch.venues.simhttp import HttpServer, Request, Response
+from killswitch.net.http import HttpServer, Request, Response
 
-from . import ws as wsmod
-from .simcore import SUBSCRIPTION_CAP_PER_WALLET, X18, ExecError, Push, SimCore, Subaccount
+from killswitch.net import ws as wsmod
+from killswitch.venues.vertex.sim.core import SUBSCRIPTION_CAP_PER_WALLET, X18, ExecError, Push, SimCore, Subaccount
 
 log = structlog.get_logger("killswitch.venue.vertex.sim")
 OUTBOX_FRAMES = 10_000
