@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from killswitch.secrets import SecretRef
 from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig
+from killswitch.venues.hyperliquid.config import HyperliquidConfig
 
 from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YScalar, YSeq, parse_yaml
 from killswitch.schema.reader import (
@@ -53,7 +54,8 @@ VERTEX_DEFAULTS: Mapping[str, Any] = {
     "gateway_rest_url": "https://gateway.prod.vertexprotocol.com/v1",
     "trigger_url": "https://trigger.prod.vertexprotocol.com/v1",
 }
-VENUE_CLASSES: Mapping[str, type] = {"oxfun": OxfunConfig, "vertex": VertexConfig, "nado": VertexConfig}
+VENUE_CLASSES: Mapping[str, type] = {"oxfun": OxfunConfig, "vertex": VertexConfig, "nado": VertexConfig,
+                                     "hyperliquid": HyperliquidConfig}
 
 
 # Daemon
@@ -172,11 +174,17 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         return ref
     if ftype == "float" and name.endswith("_s"):
         max_s = Decimal(100) if name == "recv_window_s" else MAX_DURATION_S
-        return r.duration(key, default, max_s=max_s)
+        value = r.duration(key, default, max_s=max_s)
+        if name == "dms_after_s" and isinstance(value, float) and 0 < value < 6:
+            # Hyperliquid refuses a scheduleCancel less than 5 s ahead; refreshed every third.
+            return r.error(key, "must be 0 (off) or at least 6s (the venue's minimum is 5 s ahead)")
+        return value
     if ftype == "str":
         if name == "equity_currency":
             # What the OX.FUN session can compute (venues/oxfun/equity.py CONVERSION_MARKETS).
             return r.str(key, default, choices=("OX", "USD", "USDT"))
+        if name == "network":
+            return r.str(key, default, choices=("mainnet", "testnet"))
         value = r.str(key, default)
         if isinstance(value, str) and name.endswith("_url") and r.has(key):
             try:
@@ -196,7 +204,7 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
     if ftype == "bool":
         return r.bool(key, default)
     if ftype == "int":
-        if name == "chain_id":
+        if name in ("chain_id", "cancel_batch_size"):
             return r.int(key, default, min_value=1)
         return r.int(key, default, min_value=0)
     if ftype == "tuple[str, ...]":

@@ -12,6 +12,7 @@ from typing import Any
 
 from killswitch.model import Breach, CancelScope, Side
 from killswitch.venues.base import OxfunConfig, VertexConfig
+from killswitch.venues.hyperliquid.config import HyperliquidConfig
 
 from killswitch.schema.nodes import YMap, YScalar
 from killswitch.schema.reader import INVALID, Invalid, MapReader, item_product, item_side
@@ -109,6 +110,8 @@ def venue_products(venue: OxfunConfig | VertexConfig) -> tuple[str, ...]:
     """Products the venue entry watches, as strings (empty = not restricted)."""
     if isinstance(venue, OxfunConfig):
         return venue.markets
+    if isinstance(venue, HyperliquidConfig):
+        return venue.coins
     return tuple(str(p) for p in venue.products)
 
 

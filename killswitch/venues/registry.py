@@ -8,14 +8,15 @@ from urllib.parse import urlsplit
 from killswitch.clock import Clock
 from killswitch.secrets import Secret
 from killswitch.venues.base import OxfunConfig, VenueConfig, VenueSession, VertexConfig
+from killswitch.venues.hyperliquid.config import HyperliquidConfig
 
-VENUE_KINDS = ("oxfun", "vertex", "nado")
+VENUE_KINDS = ("oxfun", "vertex", "nado", "hyperliquid")
 
 
 def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = None) -> dict[str, Secret]:
     if isinstance(cfg, OxfunConfig):
         return {"api_key": cfg.api_key.resolve(environ), "api_secret": cfg.api_secret.resolve(environ)}
-    if isinstance(cfg, VertexConfig):
+    if isinstance(cfg, (VertexConfig, HyperliquidConfig)):
         return {"private_key": cfg.private_key.resolve(environ)}
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
 
@@ -35,4 +36,10 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
         from killswitch.venues.vertex.session import VertexSession
 
         return VertexSession(cfg, private_key=credentials["private_key"], clock=clock)
+    if isinstance(cfg, HyperliquidConfig):
+        from killswitch.venues.hyperliquid.session import HyperliquidSession
+
+        # The nonce high-water mark lives in the daemon's state_dir (shared["state_dir"]).
+        return HyperliquidSession(cfg, private_key=credentials["private_key"], clock=clock,
+                                  state_dir=(shared or {}).get("state_dir"))
     raise ValueError(f"unknown venue config {type(cfg).__name__}")

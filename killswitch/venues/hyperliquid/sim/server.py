@@ -390,7 +390,7 @@ class HyperliquidSim:
             t = {"trigger": trigger} if trigger else {"limit": {"tif": "Gtc"}}
             o = {"a": asset, "b": is_buy, "p": price, "s": size, "r": reduce_only, "t": t}
             st = self.core._place(acct, o, self.clock.wall_ms(), pushes)
-            oids.append(st["resting"]["oid"])
+            oids.append((st.get("resting") or st.get("filled"))["oid"])
         self._publish(pushes)
         return oids
 
