@@ -174,7 +174,7 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         return ref
     if ftype == "float" and name.endswith("_s"):
         max_s = Decimal(100) if name == "recv_window_s" else MAX_DURATION_S
-        value = r.duration(key, default, max_s=max_s)
+        value = r.duration(key, default, max_s=max_s, positive=name != "dms_after_s")
         if name == "dms_after_s" and isinstance(value, float) and 0 < value < 6:
             # Hyperliquid refuses a scheduleCancel less than 5 s ahead; refreshed every third.
             return r.error(key, "must be 0 (off) or at least 6s (the venue's minimum is 5 s ahead)")
