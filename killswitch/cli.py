@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="keep the demo's state directory")
 
     sm = sub.add_parser("sim", help="run one simulated exchange on loopback")
-    sm.add_argument("venue", choices=["oxfun", "vertex", "nado"])
+    sm.add_argument("venue", choices=["oxfun", "vertex", "nado", "hyperliquid"])
+    sm.add_argument("--network", choices=["testnet", "mainnet"], default="testnet",
+                    help="hyperliquid: which signatures the sim accepts (the official SDK signs testnet "
+                         "unless its base_url is the real mainnet URL)")
     sm.add_argument("--host", default="127.0.0.1")
     sm.add_argument("--port", type=int, default=0, help="first port (0: any free)")
     return p
