@@ -241,6 +241,12 @@ def render_status(st: Mapping[str, Any]) -> str:
         rows.append([name, conn, _s(v.get("open_orders")), equity, _s(v.get("cancel_state")),
                      _s(v.get("last_seen_ago_s")), _s(v.get("restarts"), "0")])
     out += _table(["VENUE", "CONNECTION", "OPEN", "EQUITY", "CANCEL", "LAST SEEN S", "RESTARTS"], rows)
+    for name, v in venues.items():
+        bs = v.get("backstop")
+        if bs:
+            state = f"armed, fires at {_wall(bs.get('fires_at_ms'))}" if bs.get("armed") else \
+                f"NOT ARMED ({bs.get('unavailable_reason') or 'not yet'})"
+            out.append(f"  {name}: venue dead-man's switch {state}")
     rules = st.get("rules") or []
     out += ["", f"rules ({len(rules)}):"]
     rows = [[_s(r.get("name")), _s(r.get("kind")), _s(r.get("observed")), _s(r.get("threshold")),

@@ -263,6 +263,19 @@ class VenueAuthFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class BackstopObserved:
+    """The venue's own dead-man's switch (Hyperliquid ``scheduleCancel``) as last set by the
+    session. ``unavailable_reason``: the venue refused to arm it (its own text); the engine
+    alarms ``venue_dms_unavailable`` and keeps running."""
+
+    venue: str
+    armed: bool
+    fires_at_ms: int | None = None
+    unavailable_reason: str = ""
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class BadFrame:
     """A frame that could not be parsed; counted and logged, never a crash."""
 
@@ -386,5 +399,6 @@ VenueEvent = Union[
     VenueDisconnected,
     VenueAlive,
     VenueAuthFailed,
+    BackstopObserved,
     BadFrame,
 ]

@@ -25,6 +25,7 @@ from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_byte
 from killswitch.engine.plan import CancelPlan, plan_cancels
 from killswitch.engine.state import BookState
 from killswitch.model import (
+    BackstopObserved,
     BadFrame,
     Breach,
     CancelCompleted,
@@ -150,6 +151,7 @@ class Engine:
         self.counters = EngineCounters()
         self.progress: dict[str, VenueProgress] = {}
         self.alarms: dict[str, str] = {}
+        self.backstops: dict[str, BackstopObserved] = {}  # venue dead-man's switches, as last reported
         self.alerting: set[str] = set()
         self.loop_iterations = 0  # watchdog: proof the engine makes progress
         self._job_seq = 0
@@ -255,6 +257,9 @@ class Engine:
             t = CashFlowObserved
         if t is CancelCompleted:
             self._on_cancel_completed(ev, now)
+            return
+        if t is BackstopObserved:
+            self._on_backstop(ev)
             return
         if t is CancelJobFinished:
             self._on_job_finished(ev, now)
@@ -597,6 +602,15 @@ class Engine:
         log.warning("RESET", operator=cmd.operator, reason=cmd.reason, cleared_trips=[t.trip_id for t in cleared],
                     venues_not_confirmed_flat=unflat)
 
+    def _on_backstop(self, ev: BackstopObserved) -> None:
+        self.backstops[ev.venue] = ev
+        key = f"venue_dms_unavailable:{ev.venue}"
+        if ev.unavailable_reason:
+            self._alarm(key, f"{ev.venue}: the venue's dead-man's switch is not armed: {ev.unavailable_reason}")
+        elif key in self.alarms:
+            del self.alarms[key]
+            self.audit.record("alarm_cleared", key=key)
+
     def _alarm(self, key: str, message: str) -> None:
         if self.alarms.get(key) != message:
             self.alarms[key] = message
@@ -619,6 +633,10 @@ class Engine:
                 "cancel_state": None if p is None else ("flat" if p.flat else
                                                         ("cancelling" if p.job_id else "pending")),
             }
+            bs = self.backstops.get(v)
+            if bs is not None:
+                venues[v]["backstop"] = {"armed": bs.armed, "fires_at_ms": bs.fires_at_ms,
+                                         "unavailable_reason": bs.unavailable_reason or None}
         rules = []
         for r in self.rules:
             try:

@@ -23,7 +23,7 @@ from killswitch.venues.base import AuthError
 from killswitch.venues.hyperliquid.session import HyperliquidSession
 from killswitch.venues.hyperliquid.sim.server import HyperliquidSim
 
-from .hyperliquid_fixtures import MASTER, KS_AGENT, make_config, sim_and_session, start_sim
+from .hyperliquid_fixtures import KS_AGENT, KS_AGENT_KEY, MASTER, make_config, sim_and_session, start_sim
 
 
 async def test_reconcile_then_stream_orders_and_equity():
@@ -132,4 +132,52 @@ async def test_idle_socket_is_closed_by_the_sim_after_60s_without_pings(autojump
                 while True:
                     await ep.receive()
             assert 60 <= trio.current_time() - t0 < 61 and sim.idle_closes == 1
+            n.cancel_scope.cancel()
+
+
+async def test_backstop_is_armed_refreshed_and_reported():
+    from killswitch.model import BackstopObserved
+
+    with trio.fail_after(30):
+        async with sim_and_session(dms_after_s=6.0) as (sim, session, log):
+            acct = sim.core.accounts[MASTER]
+            first = (await log.wait_for(lambda evs: [e for e in evs if isinstance(e, BackstopObserved)]))[0]
+            assert first.armed and first.fires_at_ms == acct.dms_time_ms
+            # refreshed every T/3 = 2 s, always pushing the firing time out
+            await log.wait_for(lambda evs: len([e for e in evs if isinstance(e, BackstopObserved)]) >= 2)
+            bs = [e for e in log.events if isinstance(e, BackstopObserved)]
+            assert bs[1].fires_at_ms > bs[0].fires_at_ms and acct.dms_fired_today == 0
+
+
+async def test_backstop_refused_by_the_volume_gate_reports_the_venues_reason():
+    from killswitch.model import BackstopObserved
+
+    with trio.fail_after(30):
+        async with sim_and_session(dms_after_s=6.0, sim_kwargs={"dms_volume_gate": Decimal(10**9)}) as (
+                sim, session, log):
+            ev = (await log.wait_for(lambda evs: [e for e in evs if isinstance(e, BackstopObserved)]))[0]
+            assert not ev.armed
+            assert ev.unavailable_reason == ("Cannot set scheduled cancel time until enough volume traded. "
+                                             "Required: $1000000000. Traded: $2000000.")
+
+
+async def test_backstop_is_cleared_on_clean_shutdown_only_when_configured():
+    from killswitch.model import BackstopObserved
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            sim = await start_sim(n)
+            acct = sim.core.accounts[MASTER]
+            for clear in (False, True):
+                session = HyperliquidSession(make_config(sim, dms_after_s=6.0, dms_clear_on_shutdown=clear),
+                                             private_key=Secret(KS_AGENT_KEY), clock=Clock())
+                send, recv = trio.open_memory_channel(1000)
+                with trio.CancelScope() as cs:
+                    async with trio.open_nursery() as inner:
+                        await inner.start(session.run, send)
+                        async for ev in recv:
+                            if isinstance(ev, BackstopObserved):
+                                break
+                        cs.cancel()
+                assert (acct.dms_time_ms is None) == clear
             n.cancel_scope.cancel()

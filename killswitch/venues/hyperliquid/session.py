@@ -26,6 +26,7 @@ import trio
 
 from killswitch.clock import Clock
 from killswitch.model import (
+    BackstopObserved,
     BadFrame,
     CancelAttempted,
     CancelCompleted,
@@ -111,6 +112,9 @@ class HyperliquidSession:
         self._last_alive_s = float("-inf")
         self._ws: wsmod.WsEndpoint | None = None
         self.dms = DmsStatus(False, None)
+        self._dms_day = -1
+        self._dms_fired_today = 0
+        self._dms_fire_counted = False
         self._log = structlog.get_logger("killswitch.venue.hyperliquid").bind(venue=cfg.name)
 
     def __repr__(self) -> str:
@@ -284,6 +288,9 @@ class HyperliquidSession:
                 raise wire.WireError(f"venue error frame: {f.data!s:.200}")
             else:
                 events = self._feed.frame(f, spot_usd=Decimal(0), now_ms=self._clock.wall_ms(), ts_s=ts)
+                if f.channel == "orderUpdates" and any(isinstance(u, dict) and u.get("status") == "scheduledCancel"
+                                                       for u in f.data):
+                    self._dms_fired()
         except (wire.WireError, ValueError, TypeError, KeyError) as exc:
             sample = raw[:120] if isinstance(raw, str) else raw[:120].decode("utf-8", "replace")
             await send.send(BadFrame(self.name, str(exc), sample, ts))
@@ -549,23 +556,49 @@ class HyperliquidSession:
     # =====================================================================================
 
     async def _dms_loop(self, send) -> None:
+        """Keep scheduleCancel at now + T, refreshed every T/3, so it fires only if this
+        process (or its link to the venue) is gone for about T. Refreshing never uses the
+        venue's 10 firings a day; only firings do, and they are counted from the stream."""
         after_s = max(self.cfg.dms_after_s, DMS_MIN_AHEAD_S + 1)
         refresh_s = after_s / 3
         while True:
             try:
                 await self._arm_dms(after_s)
-            except VenueError as exc:
+            except VenueError as exc:  # unknown outcome: the previous arm (if any) still stands
                 self._log.warning("venue.dms_arm_failed", error=str(exc))
-            await trio.sleep(refresh_s if not self.dms.unavailable_reason else max(refresh_s, 60.0))
+            await send.send(BackstopObserved(self.name, self.dms.armed, self.dms.fires_at_ms,
+                                             self.dms.unavailable_reason, self._clock.monotonic_s()))
+            # Refused (volume gate): the venue will not change its mind soon; probe rarely.
+            await trio.sleep(max(refresh_s, 60.0) if self.dms.unavailable_reason else refresh_s)
+
+    def _dms_fired(self) -> None:
+        if self._dms_fire_counted:  # one firing cancels many orders: count it once per arm
+            return
+        self._dms_fire_counted = True
+        day = self._clock.wall_ms() // 86_400_000
+        if day != self._dms_day:
+            self._dms_day, self._dms_fired_today = day, 0
+        self._dms_fired_today += 1
+        self._log.warning("venue.dms_fired", fired_today=self._dms_fired_today, budget=DMS_TRIGGERS_PER_DAY)
+
+    def _dms_budget_left(self) -> int:
+        if self._clock.wall_ms() // 86_400_000 != self._dms_day:
+            return DMS_TRIGGERS_PER_DAY
+        return DMS_TRIGGERS_PER_DAY - self._dms_fired_today
 
     async def _arm_dms(self, after_s: float) -> None:
         fires_at = self._clock.wall_ms() + int(after_s * 1000)
-        nonce, _, body = self._sign(wire.schedule_cancel_action(fires_at))
+        _, _, body = self._sign(wire.schedule_cancel_action(fires_at))
         reply = await self._exchange(body)
         if reply.ok:
+            self._dms_fire_counted = False
             if not self.dms.armed or self.dms.unavailable_reason:
                 self._log.info("venue.dms_armed", fires_at_ms=fires_at)
-            self.dms = DmsStatus(True, fires_at, "", self.dms.refreshes + 1)
+            reason = ""
+            if self._dms_budget_left() <= 0:
+                # Armed, but the venue fires at most 10 times per UTC day: it would not fire.
+                reason = f"the venue's {DMS_TRIGGERS_PER_DAY} scheduleCancel firings for today are used up"
+            self.dms = DmsStatus(not reason, fires_at, reason, self.dms.refreshes + 1)
             return
         self.dms = DmsStatus(False, None, reply.error, self.dms.refreshes)
         self._log.error("venue.dms_unavailable", reason=reply.error)
