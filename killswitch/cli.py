@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--operator", default=None, help="who (default: $USER)")
     t.add_argument("--venue", action="append", default=None, help="limit to this venue (repeatable)")
     t.add_argument("--product", action="append", default=None, help="limit to this product (repeatable)")
+    t.add_argument("--lock", action="store_true",
+                   help="also lock order entry on venues that support it (docs/venues/hyperliquid.md)")
 
     rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
     _add_socket(rs)
     rs.add_argument("--operator", required=True, help="who resets (audited)")
     rs.add_argument("--reason", required=True, help="why (audited)")
+    rs.add_argument("--unlock", action="store_true", help="also restore order entry on locked venues (audited)")
 
     h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
     _add_socket(h)

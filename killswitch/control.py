@@ -149,12 +149,19 @@ def trip_command(req: Mapping[str, Any], *, known_venues: frozenset[str], defaul
         raise RequestError(f"unknown venue(s): {unknown}; configured: {', '.join(sorted(known_venues))}")
     products = _str_list(req, "products")
     scope = EVERYTHING if venues is None and products is None else CancelScope(venues=venues, products=products)
-    return TripCommand(reason=reason, source="control", operator=operator, scope=scope)
+    return TripCommand(reason=reason, source="control", operator=operator, scope=scope, lock=_flag(req, "lock"))
 
 
-def reset_command(req: Mapping[str, Any]) -> ResetCommand:
+def _flag(req: Mapping[str, Any], key: str) -> bool:
+    value = req.get(key, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"'{key}' must be true or false")
+    return value
+
+
+def reset_command(req: Mapping[str, Any], operator_uid: int | None = None) -> ResetCommand:
     return ResetCommand(operator=_text(req, "operator", required=True), reason=_text(req, "reason", required=True),
-                        source="control")
+                        source="control", unlock=_flag(req, "unlock"), operator_uid=operator_uid)
 
 
 def cash_flow_command(req: Mapping[str, Any], *, known_venues: frozenset[str], default_operator: str) -> DeclareCashFlow:
@@ -474,16 +481,16 @@ class ControlServer:
         if op == "trip":
             cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer))
             daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
-                                peer_uid=peer.uid, peer_pid=peer.pid)
+                                peer_uid=peer.uid, peer_pid=peer.pid, lock=cmd.lock)
             before = engine.latch.next_trip_id
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: engine.latch.next_trip_id > before)
             return self._command_reply(acted, "trip", trip_id=before if acted else None)
         if op == "reset":
-            cmd = reset_command(req)
+            cmd = reset_command(req, peer.uid)
             was_tripped = engine.latch.tripped
             daemon.audit.record("control_command", op="reset", operator=cmd.operator, reason=cmd.reason,
-                                peer_uid=peer.uid, peer_pid=peer.pid, was_tripped=was_tripped)
+                                peer_uid=peer.uid, peer_pid=peer.pid, was_tripped=was_tripped, unlock=cmd.unlock)
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: not engine.latch.tripped)
             return self._command_reply(acted, "reset", noop=not was_tripped)
@@ -742,9 +749,14 @@ def build_cli_request(args) -> dict:
             req["venues"] = list(args.venue)
         if getattr(args, "product", None):
             req["products"] = list(args.product)
+        if getattr(args, "lock", False):
+            req["lock"] = True
         return req
     if verb == "reset":
-        return {"op": "reset", "operator": args.operator, "reason": args.reason}
+        req = {"op": "reset", "operator": args.operator, "reason": args.reason}
+        if getattr(args, "unlock", False):
+            req["unlock"] = True
+        return req
     raise ValueError(f"not a control verb: {verb}")
 
 

@@ -121,6 +121,7 @@ class Breach:
     scope: CancelScope
     latch: bool = True  # False: alert only, no cancels
     detail: str = ""
+    lock: bool = False  # also lock order entry on the venues in scope (venue capability)
 
 
 # --------------------------------------------------------------------------------------
@@ -276,6 +277,19 @@ class BackstopObserved:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderEntryLockChanged:
+    """Result of a venue's ``lock_order_entry`` / ``unlock_order_entry`` (run by the executor)."""
+
+    venue: str
+    locked: bool  # the state the call aimed for
+    ok: bool
+    message: str = ""
+    trip_id: int | None = None
+    operator: str = ""
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class BadFrame:
     """A frame that could not be parsed; counted and logged, never a crash."""
 
@@ -367,6 +381,7 @@ class TripCommand:
     source: str = "cli"  # cli | signal | control | startup
     operator: str = ""
     scope: CancelScope = EVERYTHING
+    lock: bool = False  # also lock order entry (``killswitch trip --lock``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +389,8 @@ class ResetCommand:
     operator: str
     reason: str
     source: str = "cli"
+    unlock: bool = False  # also restore order entry on locked venues (``killswitch reset --unlock``)
+    operator_uid: int | None = None  # the control peer's uid, audited with an unlock
 
 
 @dataclass(frozen=True, slots=True)

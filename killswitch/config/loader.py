@@ -167,7 +167,9 @@ def _check_url(value: str, field_name: str) -> str:
 def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[SecretSite], venue: str) -> Any:
     name, ftype = f.name, f.type
     key = name[:-2] if name.endswith("_s") else name
-    if ftype == "SecretRef":
+    if ftype == "SecretRef | None" and not r.has(key):
+        return None
+    if ftype in ("SecretRef", "SecretRef | None"):
         ref = _parse_secret(r, key)
         if isinstance(ref, SecretRef):
             sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
@@ -200,6 +202,8 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         value = r.str(key, default)
         if isinstance(value, str) and name.endswith("address") and not ADDRESS_RE.fullmatch(value):
             return r.error(key, "must be a 0x-prefixed 20-byte hex address")
+        if name == "strategy_agent_name" and isinstance(value, str) and not 1 <= len(value) <= 16:
+            return r.error(key, "must be 1 to 16 characters (the venue's agent name limit)")
         return value
     if ftype == "bool":
         return r.bool(key, default)

@@ -6,6 +6,7 @@ sits above the rule registry, this module below it, so imports go one way.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,11 @@ class Action:
     kind: str = "cancel_all"  # cancel_all | cancel_products | cancel_orders
     products: tuple[str, ...] | None = None
     sides: tuple[Side, ...] | None = None
+    lock: bool = False  # also lock order entry on the rule's venues (venue capability)
 
     def describe(self) -> str:
+        if self.lock:
+            return dataclasses.replace(self, lock=False).describe() + " and lock order entry"
         if self.kind == "cancel_all":
             return "cancel all orders"
         what = f"products {', '.join(self.products)}" if self.products else "all products"
@@ -65,7 +69,7 @@ class RuleConfig:
 
     def breach(self, observed: str, threshold: str, detail: str = "") -> Breach:
         return Breach(rule=self.name, kind=self.kind, observed=observed, threshold=threshold,
-                      scope=self.action_scope, latch=self.latch, detail=detail)
+                      scope=self.action_scope, latch=self.latch, detail=detail, lock=self.action.lock)
 
     def describe(self) -> str:
         """What triggers the rule, in words (overridden per kind)."""
@@ -73,7 +77,22 @@ class RuleConfig:
 
 
 def parse_action(r: MapReader) -> Any:
+    """``action:`` as before, plus an optional ``lock: true`` next to the verb
+    (``{cancel_all: null, lock: true}``; ``{lock: true}`` alone means cancel all + lock)."""
     node = r.raw("action")
+    if isinstance(node, YMap) and "lock" in node.entries:
+        lock_node = node.entries["lock"][1]
+        if not isinstance(lock_node, YScalar) or not isinstance(lock_node.value, bool):
+            return r.error("action", "lock must be true or false")
+        rest = {k: v for k, v in node.entries.items() if k != "lock"}
+        if not rest or list(rest) == ["cancel_all"]:
+            return Action(lock=lock_node.value)
+        action = _parse_action_node(r, YMap(node.mark, rest))
+        return dataclasses.replace(action, lock=lock_node.value) if isinstance(action, Action) else action
+    return _parse_action_node(r, node)
+
+
+def _parse_action_node(r: MapReader, node: Any) -> Any:
     if node is None or (isinstance(node, YScalar) and node.value is None):
         return Action()
     hint = "must be cancel_all, {cancel_products: [...]} or {cancel_orders: {products: [...], sides: [...]}}"

@@ -136,6 +136,23 @@ class VenueSession(Protocol):
         ...
 
 
+@runtime_checkable
+class OrderEntryLock(Protocol):
+    """Optional venue capability: stop the *strategy's* credentials from placing orders.
+
+    ``lock_order_entry`` revokes (or disables) the strategy's order entry, verifies it took
+    effect on the venue, and returns a human-readable description for the audit; it raises
+    :class:`VenueError` when it cannot (the engine alarms ``lock_failed:<venue>`` and keeps
+    cancelling). Resting orders are NOT its concern: the trip cancels them. It must be safe
+    to call again while locked. ``unlock_order_entry`` restores what the lock took away.
+    Sessions that cannot lock simply do not implement it (the engine alarms if asked).
+    """
+
+    async def lock_order_entry(self, *, trip_id: int) -> str: ...
+
+    async def unlock_order_entry(self, *, operator: str) -> str: ...
+
+
 # --------------------------------------------------------------------------------------
 # Sans-io sliding-window rate budget (used by sessions and simulators alike)
 # --------------------------------------------------------------------------------------

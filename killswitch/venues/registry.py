@@ -16,7 +16,12 @@ VENUE_KINDS = ("oxfun", "vertex", "nado", "hyperliquid")
 def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = None) -> dict[str, Secret]:
     if isinstance(cfg, OxfunConfig):
         return {"api_key": cfg.api_key.resolve(environ), "api_secret": cfg.api_secret.resolve(environ)}
-    if isinstance(cfg, (VertexConfig, HyperliquidConfig)):
+    if isinstance(cfg, HyperliquidConfig):
+        out = {"private_key": cfg.private_key.resolve(environ)}
+        if cfg.master_key is not None:
+            out["master_key"] = cfg.master_key.resolve(environ)
+        return out
+    if isinstance(cfg, VertexConfig):
         return {"private_key": cfg.private_key.resolve(environ)}
     raise ValueError(f"unknown venue config {type(cfg).__name__}")
 
@@ -41,5 +46,5 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
 
         # The nonce high-water mark lives in the daemon's state_dir (shared["state_dir"]).
         return HyperliquidSession(cfg, private_key=credentials["private_key"], clock=clock,
-                                  state_dir=(shared or {}).get("state_dir"))
+                                  state_dir=(shared or {}).get("state_dir"), master_key=credentials.get("master_key"))
     raise ValueError(f"unknown venue config {type(cfg).__name__}")

@@ -33,4 +33,9 @@ class HyperliquidConfig:
     # it; 0 = off. The venue needs >= 5 s and $1M lifetime volume (else an alarm).
     dms_after_s: float = 60.0
     dms_clear_on_shutdown: bool = False
+    # Order-entry lock (optional): the MASTER key approves a throwaway agent under the
+    # strategy agent's name, which deregisters the strategy's key; reset --unlock re-approves it.
+    master_key: SecretRef | None = None
+    strategy_agent_name: str | None = None
+    agent_cooldown_s: float = 5.0  # "User has pending agent removal": wait this long, retry (3 tries)
     backoff: BackoffConfig = field(default_factory=BackoffConfig)

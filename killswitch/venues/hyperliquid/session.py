@@ -13,6 +13,7 @@ docs/venues/hyperliquid.md.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from decimal import Decimal
@@ -92,7 +93,7 @@ class _Lost(Exception):
 
 class HyperliquidSession:
     def __init__(self, cfg: HyperliquidConfig, *, private_key: Secret, clock: Clock,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, master_key: Secret | None = None) -> None:
         signing.check_network(cfg.network)
         self.cfg = cfg
         self.name = cfg.name
@@ -101,6 +102,11 @@ class HyperliquidSession:
         self._signer = signing.FastSigner(private_key)
         self.account = (cfg.account_address or self._signer.address).lower()
         self._nonces = NonceSource(nonce_path(state_dir, self._signer.address) if state_dir is not None else None)
+        self._state_dir = state_dir
+        # The master signs only approveAgent (user-signed), from its own nonce set.
+        self._master = signing.FastSigner(master_key) if master_key is not None else None
+        self._master_nonces = None if self._master is None else NonceSource(
+            nonce_path(state_dir, self._master.address) if state_dir is not None else None)
         self._ip_budget = RateBudget(IP_LIMITS)
         self._http: httpx.AsyncClient | None = None
         self._assets: dict[str, int] = {}
@@ -611,3 +617,104 @@ class HyperliquidSession:
                 self.dms = DmsStatus(False, None, "", self.dms.refreshes)
         except VenueError as exc:
             self._log.warning("venue.dms_clear_failed", error=str(exc))
+
+    # =====================================================================================
+    # order-entry lock (venues.base.OrderEntryLock)
+    # =====================================================================================
+
+    def _lock_path(self) -> Path | None:
+        return None if self._state_dir is None else self._state_dir / f"hyperliquid-lock-{self.account}.json"
+
+    def _read_lock(self) -> dict | None:
+        path = self._lock_path()
+        if path is not None and path.exists():
+            return orjson.loads(path.read_bytes())
+        return self._lock_mem
+
+    _lock_mem: dict | None = None
+
+    def _write_lock(self, state: dict | None) -> None:
+        self._lock_mem = state
+        path = self._lock_path()
+        if path is None:
+            return
+        if state is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(state))
+        tmp.replace(path)
+
+    async def _agents(self) -> dict[str, str]:
+        rows = await self._info({"type": "extraAgents", "user": self.account})
+        return {str(r.get("name")): str(r.get("address", "")).lower() for r in rows if isinstance(r, dict)} \
+            if isinstance(rows, list) else {}
+
+    async def _approve(self, agent_address: str, agent_name: str) -> None:
+        """approveAgent signed by the master; waits out "pending agent removal" (3 tries)."""
+        assert self._master is not None and self._master_nonces is not None
+        last = ""
+        for _ in range(3):
+            nonce = self._master_nonces.next(self._clock.wall_ms())
+            chain = signing.chain_name(self.cfg.network)
+            action = wire.approve_agent_action(agent_address, agent_name, nonce, hyperliquid_chain=chain,
+                                               signature_chain_id=signing.SDK_SIGNATURE_CHAIN_ID)
+            digest = signing.approve_agent_digest(hyperliquid_chain=chain, agent_address=agent_address,
+                                                  agent_name=agent_name, nonce=nonce,
+                                                  signature_chain_id=int(signing.SDK_SIGNATURE_CHAIN_ID, 16))
+            body = wire.encode_exchange(action, nonce, self._master.sign_digest(digest).to_wire())
+            reply = await self._exchange(body)
+            if reply.ok:
+                return
+            last = reply.error
+            if "pending agent removal" not in last:
+                break
+            await trio.sleep(self.cfg.agent_cooldown_s)
+        raise VenueRejected(f"approveAgent {agent_name!r} refused: {last}", code="approve", venue=self.name)
+
+    def _lock_preconditions(self) -> str:
+        if self._master is None or not self.cfg.strategy_agent_name:
+            raise VenueRejected("order-entry lock needs master_key and strategy_agent_name in the venue config",
+                                code="lock_config", venue=self.name)
+        if self._master.address != self.account:
+            raise VenueRejected(f"master_key is {self._master.address}, not the account {self.account}",
+                                code="lock_config", venue=self.name)
+        return self.cfg.strategy_agent_name
+
+    async def lock_order_entry(self, *, trip_id: int) -> str:
+        """Approve a throwaway agent under the strategy agent's name: the strategy's key is
+        deregistered (its actions get "does not exist"); its resting orders stay, the trip
+        cancels them. Verified on the venue's own agent list."""
+        name = self._lock_preconditions()
+        state = self._read_lock()
+        agents = await self._agents()
+        if state is not None and agents.get(name) == state["throwaway"]:
+            return f"already locked: agent {name!r} is the throwaway {state['throwaway']}"
+        strategy = agents.get(name) if state is None else state["strategy"]
+        if strategy is None:
+            raise VenueRejected(f"no agent named {name!r} on {self.account}: nothing to lock", code="lock_agent",
+                                venue=self.name)
+        throwaway = signing.FastSigner(os.urandom(32)).address  # its key is dropped at once
+        until = self._clock.wall_ms() + 86_400_000
+        self._write_lock({"name": name, "strategy": strategy, "throwaway": throwaway, "trip_id": trip_id})
+        await self._approve(throwaway, f"{name} valid_until {until}")
+        agents = await self._agents()
+        if agents.get(name) != throwaway:
+            raise VenueRejected(f"lock not confirmed: agent {name!r} is {agents.get(name)}", code="lock_verify",
+                                venue=self.name)
+        return f"agent {name!r} ({strategy}) deregistered; replaced by throwaway {throwaway} valid 1 d"
+
+    async def unlock_order_entry(self, *, operator: str) -> str:
+        """Re-approve the strategy's own agent address under its name (see the docs for the
+        replay caveat of re-using an agent address)."""
+        name = self._lock_preconditions()
+        state = self._read_lock()
+        if state is None:
+            return "not locked"
+        await self._approve(state["strategy"], name)
+        agents = await self._agents()
+        if agents.get(name) != state["strategy"]:
+            raise VenueRejected(f"unlock not confirmed: agent {name!r} is {agents.get(name)}", code="unlock_verify",
+                                venue=self.name)
+        self._write_lock(None)
+        return f"agent {name!r} ({state['strategy']}) restored by {operator}"

@@ -156,7 +156,7 @@ class SimCore:
         self.asset_by_coin = {a.coin: i for i, a in enumerate(self.assets)}
         self.accounts: dict[str, Account] = {}
         self.agents: dict[str, tuple[str, int | None]] = {}  # live agent -> (master, validUntil)
-        self.used_agent_addresses: set[str] = set()
+        self.used_agent_addresses: dict[str, str] = {}  # agent address -> the master it was approved for
         self.nonces: dict[str, list[int]] = {}  # signer -> sorted, at most NONCES_KEPT
         self.next_oid = 1_000_000
         self.next_twap = 3_000
@@ -446,7 +446,7 @@ class SimCore:
     def _register_agent(self, acct: Account, agent: str, name: str, valid_until: int | None, now_ms: int) -> None:
         if now_ms < acct.removal_pending_until_ms:
             raise Refused("User has pending agent removal")
-        if agent in self.used_agent_addresses:
+        if self.used_agent_addresses.get(agent, acct.address) != acct.address:
             raise Refused("Extra agent already used")
         old = acct.named_agents.get(name) if name else acct.unnamed_agent
         if name and old is None and len(acct.named_agents) >= NAMED_AGENT_SLOTS:
@@ -454,7 +454,7 @@ class SimCore:
         if old is not None:
             self.agents.pop(old[0], None)  # deregistered: "does not exist" from now on; its orders stay
             acct.removal_pending_until_ms = now_ms + self.agent_removal_cooldown_ms
-        self.used_agent_addresses.add(agent)
+        self.used_agent_addresses[agent] = acct.address
         self.agents[agent] = (acct.address, valid_until)
         if name:
             acct.named_agents[name] = (agent, valid_until)
