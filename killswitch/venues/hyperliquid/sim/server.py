@@ -76,6 +76,10 @@ class HyperliquidSim:
         self._dms_kick = trio.Event()
         self.exchange_log: deque = deque(maxlen=100_000)  # (t_recv_s, action type)
         self.idle_closes = 0
+        # Hooks for benchmarks (trio time): right before a WS frame is handed to the socket,
+        # ``on_push_send(t_s, frame)``; when an /exchange body is parsed, ``on_exchange(t_s, type)``.
+        self.on_push_send = None
+        self.on_exchange = None
         self._setup_routes()
 
     @property
@@ -171,6 +175,8 @@ class HyperliquidSim:
         t = self.action_type = body.get("action", {}).get("type", "?") if isinstance(body, dict) and \
             isinstance(body.get("action"), dict) else "?"
         self.exchange_log.append((trio.current_time(), t))
+        if self.on_exchange is not None:
+            self.on_exchange(trio.current_time(), t)
         if f.delay_count > 0:
             f.delay_count -= 1
             await trio.sleep(f.delay_s)
@@ -251,6 +257,9 @@ class HyperliquidSim:
     async def _writer(self, conn: _WsConn, recv: trio.MemoryReceiveChannel) -> None:
         try:
             async for frame in recv:
+                hook = self.on_push_send
+                if hook is not None:
+                    hook(trio.current_time(), frame)
                 await conn.ep.send_text(frame)
         except wsmod.WsClosed:
             await conn.ep.abort()
