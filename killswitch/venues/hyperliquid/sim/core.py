@@ -179,7 +179,7 @@ class SimCore:
         """Raises BadBody (422). Returns the JSON reply and the pushes it causes."""
         if not isinstance(body, dict) or not isinstance(body.get("action"), dict) \
                 or isinstance(body.get("nonce"), bool) or not isinstance(body.get("nonce"), int) \
-                or not isinstance(body.get("signature"), dict):
+                or not 0 <= body["nonce"] < 1 << 64 or not isinstance(body.get("signature"), dict):
             raise BadBody("Failed to deserialize the JSON body into the target type")
         action, nonce = body["action"], body["nonce"]
         pushes: list[Push] = []
@@ -244,7 +244,8 @@ class SimCore:
         expires = body.get("expiresAfter")
         if vault is not None and (not isinstance(vault, str) or not re.fullmatch(r"0x[0-9a-fA-F]{40}", vault)):
             raise wire.WireError("vaultAddress")
-        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
+        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)
+                                    or not 0 <= expires < 1 << 64):
             raise wire.WireError("expiresAfter")
         cid = signing.action_hash(signing.pack_action(canon), nonce, vault, expires)
         signer = self._recover(signing.l1_digest(cid, self.network), body["signature"])
