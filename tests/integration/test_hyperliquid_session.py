@@ -46,9 +46,11 @@ async def test_reconcile_then_stream_orders_and_equity():
                                                for e in evs))
 
 
-async def test_cancel_orders_batches_fast_trigger_cloid_and_twap_with_fresh_nonces(tmp_path):
+@pytest.mark.parametrize("over_ws", [True, False], ids=["ws-post", "rest"])
+async def test_cancel_orders_batches_fast_trigger_cloid_and_twap_with_fresh_nonces(tmp_path, over_ws):
     with trio.fail_after(20):
-        async with sim_and_session(state_dir=tmp_path, cancel_batch_size=3) as (sim, session, log):
+        async with sim_and_session(state_dir=tmp_path, cancel_batch_size=3, post_over_ws=over_ws) as (
+                sim, session, log):
             acct = sim.core.accounts[MASTER]
             resting = sim.place(MASTER, "ETH", is_buy=True, price="2000", size="0.1", count=5)
             trig = sim.place(MASTER, "ETH", is_buy=False, price="2000", size="0.1", reduce_only=True,
@@ -74,6 +76,8 @@ async def test_cancel_orders_batches_fast_trigger_cloid_and_twap_with_fresh_nonc
             # 5+1 fast resting (batches of 3) + 1 trigger + 1 cloid + 1 twap = 5 requests, 5 nonces
             nonces = [a.detail["nonce"] for a in sent]
             assert len(sent) == 5 and len(set(nonces)) == 5
+            assert {a.detail["transport"] for a in sent} == {"ws" if over_ws else "rest"}
+            assert {t for _, t in sim.exchange_log} >= {"cancel", "cancelByCloid", "twapCancel"}
             types = sorted(a.detail["type"] for a in sent)
             assert types == ["cancel", "cancel", "cancel", "cancelByCloid", "twapCancel"]
             # the high-water mark survives: a new source starts above every nonce sent

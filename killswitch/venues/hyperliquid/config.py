@@ -25,6 +25,9 @@ class HyperliquidConfig:
     rest_url: str = MAINNET_REST
     ws_url: str = MAINNET_WS
     coins: tuple[str, ...] = ()  # products watched (coin names); empty = all
+    # Signed actions as WS posts on the open socket (same body as POST /exchange); REST when
+    # the socket is down.
+    post_over_ws: bool = True
     cancel_batch_size: int = 39  # up to 39 keeps the IP weight of one /exchange at 1
     ping_interval_s: float = 20.0  # the venue closes a socket idle for 60 s
     request_timeout_s: float = 5.0

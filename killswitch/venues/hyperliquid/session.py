@@ -87,6 +87,14 @@ class DmsStatus:
     refreshes: int = 0
 
 
+class _PostSlot:
+    __slots__ = ("done", "response")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.response: tuple[str, Any] | None = None
+
+
 class _Lost(Exception):
     """The connection ended; reconnect."""
 
@@ -117,6 +125,8 @@ class HyperliquidSession:
         self._started = False
         self._last_alive_s = float("-inf")
         self._ws: wsmod.WsEndpoint | None = None
+        self._pending_posts: dict[int, _PostSlot] = {}
+        self._post_seq = 0
         self.dms = DmsStatus(False, None)
         self._dms_day = -1
         self._dms_fired_today = 0
@@ -205,6 +215,7 @@ class HyperliquidSession:
                     nursery.cancel_scope.cancel()
         finally:
             self._ws = None
+            self._fail_posts()
             await ep.abort()
         if failure:
             raise failure[0]
@@ -290,6 +301,9 @@ class HyperliquidSession:
             if f.channel == "pong":
                 self._last_pong_s = ts
                 events: list = []
+            elif f.channel == "post":
+                self._resolve_post(f.data)
+                return
             elif f.channel == "error":
                 raise wire.WireError(f"venue error frame: {f.data!s:.200}")
             else:
@@ -408,6 +422,9 @@ class HyperliquidSession:
         return nonce, cid, wire.encode_exchange(action, nonce, sig.to_wire(), vault_address=vault)
 
     async def _exchange(self, body: bytes) -> wire.ExchangeReply:
+        ws = self._ws
+        if self.cfg.post_over_ws and ws is not None and not ws.closed:
+            return await self._exchange_ws(ws, body)
         r = await self._post("/exchange", body)
         if r.status_code == 429:
             raise RateLimited("exchange: HTTP 429", code="429", venue=self.name, retry_after_s=60.0)
@@ -420,6 +437,50 @@ class HyperliquidSession:
             return wire.parse_exchange_reply(orjson.loads(r.content))
         except (orjson.JSONDecodeError, wire.WireError) as exc:
             raise OutcomeUnknown(f"exchange: unparsable reply ({exc})", venue=self.name) from None
+
+    async def _exchange_ws(self, ws: wsmod.WsEndpoint, body: bytes) -> wire.ExchangeReply:
+        """The same body as a WS post on the open socket (no HTTP round trip set-up).
+        Replies are matched by id; they may come before or after the pushes they cause."""
+        self._post_seq += 1
+        rid = self._post_seq
+        slot = _PostSlot()
+        self._pending_posts[rid] = slot
+        try:
+            with trio.move_on_after(self.cfg.request_timeout_s):
+                try:
+                    await ws.send_text(b'{"method":"post","id":%d,"request":{"type":"action","payload":%s}}'
+                                       % (rid, body))
+                except wsmod.WsClosed as exc:
+                    raise OutcomeUnknown(f"exchange (ws post): {exc}", venue=self.name) from None
+                await slot.done.wait()
+        finally:
+            self._pending_posts.pop(rid, None)
+        if slot.response is None:
+            raise OutcomeUnknown("exchange (ws post): no reply in time or socket lost", venue=self.name)
+        kind, payload = slot.response
+        if kind == "action":
+            try:
+                return wire.parse_exchange_reply(payload)
+            except wire.WireError as exc:
+                raise OutcomeUnknown(f"exchange (ws post): unparsable reply ({exc})", venue=self.name) from None
+        text = str(payload)
+        if "deserialize" in text:
+            raise VenueRejected(f"exchange (ws post): {text[:200]}", code="422", venue=self.name)
+        raise OutcomeUnknown(f"exchange (ws post): {text[:200]}", venue=self.name)
+
+    def _resolve_post(self, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+            raise wire.WireError("post reply without an id")
+        slot = self._pending_posts.get(data["id"])
+        resp = data.get("response")
+        if slot is None or not isinstance(resp, dict):
+            return  # late reply of an attempt already reported unknown
+        slot.response = (str(resp.get("type")), resp.get("payload"))
+        slot.done.set()
+
+    def _fail_posts(self) -> None:
+        for slot in self._pending_posts.values():
+            slot.done.set()  # response stays None: unknown outcome
 
     def budget_available(self, now_s: float) -> int | None:
         if now_s < self._blocked_until_s:
@@ -438,9 +499,13 @@ class HyperliquidSession:
         nonce, cid, body = self._sign(action)
         request_id = str(nonce)
         t0 = self._clock.monotonic_s()
+        ws = self._ws
+        transport = "ws" if self.cfg.post_over_ws and ws is not None and not ws.closed else "rest"
         on_sent(CancelAttempted(self.name, trip_id, verb, request_id, len(ids) or None, products,
-                                detail={"nonce": nonce, "action_hash": "0x" + cid.hex(), "type": action["type"]},
+                                detail={"nonce": nonce, "action_hash": "0x" + cid.hex(), "type": action["type"],
+                                        "transport": transport},
                                 ts_sent_s=t0))
+        self._ip_budget.charge(1 + len(ids) // 40, t0)  # the venue's /exchange batch weight
         if self._budget_left is not None:
             self._budget_left = max(0, self._budget_left - max(1, len(ids)))
         try:

@@ -32,6 +32,7 @@ WS_MAX_CONNECTIONS = 10
 WS_MAX_SUBSCRIPTIONS = 1000
 WS_MAX_USERS = 10
 WS_MAX_MESSAGES_PER_MIN = 2000
+WS_MAX_IN_FLIGHT_POSTS = 100
 IDLE_CLOSE_S = 60.0
 OUTBOX_FRAMES = 10_000
 DESERIALIZE = "Failed to deserialize the JSON body into the target type"
@@ -52,6 +53,7 @@ class _WsConn:
     send: trio.MemorySendChannel
     subs: dict[str, dict] = field(default_factory=dict)  # canonical key -> subscription
     budget: RateBudget = field(default_factory=lambda: RateBudget([(60, WS_MAX_MESSAGES_PER_MIN)]))
+    in_flight: int = 0
 
 
 def _sub_key(sub: dict) -> str:
@@ -226,6 +228,14 @@ class HyperliquidSim:
                             await ep.abort()  # over 2000 messages a minute
                             return
                         for frame in self._handle_ws_message(conn, raw):
+                            if isinstance(frame, tuple):  # a posted action: processed concurrently
+                                rid, payload = frame
+                                if conn.in_flight >= WS_MAX_IN_FLIGHT_POSTS:
+                                    await send.send(self._frame("error", f"too many pending post requests id={rid}"))
+                                    continue
+                                conn.in_flight += 1
+                                nursery.start_soon(self._post_action, conn, rid, payload)
+                                continue
                             await send.send(frame)
                 except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
@@ -268,7 +278,7 @@ class HyperliquidSim:
     def _frame(channel: str, data: Any) -> bytes:
         return orjson.dumps({"channel": channel, "data": data})
 
-    def _handle_ws_message(self, conn: _WsConn, raw: str | bytes) -> list[bytes]:
+    def _handle_ws_message(self, conn: _WsConn, raw: str | bytes) -> list:
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -324,7 +334,7 @@ class HyperliquidSim:
                                                                             "user": user}, now_ms)}))
         return out
 
-    def _post(self, msg: dict) -> bytes:
+    def _post(self, msg: dict):
         rid = msg.get("id")
         req = msg.get("request")
         if not isinstance(rid, int) or not isinstance(req, dict) or req.get("type") not in ("info", "action"):
@@ -336,11 +346,24 @@ class HyperliquidSim:
                 data = self.core.info(payload, now_ms)
                 return self._frame("post", {"id": rid, "response": {"type": "info", "payload": {
                     "type": payload.get("type"), "data": data}}})
-            reply, pushes = self.core.exchange(payload, now_ms)
-            self._publish(pushes)
-            return self._frame("post", {"id": rid, "response": {"type": "action", "payload": reply}})
+            return (rid, payload)  # type: ignore[return-value]
         except BadBody as exc:
             return self._frame("post", {"id": rid, "response": {"type": "error", "payload": str(exc)}})
+
+    async def _post_action(self, conn: _WsConn, rid: int, payload: Any) -> None:
+        """A WS-posted action: the same processing (and faults) as POST /exchange."""
+        try:
+            resp = await self.handle_exchange(payload)
+            if resp is None:
+                return  # processed, reply dropped (fault)
+            status, obj = resp
+            if status == 200:
+                frame = self._frame("post", {"id": rid, "response": {"type": "action", "payload": obj}})
+            else:  # "mirrors the HTTP status"
+                frame = self._frame("post", {"id": rid, "response": {"type": "error", "payload": str(obj)}})
+            self._push(conn, frame)
+        finally:
+            conn.in_flight -= 1
 
     def _publish(self, pushes: list[Push]) -> None:
         touched: set[str] = set()
