@@ -185,3 +185,16 @@ async def test_backstop_is_cleared_on_clean_shutdown_only_when_configured():
                         cs.cancel()
                 assert (acct.dms_time_ms is None) == clear
             n.cancel_scope.cancel()
+
+
+async def test_an_order_on_a_coin_listed_after_start_up_is_still_cancelled():
+    from killswitch.venues.hyperliquid.sim.core import Asset
+
+    with trio.fail_after(20):
+        async with sim_and_session() as (sim, session, log):
+            sim.core.assets.append(Asset("NEWCOIN", 0, Decimal(50)))
+            sim.core.asset_by_coin["NEWCOIN"] = len(sim.core.assets) - 1
+            (oid,) = sim.place(MASTER, "NEWCOIN", is_buy=True, price="40", size="1")
+            (r,) = await session.cancel_orders([OrderRef("hl-test", "NEWCOIN", str(oid))], trip_id=1,
+                                               on_sent=lambda a: None)
+            assert r.outcome == "ok" and r.cancelled_ids == (str(oid),)

@@ -111,5 +111,5 @@ class FeedState:
         side = x.get("side")
         return OrderFilled(self.venue, str(x.get("coin")), str(x.get("oid")),
                            Side.BUY if side == "B" else Side.SELL if side == "A" else None,
-                           wire._dec(x.get("sz"), "fill.sz"), wire._dec(x.get("px"), "fill.px"), None,
+                           wire.decimal_of(x.get("sz"), "fill.sz"), wire.decimal_of(x.get("px"), "fill.px"), None,
                            int(x.get("time") or 0), ts_s)

@@ -126,6 +126,8 @@ class HyperliquidSession:
         self._last_alive_s = float("-inf")
         self._ws: wsmod.WsEndpoint | None = None
         self._pending_posts: dict[int, _PostSlot] = {}
+        self._last_pong_s = float("-inf")
+        self._lock_mem: dict | None = None  # lock state when there is no state_dir
         self._post_seq = 0
         self.dms = DmsStatus(False, None)
         self._dms_day = -1
@@ -286,8 +288,6 @@ class HyperliquidSession:
             if self._last_pong_s < sent_at:
                 raise _Lost(f"no pong within {interval} s")
 
-    _last_pong_s = float("-inf")
-
     async def _reader(self, ep: wsmod.WsEndpoint, send) -> None:
         while True:
             raw = await ep.receive()
@@ -392,7 +392,7 @@ class HyperliquidSession:
                     and (not coins or coin in coins):
                 out.append(OrderInfo(self.name, coin, f"{TWAP_PREFIX}{row['twapId']}", None,
                                      Side.BUY if state.get("side") == "B" else Side.SELL, None,
-                                     wire._dec(state.get("sz", "0"), "twap.sz"), False, False,
+                                     wire.decimal_of(state.get("sz", "0"), "twap.sz"), False, False,
                                      int(state.get("timestamp") or 0)))
         return tuple(out)
 
@@ -553,6 +553,11 @@ class HyperliquidSession:
         # fast flag is refused for them), by cloid (only the client id known: "0x" + 32 hex).
         groups: dict[str, list[tuple[int, Any, str]]] = {"fast": [], "trigger": [], "cloid": [], "twap": []}
         unknown = []
+        if any(self._asset(o.product) is None for o in orders):
+            try:  # a coin listed since start-up: asset ids come from meta/spotMeta
+                await self._refresh_assets()
+            except VenueError as exc:
+                self._log.warning("venue.meta_refresh_failed", error=str(exc))
         for o in orders:
             asset = self._asset(o.product)
             if asset is None:
@@ -695,8 +700,6 @@ class HyperliquidSession:
         if path is not None and path.exists():
             return orjson.loads(path.read_bytes())
         return self._lock_mem
-
-    _lock_mem: dict | None = None
 
     def _write_lock(self, state: dict | None) -> None:
         self._lock_mem = state

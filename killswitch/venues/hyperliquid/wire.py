@@ -281,7 +281,8 @@ def is_nonce_refusal(text: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _dec(v: Any, field: str) -> Decimal:
+def decimal_of(v: Any, field: str) -> Decimal:
+    """A decimal from a JSON string or integer (the venue sends numbers as strings)."""
     if isinstance(v, (int, str)) and not isinstance(v, bool):
         try:
             d = Decimal(v)
@@ -315,7 +316,7 @@ def parse_open_order(row: Any) -> OpenOrder:
         raise WireError("order.oid: expected an integer")
     cloid = row.get("cloid")
     return OpenOrder(_str(row.get("coin"), "order.coin"), oid, Side.BUY if side == "B" else Side.SELL,
-                     _dec(row.get("limitPx"), "order.limitPx"), _dec(row.get("sz"), "order.sz"),
+                     decimal_of(row.get("limitPx"), "order.limitPx"), decimal_of(row.get("sz"), "order.sz"),
                      cloid.lower() if isinstance(cloid, str) else None, bool(row.get("isTrigger", False)),
                      bool(row.get("reduceOnly", False)), int(row.get("timestamp") or 0))
 
@@ -357,9 +358,9 @@ def parse_clearinghouse_state(data: Any) -> ClearinghouseState:
     for i, ap in enumerate(_list(data.get("assetPositions", []), "assetPositions")):
         p = _map(_map(ap, f"assetPositions[{i}]").get("position"), f"assetPositions[{i}].position")
         pv = p.get("positionValue")
-        positions.append(Position(_str(p.get("coin"), "position.coin"), _dec(p.get("szi"), "position.szi"),
-                                  _dec(pv, "position.positionValue") if pv is not None else None))
-    return ClearinghouseState(_dec(ms.get("accountValue"), "marginSummary.accountValue"), tuple(positions),
+        positions.append(Position(_str(p.get("coin"), "position.coin"), decimal_of(p.get("szi"), "position.szi"),
+                                  decimal_of(pv, "position.positionValue") if pv is not None else None))
+    return ClearinghouseState(decimal_of(ms.get("accountValue"), "marginSummary.accountValue"), tuple(positions),
                               int(data.get("time") or 0))
 
 
@@ -370,7 +371,7 @@ def parse_spot_usd(data: Any, marks: dict[str, Decimal] | None = None) -> Decima
     for i, b in enumerate(_list(data.get("balances", []), "balances")):
         b = _map(b, f"balances[{i}]")
         coin = _str(b.get("coin"), f"balances[{i}].coin")
-        amount = _dec(b.get("total"), f"balances[{i}].total")
+        amount = decimal_of(b.get("total"), f"balances[{i}].total")
         if coin in ("USDC", "USDH", "USDT0"):
             total += amount
         elif marks and coin in marks:
