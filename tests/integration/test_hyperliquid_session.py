@@ -198,3 +198,26 @@ async def test_an_order_on_a_coin_listed_after_start_up_is_still_cancelled():
             (r,) = await session.cancel_orders([OrderRef("hl-test", "NEWCOIN", str(oid))], trip_id=1,
                                                on_sent=lambda a: None)
             assert r.outcome == "ok" and r.cancelled_ids == (str(oid),)
+
+
+async def test_reconnect_reconciles_orders_placed_while_down():
+    with trio.fail_after(20):
+        async with sim_and_session() as (sim, session, log):
+            n_conn = len(log.of(VenueConnected))
+            await sim.drop_connections()
+            oid = sim.place(MASTER, "ETH", is_buy=True, price="2000", size="0.1")[0]  # nobody subscribed
+            await log.wait_for(lambda evs: len([e for e in evs if isinstance(e, VenueConnected)]) > n_conn)
+            snaps = [e for e in log.events if isinstance(e, OpenOrdersSnapshot) and e.purpose == "reconcile"]
+            assert str(oid) in {o.venue_order_id for o in snaps[-1].orders}
+
+
+async def test_a_stalled_feed_is_caught_by_the_drift_poll():
+    with trio.fail_after(20):
+        async with sim_and_session() as (sim, session, log):
+            sim.set_faults(stall_pushes=True)  # socket open, pongs flowing, pushes lost
+            oid = sim.place(MASTER, "ETH", is_buy=True, price="2000", size="0.1")[0]
+            snap = await log.wait_for(lambda evs: [e for e in evs if isinstance(e, OpenOrdersSnapshot)
+                                                   and e.purpose == "poll"
+                                                   and str(oid) in {o.venue_order_id for o in e.orders}])
+            assert snap
+            assert not [e for e in log.events if isinstance(e, OrderOpened) and e.order.venue_order_id == str(oid)]

@@ -33,6 +33,7 @@ WS_MAX_SUBSCRIPTIONS = 1000
 WS_MAX_USERS = 10
 WS_MAX_MESSAGES_PER_MIN = 2000
 WS_MAX_IN_FLIGHT_POSTS = 100
+WS_NEW_CONNECTIONS_PER_MIN = 30
 IDLE_CLOSE_S = 60.0
 OUTBOX_FRAMES = 10_000
 DESERIALIZE = "Failed to deserialize the JSON body into the target type"
@@ -45,6 +46,7 @@ class Faults:
     drop_response_count: int = 0  # next N /exchange are processed (committed) but never answered
     http_500_count: int = 0  # next N /exchange answer 500 without being processed
     ignore_pings: bool = False  # no pong (the socket stays open: a stalled feed)
+    stall_pushes: bool = False  # subscription pushes silently not sent (posts and pongs still are)
 
 
 @dataclass(slots=True, eq=False)
@@ -72,6 +74,7 @@ class HyperliquidSim:
         self.faults = Faults()
         self.http = HttpServer()
         self.ip_budget = RateBudget([(60, ip_weight_per_min)])
+        self.ws_new_budget = RateBudget([(60, WS_NEW_CONNECTIONS_PER_MIN)])
         self.ws_host = ""
         self.ws_port = 0
         self._conns: set[_WsConn] = set()
@@ -204,6 +207,8 @@ class HyperliquidSim:
             return False, [], 404, b"not found"
         if len(self._conns) >= WS_MAX_CONNECTIONS:
             return False, [], 429, b"too many connections"
+        if not self.ws_new_budget.try_charge(1, trio.current_time()):
+            return False, [], 429, b"too many new connections"
         return True, [], 0, b""
 
     async def _handle_ws(self, stream: trio.SocketStream) -> None:
@@ -373,13 +378,16 @@ class HyperliquidSim:
             frame = self._frame(p.channel, p.data)
             for conn in list(self._conns):
                 if any(s["type"] == kind and str(s.get("user", "")).lower() == p.user for s in conn.subs.values()):
-                    self._push(conn, frame)
+                    if not self.faults.stall_pushes:
+                        self._push(conn, frame)
         now_ms = self.clock.wall_ms()
         for user in touched:  # the user-echoing state feeds re-push on change
             state = None
             for conn in list(self._conns):
                 if any(s["type"] == "clearinghouseState" and str(s.get("user", "")).lower() == user
                        for s in conn.subs.values()):
+                    if self.faults.stall_pushes:
+                        continue
                     if state is None:
                         state = self._frame("clearinghouseState", {
                             "dex": "", "user": user,
