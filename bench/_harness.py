@@ -38,6 +38,7 @@ HL_COIN = "ETH"
 # Throwaway benchmark keys (never funded anywhere): the account and the kill switch's agent.
 HL_MASTER_KEY = "0x" + "5e" * 32
 HL_AGENT_KEY = "0x" + "6f" * 32
+HL_POST_OVER_WS = [True]  # set by trip_latency.py --hl-rest
 
 DAEMON_YAML = """
 daemon:
@@ -75,7 +76,8 @@ def nado_venue_yaml(name: str, sim: VertexSim, env_prefix: str, subaccount: str 
 def hl_venue_yaml(name: str, sim: HyperliquidSim, env_prefix: str) -> str:
     return (f"  - name: {name}\n    kind: hyperliquid\n    private_key: {{env: {env_prefix}_KEY}}\n"
             f"    network: {sim.network}\n    account_address: \"{FastSigner(HL_MASTER_KEY).address}\"\n"
-            f"    rest_url: {sim.rest_url}\n    ws_url: {sim.ws_url}\n    poll_interval: 30s\n    dms_after: 0s\n")
+            f"    rest_url: {sim.rest_url}\n    ws_url: {sim.ws_url}\n    poll_interval: 30s\n    dms_after: 0s\n"
+            f"    post_over_ws: {'true' if HL_POST_OVER_WS[0] else 'false'}\n")
 
 
 async def start_hl(nursery) -> tuple[HyperliquidSim, str]:

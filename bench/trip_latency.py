@@ -29,6 +29,7 @@ import statistics
 
 import trio
 
+import _harness
 from _harness import NADO_PRODUCT, OX_MARKET, ProcRig, Rig, proc_rig, rig
 from _stats import Summary, reproduce_line, summarize, verdict
 
@@ -398,10 +399,13 @@ def main() -> int:
     ap.add_argument("--feed-hz", type=float, default=0.0,
                     help="background traffic per second during the run: OX.FUN ticker pushes (mark moves), "
                          "Nado position_change pushes (an actively trading account)")
+    ap.add_argument("--hl-rest", action="store_true",
+                    help="hyperliquid: cancels over POST /exchange instead of WS posts on the open socket")
     ap.add_argument("--inproc", action="store_true",
                     help="daemon in this process and trio run (default: `killswitch run` child process)")
     args = ap.parse_args()
     venues = ["oxfun", "nado"] if args.venue == "both" else [args.venue]
+    _harness.HL_POST_OVER_WS[0] = not args.hl_rest
     ok = True
     for kind in venues:
         PACE_S[0] = args.pace if args.pace is not None else DEFAULT_PACE_S[kind]
