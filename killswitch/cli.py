@@ -121,6 +121,7 @@ def cmd_run(args) -> int:
     if args.dry_run:
         cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, dry_run=True))
     redactor = configure_logging(cfg.daemon.log_format)
+    _check_fd_budget(cfg)
     services = []
     try:
         from killswitch.services import default_services
@@ -129,6 +130,23 @@ def cmd_run(args) -> int:
     if default_services is not None:
         services = default_services(cfg)
     return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True).run())
+
+
+def _check_fd_budget(cfg) -> None:
+    import structlog
+
+    from killswitch.control.access import ConnectionBudget
+    from killswitch.fdlimit import RESERVE_FDS, fd_budget
+    from killswitch.net.http import DAEMON_LIMITS
+
+    slots = ConnectionBudget().total + (DAEMON_LIMITS.max_connections if cfg.daemon.metrics.enabled else 0)
+    b = fd_budget(venues=len(cfg.venues), listener_slots=slots)
+    log = structlog.get_logger("killswitch.daemon")
+    fields = dict(soft_before=b.soft_before, soft=b.soft, hard=b.hard, needed=b.needed, reserve=RESERVE_FDS)
+    if b.headroom_ok:
+        log.info("fd_limit", **fields)
+    else:
+        log.critical("fd_limit_too_low", note="raise LimitNOFILE= in the unit", **fields)
 
 
 def cmd_control(args) -> int:
@@ -146,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb in ("status", "trip", "reset", "heartbeat"):
         return cmd_control(args)
     if args.verb == "demo":
-        from killswitch.demo import main as demo_main
+        from killswitch.demo.run import main as demo_main
 
         return demo_main(args)
     if args.verb == "sim":
-        from killswitch.simcli import main as sim_main
+        from killswitch.demo.simcli import main as sim_main
 
         return sim_main(args)
     return 2  # pragma: no cover - argparse requires a verb

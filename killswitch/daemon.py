@@ -115,6 +115,9 @@ class Daemon:
         self.fatal: StartupError | None = None
         self.reload_errors: list[str] = []
         self.reloads = 0
+        # Services' reload steps: fn(new_config) -> apply(); raising refuses the whole reload
+        # (nothing applied), e.g. a control role naming a user that does not exist.
+        self.reload_hooks: list[Callable[[Config], Callable[[], None]]] = []
         self.engine: Engine | None = None
         self.executor: Executor | None = None
         self._nursery: trio.Nursery | None = None
@@ -354,6 +357,7 @@ class Daemon:
         try:
             new = await trio.to_thread.run_sync(load_config, path)
             rules = build_rules(new)
+            applies = [hook(new) for hook in self.reload_hooks]
         except Exception as exc:  # ConfigError lists every issue; anything else is a bug
             issues = getattr(exc, "issues", None)
             self.reload_errors = [str(i) for i in issues] if issues else [f"{type(exc).__name__}: {exc}"]
@@ -364,6 +368,8 @@ class Daemon:
             log.warning("reload_venues_changed", note="venue changes take effect on restart")
         self.reload_errors = []
         self.config = new
+        for apply in applies:
+            apply()
         await self.send.send(ApplyRules(tuple(rules), source="reload"))
         self.audit.record("reload_ok", config=str(path), rules=[r.name for r in rules])
         log.info("reload_ok", config=str(path), rules=[r.name for r in rules])

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from killswitch.net.http import HttpServer, Request, Response
+from killswitch.net.http import DAEMON_LIMITS, HttpServer, Request, Response
 
 log = structlog.get_logger("killswitch.metrics")
 
@@ -149,7 +149,7 @@ async def metrics_service(daemon, *, task_status=trio.TASK_STATUS_IGNORED) -> No
     async def scrape(req: Request) -> Response:
         return Response(status=200, body=render(registry), content_type=CONTENT_TYPE_LATEST)
 
-    server = HttpServer({("GET", "/metrics"): scrape})
+    server = HttpServer({("GET", "/metrics"): scrape}, limits=DAEMON_LIMITS)
     daemon.metrics_server = server  # tests and `status` read the bound port from here
     try:
         await server.serve(cfg.host, cfg.port, task_status=task_status)

@@ -20,10 +20,9 @@ from typing import Any, Mapping
 
 
 from killswitch.secrets import SecretRef
-from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig
-from killswitch.venues.hyperliquid.config import HyperliquidConfig
+from killswitch.venues.base import BackoffConfig, HyperliquidConfig, OxfunConfig, VertexConfig
 
-from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YScalar, YSeq, parse_yaml
+from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YNode, YScalar, YSeq, parse_yaml
 from killswitch.schema.reader import (
     INVALID,
     MAX_DURATION_S,
@@ -69,11 +68,37 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """Principals named for one control-socket role (names as written; resolved to ids by
+    :func:`killswitch.control.access.resolve_access` at start-up and on reload)."""
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlGrants:
+    """``daemon.control``: who holds each role (see docs/operations.md "Control socket roles")."""
+
+    operators: Grant = Grant()
+    heartbeat: Grant = Grant()
+    trip: Grant = Grant()
+    idle_timeout_s: float = 5.0
+
+    def any(self) -> bool:
+        return bool(self.operators or self.heartbeat or self.trip)
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     state_dir: Path = Path("/var/lib/killswitch")
     audit_log: Path = Path("/var/lib/killswitch/audit.jsonl")
     control_socket: Path = Path("/run/killswitch/control.sock")
     control_socket_group: str | None = None
+    control: ControlGrants = ControlGrants()
     dry_run: bool = False
     tick_interval_s: float = 0.1
     repoll_interval_s: float = 2.0
@@ -82,6 +107,40 @@ class DaemonConfig:
     cancel_on_shutdown: bool = False
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"  # auto | json | console
+
+
+USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
+
+
+def _parse_grant(c: MapReader, key: str) -> Any:
+    g = c.sub(key)
+    if g is None:
+        return Grant()
+    users = g.list("users", lambda n: _item_name(n, USER_RE, "a user name"))
+    groups = g.list("groups", lambda n: _item_name(n, GROUP_RE, "a group name"))
+    g.finish()
+    if isinstance(users, Invalid) or isinstance(groups, Invalid):
+        return INVALID
+    return Grant(tuple(users or ()), tuple(groups or ()))
+
+
+def _item_name(node: YNode, pattern: re.Pattern, what: str) -> str:
+    value = item_str(node)
+    if not pattern.fullmatch(value):
+        raise ValueError(f"must be {what}")
+    return value
+
+
+def _parse_control(r: MapReader) -> Any:
+    c = r.sub("control")
+    if c is None:
+        return ControlGrants()
+    grants = {key: _parse_grant(c, key) for key in ("operators", "heartbeat", "trip")}
+    idle = c.duration("idle_timeout", 5.0, max_s=Decimal(300))
+    c.finish()
+    if any(isinstance(v, Invalid) for v in grants.values()) or isinstance(idle, Invalid):
+        return INVALID
+    return ControlGrants(**grants, idle_timeout_s=idle)
 
 
 def _parse_daemon(r: MapReader) -> DaemonConfig:
@@ -97,12 +156,19 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
             port=m.int("port", 9464, min_value=1, max_value=65535),
         )
         m.finish()
+    control = _parse_control(r)
+    if r.has("control_socket_group") and not r.has("control"):
+        r.ctx.warn(r.mark_of("control_socket_group"), r.key_path("control_socket_group"),
+                   "every member holds the operator role (trip, reset, cash flows); give a strategy "
+                   "only heartbeats with daemon.control: {heartbeat: {users: [...]}} "
+                   "(docs/operations.md, Control socket roles)")
     cfg = DaemonConfig(
         state_dir=state_dir,
         audit_log=r.file_path("audit_log", audit_default),
         control_socket=r.file_path("control_socket", d.control_socket),
         control_socket_group=r.str("control_socket_group", None, pattern=GROUP_RE,
                                    hint="must be a group name"),
+        control=control,
         dry_run=r.bool("dry_run", False),
         tick_interval_s=r.duration("tick_interval", d.tick_interval_s, max_s=Decimal(60)),
         repoll_interval_s=r.duration("repoll_interval", d.repoll_interval_s),

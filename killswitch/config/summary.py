@@ -11,8 +11,7 @@ from killswitch.secrets import SecretError, resolve_secret
 from killswitch.units import (
     format_duration,
 )
-from killswitch.venues.base import OxfunConfig, VertexConfig
-from killswitch.venues.hyperliquid.config import HyperliquidConfig
+from killswitch.venues.base import HyperliquidConfig, OxfunConfig, VertexConfig
 
 from killswitch.config.loader import Config
 from killswitch.schema.nodes import ConfigIssue

@@ -47,6 +47,17 @@ class RuleStatus:
     breached: bool = False
 
 
+class RuleBase:
+    """What every rule copies from its config entry (the engine reads these per event)."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.name: str = config.name
+        self.kind: str = config.kind
+        self.latch: bool = config.latch
+        self.action_scope: CancelScope = config.action_scope
+
+
 @runtime_checkable
 class Rule(Protocol):
     name: str

@@ -29,13 +29,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from killswitch.config import RuleConfig
-
-from killswitch.schema.reader import MapReader
-
-from killswitch.schema.rule import venue_equity_currency
 from killswitch.model import Breach, CashFlowObserved, EquityObserved
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig, venue_equity_currency
 from killswitch.units import Amount, UnitError, format_decimal, format_duration, parse_amount, parse_percent
 
 THRESHOLD_HINT = "must be a percentage like 5% or an amount like 2000 USD"
@@ -178,15 +175,11 @@ class _Series:
         return None if self.equity_adj is None else self.equity_adj + self.flows
 
 
-class DrawdownRule:
+class DrawdownRule(RuleBase):
     watches = frozenset({EquityObserved, CashFlowObserved})
 
     def __init__(self, config: DrawdownConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
         self.needs_tick = config.debounce_s is not None or config.peak == "rolling"
         self._series: dict[str, _Series] = {}
         self._latest: dict[str, Decimal] = {}  # aggregate mode: last equity per venue (real)

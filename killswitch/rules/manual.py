@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from killswitch.config import RuleConfig
-
-from killswitch.schema.reader import MapReader
 from killswitch.model import Breach
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,16 +25,12 @@ def parse_config(r: MapReader, common: dict) -> ManualConfig:
     return ManualConfig(**common)
 
 
-class ManualRule:
+class ManualRule(RuleBase):
     watches: frozenset[type] = frozenset()
     needs_tick = False
 
     def __init__(self, config: ManualConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
 
     def on_event(self, event: object, book: BookView, now_s: float) -> Breach | None:
         return None

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import RuleConfig
-
-from killswitch.schema.reader import MapReader
 from killswitch.model import Breach, OpenOrdersSnapshot, OrderOpened
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,16 +43,12 @@ def parse_config(r: MapReader, common: dict) -> MaxOpenOrdersConfig | None:
     return MaxOpenOrdersConfig(**common, max_per_venue=per_venue, max_per_product=per_product)
 
 
-class MaxOpenOrdersRule:
+class MaxOpenOrdersRule(RuleBase):
     watches = frozenset({OrderOpened, OpenOrdersSnapshot})
     needs_tick = False
 
     def __init__(self, config: MaxOpenOrdersConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
 
     def on_event(self, event: object, book: BookView, now_s: float) -> Breach | None:
         if isinstance(event, OrderOpened):

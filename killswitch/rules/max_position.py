@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import RuleConfig
-
-from killswitch.schema.reader import MapReader, item_product
 from killswitch.model import Breach, MarkPriceObserved, PositionObserved
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
+from killswitch.schema.reader import MapReader, item_product
+from killswitch.schema.rule import RuleConfig
 from killswitch.units import Amount, format_decimal, parse_amount
 
 
@@ -57,16 +56,12 @@ def parse_config(r: MapReader, common: dict) -> MaxPositionConfig | None:
     return MaxPositionConfig(**common, max_qty=max_qty, max_notional=max_notional, products=products)
 
 
-class MaxPositionRule:
+class MaxPositionRule(RuleBase):
     watches = frozenset({PositionObserved, MarkPriceObserved})
     needs_tick = False
 
     def __init__(self, config: MaxPositionConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
         self._products = frozenset(config.products)
         self._last: dict[tuple[str, str], tuple[Decimal, Decimal | None]] = {}
 

@@ -12,11 +12,10 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
-from killswitch.config import RuleConfig
-
-from killswitch.schema.reader import MapReader
 from killswitch.model import Breach, OrderOpened
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
+from killswitch.schema.reader import MapReader
+from killswitch.schema.rule import RuleConfig
 from killswitch.units import format_duration
 
 
@@ -63,18 +62,14 @@ def parse_config(r: MapReader, common: dict) -> OrderRateConfig | None:
     return OrderRateConfig(**common, **parse_window_limit(r))
 
 
-class WindowCountRule:
+class WindowCountRule(RuleBase):
     """Shared by order_rate and reject_burst: count matching events per venue per window."""
 
     needs_tick = False
     noun = "events"
 
     def __init__(self, config: WindowLimitConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
         self._windows: dict[str, SlidingCount] = {}
 
     def _venue_of(self, event: object) -> str | None:  # overridden

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from killswitch.schema.reader import MapReader
 from killswitch.model import OrderRejected
 from killswitch.rules.order_rate import WindowCountRule, WindowLimitConfig, parse_window_limit
+from killswitch.schema.reader import MapReader
 from killswitch.units import format_duration
 
 

@@ -18,11 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from killswitch.config import RuleConfig
-
-from killswitch.schema.reader import MapReader, item_str
 from killswitch.model import Breach, HeartbeatReceived, VenueConnected, VenueDisconnected
-from killswitch.rules.base import BookView, RuleStatus
+from killswitch.rules.base import BookView, RuleBase, RuleStatus
+from killswitch.schema.reader import MapReader, item_str
+from killswitch.schema.rule import RuleConfig
 from killswitch.units import format_duration
 
 
@@ -68,15 +67,11 @@ def parse_config(r: MapReader, common: dict) -> StaleHeartbeatConfig | None:
                                 grace_s=grace_s, heartbeat_file=hb_file)
 
 
-class StaleHeartbeatRule:
+class StaleHeartbeatRule(RuleBase):
     needs_tick = True
 
     def __init__(self, config: StaleHeartbeatConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.kind = config.kind
-        self.latch = config.latch
-        self.action_scope = config.action_scope
+        super().__init__(config)
         if config.source_kind == "venue":
             self.watches = frozenset({VenueDisconnected, VenueConnected})
         else:

@@ -12,8 +12,7 @@ from typing import Any
 
 
 from killswitch.model import Breach, CancelScope, Side
-from killswitch.venues.base import OxfunConfig, VertexConfig
-from killswitch.venues.hyperliquid.config import HyperliquidConfig
+from killswitch.venues.base import HyperliquidConfig, OxfunConfig, VertexConfig
 
 from killswitch.schema.nodes import YMap, YScalar
 from killswitch.schema.reader import INVALID, Invalid, MapReader, item_product, item_side

@@ -7,8 +7,7 @@ from urllib.parse import urlsplit
 
 from killswitch.clock import Clock
 from killswitch.secrets import Secret
-from killswitch.venues.base import OxfunConfig, VenueConfig, VenueSession, VertexConfig
-from killswitch.venues.hyperliquid.config import HyperliquidConfig
+from killswitch.venues.base import HyperliquidConfig, OxfunConfig, VenueConfig, VenueSession, VertexConfig
 
 VENUE_KINDS = ("oxfun", "vertex", "nado", "hyperliquid")
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 import httpx
 import trio
 
-from killswitch.control import build_cli_request, reset_command, trip_command
+from killswitch.control.client import build_cli_request
+from killswitch.control.protocol import reset_command, trip_command
 from killswitch.venues.hyperliquid import signing, wire
 from tests.integration.hyperliquid_fixtures import KS_AGENT_KEY, MASTER, MASTER_KEY, STRATEGY, STRATEGY_KEY, start_sim
 

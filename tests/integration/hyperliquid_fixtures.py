@@ -11,7 +11,7 @@ from killswitch.clock import Clock
 from killswitch.secrets import Secret, SecretRef
 from killswitch.venues.base import BackoffConfig
 from killswitch.venues.hyperliquid import signing
-from killswitch.venues.hyperliquid.config import HyperliquidConfig
+from killswitch.venues.base import HyperliquidConfig
 from killswitch.venues.hyperliquid.session import HyperliquidSession
 from killswitch.venues.hyperliquid.sim.server import HyperliquidSim
 

@@ -7,17 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from killswitch.control import (
+from killswitch.control import build_cli_request, render_command_reply, render_status
+from killswitch.control.protocol import (
     PeerCred,
     RequestError,
-    build_cli_request,
     cash_flow_command,
     encode_reply,
     parse_proc_groups,
     parse_request,
-    peer_allowed,
-    render_command_reply,
-    render_status,
     reset_command,
     trip_command,
 )
@@ -25,19 +22,6 @@ from killswitch.model import EVERYTHING, CancelScope
 
 OWN = 990
 GROUP = 4000
-
-
-@pytest.mark.parametrize("peer, group_gid, groups, allowed", [
-    (PeerCred(1, 0, 0), None, frozenset(), True),  # root
-    (PeerCred(1, OWN, 5), None, frozenset(), True),  # the daemon's own user
-    (PeerCred(1, 1000, 1000), None, frozenset(), False),  # stranger, no group configured
-    (PeerCred(1, 1000, 1000), GROUP, frozenset(), False),  # stranger, not in group
-    (PeerCred(1, 1000, GROUP), GROUP, frozenset(), True),  # primary group
-    (PeerCred(1, 1000, 1000), GROUP, frozenset({27, GROUP}), True),  # supplementary group
-    (PeerCred(1, 1000, 1000), GROUP, frozenset({27}), False),
-])
-def test_peer_allowed(peer, group_gid, groups, allowed):
-    assert peer_allowed(peer, own_uid=OWN, group_gid=group_gid, peer_groups=groups) is allowed
 
 
 def test_parse_proc_groups():

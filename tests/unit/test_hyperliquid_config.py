@@ -6,7 +6,7 @@ import pytest
 
 from killswitch.config import ConfigError, load_config_text, summarize
 from killswitch.secrets import SecretRef
-from killswitch.venues.hyperliquid.config import HyperliquidConfig
+from killswitch.venues.base import HyperliquidConfig
 
 VENUE = """\
 venues:

@@ -45,6 +45,7 @@ from killswitch.net.tls import shared_ssl_context
 from killswitch.secrets import Secret
 from killswitch.venues.base import (
     AuthError,
+    HyperliquidConfig,
     OnSent,
     OutcomeUnknown,
     RateBudget,
@@ -55,7 +56,6 @@ from killswitch.venues.base import (
 )
 
 from . import signing, wire
-from .config import HyperliquidConfig
 from .feed import FeedState, order_info
 from .nonce import NonceSource, nonce_path
 

@@ -30,8 +30,8 @@ import trio
 
 from killswitch.audit import read_audit
 from killswitch.daemon import Daemon
-from killswitch.demo_report import PeakTracker, Printer, TripFigures, figures_from_audit, progress_line, trip_block
-from killswitch.demo_world import (
+from killswitch.demo.report import PeakTracker, Printer, TripFigures, figures_from_audit, progress_line, trip_block
+from killswitch.demo.world import (
     NADO_ENTRY_PRICE,
     NADO_PRODUCT,
     OX_ENTRY_PRICE,
