@@ -328,6 +328,8 @@ class HyperliquidConfig:
     # the socket is down.
     post_over_ws: bool = True
     cancel_batch_size: int = 39  # up to 39 keeps the IP weight of one /exchange at 1
+    # The venue's per-IP REST weight per minute; lower it when other processes share the IP.
+    ip_weight_per_min: int = 1200
     ping_interval_s: float = 20.0  # the venue closes a socket idle for 60 s
     request_timeout_s: float = 5.0
     poll_interval_s: float = 10.0  # drift poll over POST /info: 44 IP weight each (of 1200/min)

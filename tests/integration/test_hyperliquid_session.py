@@ -47,7 +47,10 @@ async def test_reconcile_then_stream_orders_and_equity():
 
 
 @pytest.mark.parametrize("over_ws", [True, False], ids=["ws-post", "rest"])
-async def test_cancel_orders_batches_fast_trigger_cloid_and_twap_with_fresh_nonces(tmp_path, over_ws):
+async def test_cancel_orders_batches_fast_trigger_cloid_and_twap_with_fresh_nonces(tmp_path, over_ws, monkeypatch):
+    from killswitch.venues.hyperliquid import session as session_mod
+
+    monkeypatch.setattr(session_mod, "TWAP_RELIST_S", 0.0)  # the TWAP below starts after the reconcile
     with trio.fail_after(20):
         async with sim_and_session(state_dir=tmp_path, cancel_batch_size=3, post_over_ws=over_ws) as (
                 sim, session, log):

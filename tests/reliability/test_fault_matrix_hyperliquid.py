@@ -83,3 +83,27 @@ async def test_killswitch_agent_deregistered_cancels_alarm_auth(tmp_path):
 
     recs = await _trip_with(tmp_path, revoke, settle=settle)
     assert any(r["event"] == "cancel_result" and r["outcome"] == "auth" for r in recs)
+
+
+async def test_a_tight_repoll_is_paced_inside_the_venues_ip_weight_never_429(tmp_path):
+    """Tripped, the engine re-verifies every 300 ms: ~8000 weight a minute against the venue's
+    1200. The session paces itself (and alarms unverified when it cannot keep up) instead of
+    drawing 429s from the venue."""
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            sim = await start_sim(nursery)
+            acct = sim.core.accounts[MASTER]
+            env = {"HL_KEY": KS_AGENT_KEY}
+            async with running_daemon(tmp_path, daemon_yaml(tmp_path, venue_yaml(sim), RULES), env) as d:
+                await wait_for(lambda: d.engine.state.book("hl-main").connected)
+                sim.place(MASTER, "ETH", is_buy=True, price="2000", size="0.1", count=4)
+                await wait_for(lambda: d.engine.latch.tripped)
+                await wait_for(lambda: not acct.orders and d.engine.all_flat())
+                t0 = trio.current_time()
+                while trio.current_time() - t0 < 8:  # long enough to spend a minute's weight at 300 ms
+                    await trio.sleep(0.5)
+                assert sim.refused_429 == 0
+                # and a strategy order placed now is still swept
+                sim.place(MASTER, "ETH", is_buy=True, price="2000", size="0.1")
+                await wait_for(lambda: not acct.orders)
+            nursery.cancel_scope.cancel()

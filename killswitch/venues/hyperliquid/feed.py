@@ -74,7 +74,7 @@ class FeedState:
                 if not isinstance(upd, dict) or not isinstance(upd.get("status"), str):
                     raise wire.WireError(f"orderUpdates[{i}]: no status")
                 o = wire.parse_open_order(upd.get("order"))
-                ts = int(upd.get("statusTimestamp") or now_ms)
+                ts = wire.ms_of(upd.get("statusTimestamp"), f"orderUpdates[{i}].statusTimestamp") or now_ms
                 reason = close_reason(upd["status"])
                 if reason is None:
                     out.append(OrderOpened(order_info(v, o), ts_s, is_new=upd["status"] == "open"))
@@ -112,4 +112,4 @@ class FeedState:
         return OrderFilled(self.venue, str(x.get("coin")), str(x.get("oid")),
                            Side.BUY if side == "B" else Side.SELL if side == "A" else None,
                            wire.decimal_of(x.get("sz"), "fill.sz"), wire.decimal_of(x.get("px"), "fill.px"), None,
-                           int(x.get("time") or 0), ts_s)
+                           wire.ms_of(x.get("time"), "fill.time"), ts_s)

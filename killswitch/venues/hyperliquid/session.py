@@ -59,7 +59,10 @@ from . import signing, wire
 from .feed import FeedState, order_info
 from .nonce import NonceSource, nonce_path
 
-IP_LIMITS = ((60, 1200),)
+IP_RESERVE = 40  # weight kept back from info queries for signed actions (cancels weigh 1 per 39)
+INFO_WEIGHTS = {"clearinghouseState": 2, "spotClearinghouseState": 2, "orderStatus": 2, "exchangeStatus": 2,
+                "l2Book": 2, "allMids": 2, "userRole": 60}
+TWAP_RELIST_S = 5.0  # twapHistory (weight 20) again after this long when none was running
 ALIVE_MIN_INTERVAL_S = 0.5
 DMS_MIN_AHEAD_S = 5.0
 DMS_TRIGGERS_PER_DAY = 10
@@ -115,7 +118,7 @@ class HyperliquidSession:
         self._master = signing.FastSigner(master_key) if master_key is not None else None
         self._master_nonces = None if self._master is None else NonceSource(
             nonce_path(state_dir, self._master.address) if state_dir is not None else None)
-        self._ip_budget = RateBudget(IP_LIMITS)
+        self._ip_budget = RateBudget(((60, cfg.ip_weight_per_min),))
         self._http: httpx.AsyncClient | None = None
         self._assets: dict[str, int] = {}
         self._feed = FeedState(cfg.name)
@@ -127,6 +130,8 @@ class HyperliquidSession:
         self._ws: wsmod.WsEndpoint | None = None
         self._pending_posts: dict[int, _PostSlot] = {}
         self._last_pong_s = float("-inf")
+        self._twap_rows: Any = []
+        self._twap_listed_s = float("-inf")
         self._lock_mem: dict | None = None  # lock state when there is no state_dir
         self._post_seq = 0
         self.dms = DmsStatus(False, None)
@@ -230,8 +235,10 @@ class HyperliquidSession:
             await ep.send_text(wire.encode_subscribe(sub))
         await self._await_acks(ep, buffered)
         # Reconcile after subscribing, so nothing falls between the snapshot and the stream.
-        await self._refresh_assets()
-        await self._check_account()
+        if not self._assets:  # re-read on an unknown coin (cancel_orders), not on every reconnect
+            await self._refresh_assets()
+        if not self._started:  # userRole weighs 60: once; a later revocation shows as cancel "auth"
+            await self._check_account()
         orders = await self.fetch_open_orders()
         now_s = self._clock.monotonic_s()
         await send.send(OpenOrdersSnapshot(self.name, orders, None, "reconcile", self._clock.wall_ms(), now_s))
@@ -328,10 +335,15 @@ class HyperliquidSession:
         # Drift poll: the venue's own lists, so a missed push cannot hide an order for long.
         while True:
             await trio.sleep(self.cfg.poll_interval_s)
-            orders = await self.fetch_open_orders()
+            try:
+                orders = await self.fetch_open_orders()
+                state = await self._fetch_state()
+            except RateLimited as exc:  # our own pacing (or a 429): skip this poll, keep the socket
+                self._log.warning("venue.poll_skipped", error=str(exc))
+                continue
             await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
                                                self._clock.monotonic_s()))
-            for ev in await self._fetch_state():
+            for ev in state:
                 await send.send(ev)
 
     # =====================================================================================
@@ -339,8 +351,17 @@ class HyperliquidSession:
     # =====================================================================================
 
     async def _info(self, body: dict) -> Any:
-        self._ip_budget.charge(2 if body["type"] in ("clearinghouseState", "orderStatus", "exchangeStatus")
-                               else 60 if body["type"] == "userRole" else 20, self._clock.monotonic_s())
+        # Pace ourselves inside the venue's per-IP weight (1200/min) instead of drawing 429s:
+        # wait (bounded) for room, keeping IP_RESERVE for signed actions, else RateLimited.
+        weight = INFO_WEIGHTS.get(body["type"], 20)
+        now = self._clock.monotonic_s()
+        wait = self._ip_budget.wait_s(weight + IP_RESERVE, now)
+        if wait > self.cfg.request_timeout_s:
+            raise RateLimited(f"info {body['type']}: own IP weight budget exhausted for {wait:.1f} s",
+                              code="ip_budget", venue=self.name, retry_after_s=wait)
+        if wait > 0:
+            await trio.sleep(wait)
+        self._ip_budget.charge(weight, self._clock.monotonic_s())
         r = await self._post("/info", orjson.dumps(body))
         if r.status_code == 429:
             raise RateLimited(f"info {body['type']}: HTTP 429", code="429", venue=self.name)
@@ -382,19 +403,27 @@ class HyperliquidSession:
         out = [order_info(self.name, o) for o in rows if not coins or o.coin in coins]
         # Running TWAPs count as open orders ("twap:<id>"): cancelling resting orders does not
         # stop a TWAP, so the account is flat only when they are gone too.
-        twaps = await self._info({"type": "twapHistory", "user": self.account})
-        for row in twaps if isinstance(twaps, list) else ():
+        now_s = self._clock.monotonic_s()
+        if self._twap_rows or now_s - self._twap_listed_s >= TWAP_RELIST_S:
+            # Re-listed every time while one runs; otherwise at most every TWAP_RELIST_S (a TWAP
+            # started since is found by the next listing, like any order placed after one).
+            self._twap_listed_s = now_s
+            self._twap_rows = await self._info({"type": "twapHistory", "user": self.account})
+        running = []
+        for row in self._twap_rows if isinstance(self._twap_rows, list) else ():
             if not isinstance(row, dict):
                 continue
             state, st = row.get("state") or {}, (row.get("status") or {}).get("status")
             coin = state.get("coin")
             if st == "activated" and isinstance(row.get("twapId"), int) and isinstance(coin, str) \
                     and (not coins or coin in coins):
-                out.append(OrderInfo(self.name, coin, f"{TWAP_PREFIX}{row['twapId']}", None,
-                                     Side.BUY if state.get("side") == "B" else Side.SELL, None,
-                                     wire.decimal_of(state.get("sz", "0"), "twap.sz"), False, False,
-                                     int(state.get("timestamp") or 0)))
-        return tuple(out)
+                running.append(OrderInfo(self.name, coin, f"{TWAP_PREFIX}{row['twapId']}", None,
+                                         Side.BUY if state.get("side") == "B" else Side.SELL, None,
+                                         wire.decimal_of(state.get("sz", "0"), "twap.sz"), False, False,
+                                         wire.ms_of(state.get("timestamp"), "twap.timestamp")))
+        if not running:
+            self._twap_rows = []
+        return tuple(out + running)
 
     async def _fetch_state(self) -> list:
         data = await self._info({"type": "clearinghouseState", "user": self.account, "dex": ""})

@@ -281,6 +281,15 @@ def is_nonce_refusal(text: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def ms_of(v: Any, field: str) -> int:
+    """A millisecond timestamp (absent/null = 0); anything else is a WireError naming ``field``."""
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise WireError(f"{field}: expected a timestamp in ms")
+    return v
+
+
 def decimal_of(v: Any, field: str) -> Decimal:
     """A decimal from a JSON string or integer (the venue sends numbers as strings)."""
     if isinstance(v, (int, str)) and not isinstance(v, bool):
@@ -318,7 +327,7 @@ def parse_open_order(row: Any) -> OpenOrder:
     return OpenOrder(_str(row.get("coin"), "order.coin"), oid, Side.BUY if side == "B" else Side.SELL,
                      decimal_of(row.get("limitPx"), "order.limitPx"), decimal_of(row.get("sz"), "order.sz"),
                      cloid.lower() if isinstance(cloid, str) else None, bool(row.get("isTrigger", False)),
-                     bool(row.get("reduceOnly", False)), int(row.get("timestamp") or 0))
+                     bool(row.get("reduceOnly", False)), ms_of(row.get("timestamp"), "order.timestamp"))
 
 
 def parse_frontend_open_orders(data: Any) -> list[OpenOrder]:
@@ -361,7 +370,7 @@ def parse_clearinghouse_state(data: Any) -> ClearinghouseState:
         positions.append(Position(_str(p.get("coin"), "position.coin"), decimal_of(p.get("szi"), "position.szi"),
                                   decimal_of(pv, "position.positionValue") if pv is not None else None))
     return ClearinghouseState(decimal_of(ms.get("accountValue"), "marginSummary.accountValue"), tuple(positions),
-                              int(data.get("time") or 0))
+                              ms_of(data.get("time"), "clearinghouseState.time"))
 
 
 def parse_spot_usd(data: Any, marks: dict[str, Decimal] | None = None) -> Decimal:

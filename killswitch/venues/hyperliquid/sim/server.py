@@ -47,6 +47,8 @@ class Faults:
     http_500_count: int = 0  # next N /exchange answer 500 without being processed
     ignore_pings: bool = False  # no pong (the socket stays open: a stalled feed)
     stall_pushes: bool = False  # subscription pushes silently not sent (posts and pongs still are)
+    reject_text: str = "Action disabled"  # whole-action refusal ({"status":"err"}) ...
+    reject_count: int = 0  # ... for the next N actions, without processing them
 
 
 @dataclass(slots=True, eq=False)
@@ -81,6 +83,7 @@ class HyperliquidSim:
         self._dms_kick = trio.Event()
         self.exchange_log: deque = deque(maxlen=100_000)  # (t_recv_s, action type)
         self.idle_closes = 0
+        self.refused_429 = 0  # requests answered 429 (over the per-IP weight)
         # Hooks for benchmarks (trio time): right before a WS frame is handed to the socket,
         # ``on_push_send(t_s, frame)``; when an /exchange body is parsed, ``on_exchange(t_s, type)``.
         self.on_push_send = None
@@ -143,7 +146,9 @@ class HyperliquidSim:
         r("GET", "/admin/state", self._admin_state)
 
     def _charge_ip(self, weight: int) -> bool:
-        return self.ip_budget.try_charge(weight, self.clock.monotonic_s())
+        ok = self.ip_budget.try_charge(weight, self.clock.monotonic_s())
+        self.refused_429 += not ok
+        return ok
 
     async def _info(self, req: Request) -> Response:
         try:
@@ -188,6 +193,9 @@ class HyperliquidSim:
         if f.http_500_count > 0:
             f.http_500_count -= 1
             return 500, "internal server error"
+        if f.reject_count > 0:
+            f.reject_count -= 1
+            return 200, {"status": "err", "response": f.reject_text}
         try:
             reply, pushes = self.core.exchange(body, self.clock.wall_ms())
         except BadBody as exc:
