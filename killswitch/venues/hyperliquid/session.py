@@ -669,8 +669,11 @@ class HyperliquidSession:
         while True:
             try:
                 await self._arm_dms(after_s)
-            except VenueError as exc:  # unknown outcome: the previous arm (if any) still stands
+            except VenueError as exc:  # unknown outcome: the previous arm (if any) still stands ...
                 self._log.warning("venue.dms_arm_failed", error=str(exc))
+                d = self.dms
+                if d.armed and (d.fires_at_ms or 0) <= self._clock.wall_ms():  # ... until its time has passed
+                    self.dms = DmsStatus(False, None, f"not refreshed in time: {exc}", d.refreshes)
             await send.send(BackstopObserved(self.name, self.dms.armed, self.dms.fires_at_ms,
                                              self.dms.unavailable_reason, self._clock.monotonic_s()))
             # Refused (volume gate): the venue will not change its mind soon; probe rarely.
