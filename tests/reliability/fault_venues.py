@@ -179,6 +179,10 @@ class HlVenue(FaultVenue):
 
     async def place_more(self, w, n):
         w.place(n, "SOL")
+        # Let the sim's writers put the orderUpdates pushes on the socket before anything else
+        # runs: a listing answered first would make them known (no sweep) rather than new.
+        while any(c.send.statistics().current_buffer_used for c in list(w.sim._conns)):
+            await trio.sleep(0)
 
     async def drop_acks(self, w):
         w.sim.set_faults(drop_response_count=2)  # processed (committed), never answered
