@@ -199,3 +199,40 @@ async def test_address_budget_allows_extra_cancels_then_one_per_10s():
             c = (await _post(sim, "/exchange", _signed(wire.cancel_action([(1, 1)], fast=True), now + 2))).json()
             assert c["status"] == "ok"
             n.cancel_scope.cancel()
+
+
+async def test_ws_limits_connections_users_already_subscribed_and_posts():
+    import orjson
+
+    from killswitch.net import ws as wsmod
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as n:
+            sim = await _serve(n)
+            eps = [await wsmod.connect(sim.ws_url, deflate=False, timeout_s=5) for _ in range(10)]
+            with pytest.raises(wsmod.WsHandshakeRejected):
+                await wsmod.connect(sim.ws_url, deflate=False, timeout_s=5)
+            ep = eps[0]
+
+            async def ask(obj) -> dict:
+                await ep.send_text(orjson.dumps(obj))
+                return orjson.loads(await ep.receive())
+
+            for i in range(10):
+                r = await ask({"method": "subscribe", "subscription": {"type": "orderUpdates", "user": f"0x{i:040x}"}})
+                assert r["channel"] == "subscriptionResponse"
+            r = await ask({"method": "subscribe", "subscription": {"type": "orderUpdates", "user": "0x" + "f" * 40}})
+            assert r == {"channel": "error", "data": "Cannot track more than 10 total users."}
+            r = await ask({"method": "subscribe", "subscription": {"type": "orderUpdates", "user": f"0x{0:040x}"}})
+            assert r["channel"] == "error" and r["data"].startswith("Already subscribed:")
+            r = await ask({"method": "nonsense"})
+            assert r["channel"] == "error" and r["data"].startswith("Error parsing JSON into valid websocket request")
+            r = await ask({"method": "post", "id": 7, "request": {"type": "info", "payload": {"type": "meta"}}})
+            assert r["channel"] == "post" and r["data"]["id"] == 7 and r["data"]["response"]["type"] == "info"
+            # a refused action over WS keeps type "action"
+            r = await ask({"method": "post", "id": 8, "request": {"type": "action", "payload": orjson.loads(
+                _signed({"type": "noop"}, int(time.time() * 1000), key="0x" + "44" * 32))}})
+            assert r["data"]["response"]["type"] == "action" and r["data"]["response"]["payload"]["status"] == "err"
+            for e in eps:
+                await e.abort()
+            n.cancel_scope.cancel()
