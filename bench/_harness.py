@@ -77,7 +77,10 @@ def hl_venue_yaml(name: str, sim: HyperliquidSim, env_prefix: str) -> str:
     return (f"  - name: {name}\n    kind: hyperliquid\n    private_key: {{env: {env_prefix}_KEY}}\n"
             f"    network: {sim.network}\n    account_address: \"{FastSigner(HL_MASTER_KEY).address}\"\n"
             f"    rest_url: {sim.rest_url}\n    ws_url: {sim.ws_url}\n    poll_interval: 30s\n    dms_after: 0s\n"
-            f"    post_over_ws: {'true' if HL_POST_OVER_WS[0] else 'false'}\n")
+            f"    post_over_ws: {'true' if HL_POST_OVER_WS[0] else 'false'}\n"
+            # back-to-back trips list the account ~2x a trip (40-80 weight): far past 1200/min;
+            # the latency does not depend on it, so neither the sim nor the session caps it here
+            f"    ip_weight_per_min: 1000000000\n")
 
 
 async def start_hl(nursery) -> tuple[HyperliquidSim, str]:
