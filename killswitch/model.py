@@ -187,6 +187,9 @@ class OpenOrdersSnapshot:
     purpose: str = "reconcile"
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    # Products whose orders the account stream reports (None: all). Stream drift is judged
+    # only on these: an order on an unsubscribed product is no evidence of a broken stream.
+    stream_products: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,20 @@ class EquityObserved:
     venue: str
     equity: Decimal
     currency: str = "USD"
+    ts_event_ms: int = 0
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EquityUnavailable:
+    """The venue layer cannot value the account: ``missing`` names what has no price.
+
+    Incomplete valuation is *missing* equity, never a smaller number: drawdown rules count
+    the venue's equity as missing from the last complete observation on.
+    """
+
+    venue: str
+    missing: tuple[str, ...]
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
 
@@ -219,6 +236,7 @@ class PositionObserved:
     notional: Decimal | None = None  # |qty| * mark, in the venue's quote currency, when known
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    polled: bool = False  # from a REST/gateway reconcile or poll, not the account stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +268,27 @@ class VenueAlive:
     """Any sign of life from the venue's private stream (a pong, a push) with no other event."""
 
     venue: str
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDriftDetected:
+    """A drift poll found open orders the account stream never reported: the stream is broken."""
+
+    venue: str
+    order_ids: tuple[str, ...]
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VenueDegraded:
+    """The session runs in a degraded mode named by ``condition`` (e.g. its stream
+    authentication was refused and open orders are polled); ``active=False`` ends it."""
+
+    venue: str
+    condition: str
+    message: str = ""
+    active: bool = True
     ts_recv_s: float = 0.0
 
 
@@ -391,6 +430,9 @@ class ResetCommand:
     source: str = "cli"
     unlock: bool = False  # also restore order entry on locked venues (``killswitch reset --unlock``)
     operator_uid: int | None = None  # the control peer's uid, audited with an unlock
+    # True: rule baselines (drawdown peaks, windows) restart from the current equity.
+    # False (the default): they survive the reset, so a loss just before or after it counts.
+    rebase: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +451,7 @@ VenueEvent = Union[
     OrderRejected,
     OpenOrdersSnapshot,
     EquityObserved,
+    EquityUnavailable,
     CashFlowObserved,
     PositionObserved,
     MarkPriceObserved,
@@ -417,5 +460,6 @@ VenueEvent = Union[
     VenueAlive,
     VenueAuthFailed,
     BackstopObserved,
+    StreamDriftDetected,
     BadFrame,
 ]
