@@ -502,8 +502,8 @@ class Engine:
             if ev.ok:
                 self.locks[ev.venue] = "locked"
                 self.alarms.pop(key, None)
-                self.audit.record("ORDER_ENTRY_LOCKED", venue=ev.venue, trip_id=ev.trip_id, detail=ev.message)
-                log.critical("ORDER_ENTRY_LOCKED", venue=ev.venue, detail=ev.message)
+                self.audit.record("order_entry_locked", venue=ev.venue, trip_id=ev.trip_id, detail=ev.message)
+                log.critical("order_entry_locked", venue=ev.venue, detail=ev.message)
             else:
                 self.locks[ev.venue] = "failed"
                 self._alarm(key, f"{ev.venue}: order-entry lock failed: {ev.message}")
@@ -513,8 +513,8 @@ class Engine:
             self.locks.pop(ev.venue, None)
             self.alarms.pop(key, None)
             self.alarms.pop(f"lock_failed:{ev.venue}", None)
-            self.audit.record("ORDER_ENTRY_UNLOCKED", venue=ev.venue, operator=ev.operator, detail=ev.message)
-            log.warning("ORDER_ENTRY_UNLOCKED", venue=ev.venue, operator=ev.operator)
+            self.audit.record("order_entry_unlocked", venue=ev.venue, operator=ev.operator, detail=ev.message)
+            log.warning("order_entry_unlocked", venue=ev.venue, operator=ev.operator)
         else:
             self.locks[ev.venue] = "locked"
             self._alarm(key, f"{ev.venue}: order-entry unlock failed: {ev.message}")
