@@ -53,14 +53,16 @@ class FeedState:
         self.venue = venue
         self._position_coins: set[str] = set()
 
-    def clearinghouse(self, state: wire.ClearinghouseState, spot_usd: Decimal, ts_ms: int, ts_s: float) -> list:
+    def clearinghouse(self, state: wire.ClearinghouseState, spot_usd: Decimal, ts_ms: int, ts_s: float,
+                      *, polled: bool = False) -> list:
+        """``polled``: from POST /info, not the stream (a poll is no proof the stream is alive)."""
         out: list = [EquityObserved(self.venue, state.account_value + spot_usd, "USD", ts_ms, ts_s)]
         seen = set()
         for p in state.positions:
             seen.add(p.coin)
-            out.append(PositionObserved(self.venue, p.coin, p.szi, p.position_value, ts_ms, ts_s))
+            out.append(PositionObserved(self.venue, p.coin, p.szi, p.position_value, ts_ms, ts_s, polled=polled))
         for coin in self._position_coins - seen:
-            out.append(PositionObserved(self.venue, coin, Decimal(0), Decimal(0), ts_ms, ts_s))
+            out.append(PositionObserved(self.venue, coin, Decimal(0), Decimal(0), ts_ms, ts_s, polled=polled))
         self._position_coins = seen
         return out
 

@@ -438,7 +438,7 @@ class HyperliquidSession:
             self._budget_left = max(0, min(cap + 100_000, 2 * cap) - used)
         state = wire.parse_clearinghouse_state(data)
         return self._feed.clearinghouse(state, wire.parse_spot_usd(spot), state.time_ms or self._clock.wall_ms(),
-                                        self._clock.monotonic_s())
+                                        self._clock.monotonic_s(), polled=True)
 
     # =====================================================================================
     # signed actions
