@@ -27,10 +27,18 @@ from killswitch.model import ResetCommand, TripCommand
 from killswitch.venues.oxfun.sim import OxfunSim
 from killswitch.venues.vertex.sim import VertexSim
 
+from killswitch.venues.hyperliquid.signing import FastSigner
+from killswitch.venues.hyperliquid.sim.server import HyperliquidSim
+
 from _daemon_proc import DaemonProcess, daemon_process
 
 OX_MARKET = "BTC-USD-SWAP-LIN"
 NADO_PRODUCT = 2
+HL_COIN = "ETH"
+# Throwaway benchmark keys (never funded anywhere): the account and the kill switch's agent.
+HL_MASTER_KEY = "0x" + "5e" * 32
+HL_AGENT_KEY = "0x" + "6f" * 32
+HL_POST_OVER_WS = [True]  # set by trip_latency.py --hl-rest
 
 DAEMON_YAML = """
 daemon:
@@ -65,6 +73,29 @@ def nado_venue_yaml(name: str, sim: VertexSim, env_prefix: str, subaccount: str 
             f"    equity_poll_interval: 30s\n")
 
 
+def hl_venue_yaml(name: str, sim: HyperliquidSim, env_prefix: str) -> str:
+    return (f"  - name: {name}\n    kind: hyperliquid\n    private_key: {{env: {env_prefix}_KEY}}\n"
+            f"    network: {sim.network}\n    account_address: \"{FastSigner(HL_MASTER_KEY).address}\"\n"
+            f"    rest_url: {sim.rest_url}\n    ws_url: {sim.ws_url}\n    poll_interval: 30s\n    dms_after: 0s\n"
+            f"    post_over_ws: {'true' if HL_POST_OVER_WS[0] else 'false'}\n"
+            # back-to-back trips list the account ~2x a trip (40-80 weight): far past 1200/min;
+            # the latency does not depend on it, so neither the sim nor the session caps it here
+            f"    ip_weight_per_min: 1000000000\n")
+
+
+async def start_hl(nursery) -> tuple[HyperliquidSim, str]:
+    """A sim without the per-IP weight limit: a trip costs ~2 listings (40-80 weight), so the
+    venue's 1200/min would pace the bench to ~15 trips a minute; the latency does not depend on it."""
+    from decimal import Decimal
+
+    sim = HyperliquidSim(ip_weight_per_min=10**9)
+    await nursery.start(sim.serve, "127.0.0.1")
+    master = FastSigner(HL_MASTER_KEY).address
+    sim.core.add_account(master, usdc=Decimal(100_000), cum_vlm=Decimal(10**9))
+    sim.core.add_agent(master, FastSigner(HL_AGENT_KEY).address, "killswitch")
+    return sim, master
+
+
 @dataclass(slots=True)
 class Rig:
     kind: str  # oxfun | nado
@@ -73,8 +104,12 @@ class Rig:
     nado: VertexSim | None = None
     ox_key: str = ""
     nado_sender: str = ""
+    hl: HyperliquidSim | None = None
+    hl_user: str = ""
 
     def sim_open(self) -> int:
+        if self.hl is not None:
+            return len(self.hl.core.accounts[self.hl_user].orders)
         if self.ox is not None:
             return len(self.ox.accounts[self.ox_key].orders)
         sub = self.nado.core.subaccount(self.nado_sender)
@@ -82,7 +117,11 @@ class Rig:
 
     async def place(self, n: int, *, start_level: int = 0) -> None:
         """n resting orders (far from the mark, so nothing fills)."""
-        if self.ox is not None:
+        if self.hl is not None:
+            for i in range(n):
+                self.hl.place(self.hl_user, HL_COIN, is_buy=True, price=str(1000 + (start_level + i) % 500),
+                              size="0.1")
+        elif self.ox is not None:
             for i in range(n):
                 await self.ox.place_orders(self.ox_key, market=OX_MARKET, side="BUY",
                                            price=str(30000 + (start_level + i) % 5000), qty="0.01")
@@ -124,6 +163,11 @@ async def rig(kind: str, rules_yaml: str, *, tick: str = "100ms", handle_signals
                 env = {"BENCH_OX_KEY": key, "BENCH_OX_SECRET": secret}
                 venues = ox_venue_yaml("ox-bench", ox, "BENCH_OX")
                 r_kwargs: dict[str, Any] = {"ox": ox, "ox_key": key}
+            elif kind == "hyperliquid":
+                hl, user = await start_hl(nursery)
+                env = {"BENCH_HL_KEY": HL_AGENT_KEY}
+                venues = hl_venue_yaml("hl-bench", hl, "BENCH_HL")
+                r_kwargs = {"hl": hl, "hl_user": user}
             else:
                 nado = VertexSim(flavour="nado")
                 await nursery.start(nado.serve, "127.0.0.1")
@@ -156,6 +200,8 @@ class ProcRig:
     nado: VertexSim | None = None
     ox_key: str = ""
     nado_sender: str = ""
+    hl: HyperliquidSim | None = None
+    hl_user: str = ""
 
     sim_open = Rig.sim_open
     place = Rig.place
@@ -186,6 +232,12 @@ async def proc_rig(kind: str, rules_yaml: str, *, tick: str = "100ms", pin: bool
             venue = "ox-bench"
             venues = ox_venue_yaml(venue, ox, "BENCH_OX")
             r_kwargs: dict[str, Any] = {"ox": ox, "ox_key": key}
+        elif kind == "hyperliquid":
+            hl, user = await start_hl(nursery)
+            env = {"BENCH_HL_KEY": HL_AGENT_KEY}
+            venue = "hl-bench"
+            venues = hl_venue_yaml(venue, hl, "BENCH_HL")
+            r_kwargs = {"hl": hl, "hl_user": user}
         else:
             nado = VertexSim(flavour="nado")
             await nursery.start(nado.serve, "127.0.0.1")

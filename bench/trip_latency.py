@@ -29,6 +29,7 @@ import statistics
 
 import trio
 
+import _harness
 from _harness import NADO_PRODUCT, OX_MARKET, ProcRig, Rig, proc_rig, rig
 from _stats import Summary, reproduce_line, summarize, verdict
 
@@ -39,7 +40,7 @@ RULES = """
   - name: operator
     kind: manual
 """
-TARGETS_MS = {"oxfun": (0.5, 2.0), "nado": (0.7, 3.0)}  # (p50, p99)
+TARGETS_MS = {"oxfun": (0.5, 2.0), "nado": (0.7, 3.0), "hyperliquid": (1.0, 4.0)}  # (p50, p99)
 
 
 class StampedStream(trio.abc.HalfCloseableStream):
@@ -152,7 +153,10 @@ class Probe:
         self._placed_pending = False
         self._changed = trio.Event()
         self.last_read_s = 0.0
-        if r.ox is not None:
+        if r.hl is not None:
+            r.hl.on_push_send = self._hl_push_send
+            r.hl.on_exchange = self._hl_exchange
+        elif r.ox is not None:
             r.ox.on_cancel_received = self._ox_cancel
             self._wrap_ox_stream()
         else:
@@ -171,6 +175,18 @@ class Probe:
                 return resp, pushes
 
             core.execute = execute
+
+    def _hl_push_send(self, t: float, frame: bytes) -> None:
+        # orderUpdates "open" of this round's orders (the engine counts is_new opens only).
+        if frame.startswith(b'{"channel":"orderUpdates"') and b'"status":"open"' in frame:
+            self.open_writes.append(t)
+            self._changed.set()
+
+    def _hl_exchange(self, t: float, action_type: str) -> None:
+        # Stamped when the sim's HTTP server has read and parsed the POST /exchange body.
+        if action_type.startswith("cancel"):
+            self.cancel_reads.append(t)
+            self._changed.set()
 
     def _nado_stream_send(self, t: float, kind: str, frame: bytes) -> None:
         # Only the "placed" pushes of this round's orders; the "cancelled" ones of a
@@ -216,7 +232,7 @@ class Probe:
     def start_round(self) -> None:
         self.open_writes.clear()
         self.cancel_reads.clear()
-        if self.r.ox is not None:
+        if self.r.ox is not None and self.r.hl is None:
             self._wrap_ox_stream()  # a reconnect would bring a new connection
         if self.r.nado is not None:
             self.open_writes_sock.clear()
@@ -243,7 +259,7 @@ class Probe:
     async def wait_for(self, pred, timeout_s: float = 10.0) -> None:
         """Until ``pred()``. Nado: woken by the sim hooks (no polling task competing with the
         sim for the bench process's core); OX.FUN: the rig's 1 ms poll, as before."""
-        if self.r.nado is None:
+        if self.r.nado is None and self.r.hl is None:
             await self.r.wait(pred, timeout_s)
             return
         with trio.fail_after(timeout_s):
@@ -260,7 +276,7 @@ PACE_S = [0.0]
 # Nado: a round's cancel is one cancel_orders with 2 digests = 2 wallet weight (the verifying
 # snapshot is a query: IP budget, not wallet weight). The wallet allows 100 / 10 s and
 # 600 / 60 s, i.e. at most 50 rounds per 10 s: a round every >= 0.2 s. Default pace 0.2 s.
-DEFAULT_PACE_S = {"oxfun": 0.0, "nado": 0.2}
+DEFAULT_PACE_S = {"oxfun": 0.0, "nado": 0.2, "hyperliquid": 0.0}
 CANCEL_CODES: dict[int, int] = {}  # Nado: sim's cancel answers in the measured trips (0 = success)
 SOCKET_BOUNDARY: list[float] = []  # Nado: the same trips stamped at the sim's socket boundary
 
@@ -374,7 +390,7 @@ async def measure(kind: str, trips: int, signal_n: int, misses: list[int], sig_m
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--venue", choices=["oxfun", "nado", "both"], default="both")
+    ap.add_argument("--venue", choices=["oxfun", "nado", "hyperliquid", "both"], default="both")
     ap.add_argument("--trips", type=int, default=1000, help="rule trips per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--signal-trips", type=int, default=200, help="SIGUSR1 trips per run (0: skip)")
@@ -383,10 +399,13 @@ def main() -> int:
     ap.add_argument("--feed-hz", type=float, default=0.0,
                     help="background traffic per second during the run: OX.FUN ticker pushes (mark moves), "
                          "Nado position_change pushes (an actively trading account)")
+    ap.add_argument("--hl-rest", action="store_true",
+                    help="hyperliquid: cancels over POST /exchange instead of WS posts on the open socket")
     ap.add_argument("--inproc", action="store_true",
                     help="daemon in this process and trio run (default: `killswitch run` child process)")
     args = ap.parse_args()
     venues = ["oxfun", "nado"] if args.venue == "both" else [args.venue]
+    _harness.HL_POST_OVER_WS[0] = not args.hl_rest
     ok = True
     for kind in venues:
         PACE_S[0] = args.pace if args.pace is not None else DEFAULT_PACE_S[kind]

@@ -78,11 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true",
                    help="trip even on a product no configured venue lists or has seen")
     _add_fleet(t, deadline=True)
+    t.add_argument("--lock", action="store_true",
+                   help="also lock order entry on venues that support it (docs/venues/hyperliquid.md)")
 
     rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
     _add_socket(rs)
     rs.add_argument("--operator", required=True, help="who resets (audited)")
     rs.add_argument("--reason", required=True, help="why (audited)")
+    rs.add_argument("--unlock", action="store_true", help="also restore order entry on locked venues (audited)")
     rs.add_argument("--rebase", action="store_true",
                     help="also restart rule baselines (drawdown peaks) from the current equity (audited)")
     _add_fleet(rs, deadline=True)
@@ -99,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="keep the demo's state directory")
 
     sm = sub.add_parser("sim", help="run one simulated exchange on loopback")
-    sm.add_argument("venue", choices=["oxfun", "vertex", "nado"])
+    sm.add_argument("venue", choices=["oxfun", "vertex", "nado", "hyperliquid"])
+    sm.add_argument("--network", choices=["testnet", "mainnet"], default="testnet",
+                    help="hyperliquid: which signatures the sim accepts (the official SDK signs testnet "
+                         "unless its base_url is the real mainnet URL)")
     sm.add_argument("--host", default="127.0.0.1")
     sm.add_argument("--port", type=int, default=0, help="first port (0: any free)")
     return p

@@ -164,7 +164,7 @@ class Daemon:
         if self._session_override is not None:
             return self._session_override
         out: dict[str, VenueSession] = {}
-        shared: dict = {}  # e.g. one OX.FUN REST budget per host: the venue counts per IP
+        shared: dict = {"state_dir": self.config.daemon.state_dir}  # + e.g. one OX.FUN REST budget per host
         for vcfg in self.config.venues:
             try:
                 creds = resolve_credentials(vcfg, self.environ)

@@ -20,8 +20,17 @@ from killswitch.audit import AuditLog
 from killswitch.clock import Clock
 from killswitch.engine.loop import CancelJob
 from killswitch.engine.plan import CANCEL_ALL, CANCEL_ORDERS, CANCEL_PRODUCTS, CancelStep
-from killswitch.model import CancelAttempted, CancelCompleted, CancelJobFinished, OpenOrdersSnapshot, VerifyFailed
-from killswitch.venues.base import VenueSession
+from killswitch.model import (
+    CancelAttempted,
+    CancelCompleted,
+    CancelJobFinished,
+    OpenOrdersSnapshot,
+    OrderEntryLockChanged,
+    VerifyFailed,
+)
+from killswitch.venues.base import OrderEntryLock, VenueSession
+
+LOCK_DEADLINE_S = 30.0  # approvals wait out a venue cool-down (Hyperliquid: ~5 s) and verify
 
 log = structlog.get_logger("killswitch.executor")
 
@@ -79,6 +88,34 @@ class Executor:
                 await self._offload(fn)
             except OSError as exc:
                 log.error("background_sync_failed", error=str(exc))
+
+    # ---- order-entry lock (venue capability, see venues.base.OrderEntryLock) ----------
+    def lock_order_entry(self, venue: str, trip_id: int) -> None:
+        assert self._nursery is not None, "executor not started"
+        self._nursery.start_soon(self._run_lock, venue, True, trip_id, "")
+
+    def unlock_order_entry(self, venue: str, operator: str) -> None:
+        assert self._nursery is not None, "executor not started"
+        self._nursery.start_soon(self._run_lock, venue, False, None, operator)
+
+    async def _run_lock(self, venue: str, lock: bool, trip_id: int | None, operator: str) -> None:
+        session = self.sessions.get(venue)
+        ok, message = False, "this venue has no order-entry lock"
+        with trio.move_on_after(max(self.deadline_s, LOCK_DEADLINE_S), shield=True) as scope:
+            if isinstance(session, OrderEntryLock):
+                try:
+                    if lock:
+                        message = await session.lock_order_entry(trip_id=trip_id or 0)
+                    else:
+                        message = await session.unlock_order_entry(operator=operator)
+                    ok = True
+                except Exception as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+        if scope.cancelled_caught:
+            ok, message = False, "deadline exceeded"
+        with trio.CancelScope(shield=True):
+            await self.send.send(OrderEntryLockChanged(venue, lock, ok, message, trip_id, operator,
+                                                       self.clock.monotonic_s()))
 
     async def wait_idle(self) -> None:
         await self.idle.wait()

@@ -164,6 +164,15 @@ class DaemonCollector(Collector):
             rt = runtimes.get(venue)
             restarts.add_metric([venue], getattr(rt, "restarts", 0))
         yield from (connected, open_orders, equity, flat, seen, reconnects, restarts)
+        dms_armed = GaugeMetricFamily(f"{PREFIX}_venue_dms_armed",
+                                      "1 while the venue's own dead-man's switch is armed", labels=["venue"])
+        dms_fires = GaugeMetricFamily(f"{PREFIX}_venue_dms_fires_at_seconds",
+                                      "When the venue's dead-man's switch would fire (unix s)", labels=["venue"])
+        for venue, bs in engine.backstops.items():
+            dms_armed.add_metric([venue], 1 if bs.armed else 0)
+            if bs.fires_at_ms is not None:
+                dms_fires.add_metric([venue], bs.fires_at_ms / 1000)
+        yield from (dms_armed, dms_fires)
 
     def _rules(self, engine, now: float) -> Iterator[Metric]:
         labels = ["rule", "kind"]

@@ -121,6 +121,7 @@ class Breach:
     scope: CancelScope
     latch: bool = True  # False: alert only, no cancels
     detail: str = ""
+    lock: bool = False  # also lock order entry on the venues in scope (venue capability)
 
 
 # --------------------------------------------------------------------------------------
@@ -308,6 +309,32 @@ class VenueAuthFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class BackstopObserved:
+    """The venue's own dead-man's switch (Hyperliquid ``scheduleCancel``) as last set by the
+    session. ``unavailable_reason``: the venue refused to arm it (its own text); the engine
+    alarms ``venue_dms_unavailable`` and keeps running."""
+
+    venue: str
+    armed: bool
+    fires_at_ms: int | None = None
+    unavailable_reason: str = ""
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEntryLockChanged:
+    """Result of a venue's ``lock_order_entry`` / ``unlock_order_entry`` (run by the executor)."""
+
+    venue: str
+    locked: bool  # the state the call aimed for
+    ok: bool
+    message: str = ""
+    trip_id: int | None = None
+    operator: str = ""
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class BadFrame:
     """A frame that could not be parsed; counted and logged, never a crash."""
 
@@ -406,6 +433,7 @@ class TripCommand:
     source: str = "cli"  # cli | signal | control | startup
     operator: str = ""
     scope: CancelScope = EVERYTHING
+    lock: bool = False  # also lock order entry (``killswitch trip --lock``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +441,8 @@ class ResetCommand:
     operator: str
     reason: str
     source: str = "cli"
+    unlock: bool = False  # also restore order entry on locked venues (``killswitch reset --unlock``)
+    operator_uid: int | None = None  # the control peer's uid, audited with an unlock
     # True: rule baselines (drawdown peaks, windows) restart from the current equity.
     # False (the default): they survive the reset, so a loss just before or after it counts.
     rebase: bool = False
@@ -442,6 +472,7 @@ VenueEvent = Union[
     VenueDisconnected,
     VenueAlive,
     VenueAuthFailed,
+    BackstopObserved,
     StreamDriftDetected,
     BadFrame,
 ]

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES, ConfigReadError, read_config_text
 from killswitch.secrets import SecretRef
 from killswitch.fleet.config import FleetConfig, parse_fleet
-from killswitch.venues.base import BackoffConfig, OxfunConfig, VertexConfig
+from killswitch.venues.base import BackoffConfig, HyperliquidConfig, OxfunConfig, VertexConfig
 
 from killswitch.schema.nodes import ConfigError, ConfigIssue, Mark, YMap, YNode, YScalar, YSeq, parse_yaml
 from killswitch.schema.reader import (
@@ -56,7 +56,8 @@ VERTEX_DEFAULTS: Mapping[str, Any] = {
     "gateway_rest_url": "https://gateway.prod.vertexprotocol.com/v1",
     "trigger_url": "https://trigger.prod.vertexprotocol.com/v1",
 }
-VENUE_CLASSES: Mapping[str, type] = {"oxfun": OxfunConfig, "vertex": VertexConfig, "nado": VertexConfig}
+VENUE_CLASSES: Mapping[str, type] = {"oxfun": OxfunConfig, "vertex": VertexConfig, "nado": VertexConfig,
+                                     "hyperliquid": HyperliquidConfig}
 
 
 # Daemon
@@ -245,7 +246,9 @@ def _check_url(value: str, field_name: str) -> str:
 def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[SecretSite], venue: str) -> Any:
     name, ftype = f.name, f.type
     key = name[:-2] if name.endswith("_s") else name
-    if ftype == "SecretRef":
+    if ftype == "SecretRef | None" and not r.has(key):
+        return None
+    if ftype in ("SecretRef", "SecretRef | None"):
         ref = _parse_secret(r, key)
         if isinstance(ref, SecretRef):
             sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
@@ -259,11 +262,17 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         return ref
     if ftype == "float" and name.endswith("_s"):
         max_s = Decimal(100) if name == "recv_window_s" else MAX_DURATION_S
-        return r.duration(key, default, max_s=max_s)
+        value = r.duration(key, default, max_s=max_s, positive=name != "dms_after_s")
+        if name == "dms_after_s" and isinstance(value, float) and 0 < value < 6:
+            # Hyperliquid refuses a scheduleCancel less than 5 s ahead; refreshed every third.
+            return r.error(key, "must be 0 (off) or at least 6s (the venue's minimum is 5 s ahead)")
+        return value
     if ftype == "str":
         if name == "equity_currency":
             # What the OX.FUN session can compute (venues/oxfun/equity.py CONVERSION_MARKETS).
             return r.str(key, default, choices=("OX", "USD", "USDT"))
+        if name == "network":
+            return r.str(key, default, choices=("mainnet", "testnet"))
         value = r.str(key, default)
         if isinstance(value, str) and name.endswith("_url") and r.has(key):
             try:
@@ -279,11 +288,13 @@ def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[S
         value = r.str(key, default)
         if isinstance(value, str) and name.endswith("address") and not ADDRESS_RE.fullmatch(value):
             return r.error(key, "must be a 0x-prefixed 20-byte hex address")
+        if name == "strategy_agent_name" and isinstance(value, str) and not 1 <= len(value) <= 16:
+            return r.error(key, "must be 1 to 16 characters (the venue's agent name limit)")
         return value
     if ftype == "bool":
         return r.bool(key, default)
     if ftype == "int":
-        if name == "chain_id":
+        if name in ("chain_id", "cancel_batch_size"):
             return r.int(key, default, min_value=1)
         return r.int(key, default, min_value=0)
     if ftype == "tuple[str, ...]":

@@ -11,7 +11,7 @@ from killswitch.secrets import SecretError, resolve_secret
 from killswitch.units import (
     format_duration,
 )
-from killswitch.venues.base import OxfunConfig, VertexConfig
+from killswitch.venues.base import HyperliquidConfig, OxfunConfig, VertexConfig
 
 from killswitch.config.loader import Config
 from killswitch.schema.nodes import ConfigIssue
@@ -55,6 +55,13 @@ def _describe_venue(v: OxfunConfig | VertexConfig) -> list[str]:
             f"    markets: {', '.join(v.markets) if v.markets else 'all with orders/positions'}",
             f"    equity in {v.equity_currency}; ping every {format_duration(v.ping_interval_s)}",
             f"    secrets: api_key {v.api_key.describe()}, api_secret {v.api_secret.describe()}",
+        ]
+    elif isinstance(v, HyperliquidConfig):
+        lines = [
+            f"  {v.name} (hyperliquid, {v.network}) account {v.account_address or 'of the key'}",
+            f"    rest {v.rest_url}  ws {v.ws_url}; coins: {', '.join(v.coins) if v.coins else 'all'}",
+            f"    dead-man's switch: {'off' if not v.dms_after_s else 'scheduleCancel now+' + format_duration(v.dms_after_s)}"
+            f"; secrets: private_key {v.private_key.describe()}",
         ]
     else:
         lines = [

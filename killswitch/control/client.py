@@ -221,10 +221,15 @@ def build_cli_request(args) -> dict:
             req["products"] = list(args.product)
         if getattr(args, "force", False):
             req["force"] = True
+        if getattr(args, "lock", False):
+            req["lock"] = True
         return req
     if verb == "reset":
-        return {"op": "reset", "operator": args.operator, "reason": args.reason,
-                "rebase": bool(getattr(args, "rebase", False))}
+        req = {"op": "reset", "operator": args.operator, "reason": args.reason,
+               "rebase": bool(getattr(args, "rebase", False))}
+        if getattr(args, "unlock", False):
+            req["unlock"] = True
+        return req
     if verb == "reopen":
         return {"op": "reopen"}
     raise ValueError(f"not a control verb: {verb}")

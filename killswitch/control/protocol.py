@@ -123,12 +123,14 @@ def trip_command(req: Mapping[str, Any], *, known_venues: frozenset[str], defaul
         raise RequestError(f"unknown product(s): {unknown}; known: {known} (pass --force to trip on it anyway)",
                            "unknown_product")
     scope = EVERYTHING if venues is None and products is None else CancelScope(venues=venues, products=products)
-    return TripCommand(reason=reason, source="control", operator=operator, scope=scope)
+    return TripCommand(reason=reason, source="control", operator=operator, scope=scope, lock=_flag(req, "lock"))
 
 
-def reset_command(req: Mapping[str, Any]) -> ResetCommand:
+def reset_command(req: Mapping[str, Any], operator_uid: int | None = None) -> ResetCommand:
+    """``unlock``: also restore order entry on locked venues (audited with the peer's uid)."""
     return ResetCommand(operator=text_field(req, "operator", required=True), reason=text_field(req, "reason", required=True),
-                        source="control", rebase=_flag(req, "rebase"))
+                        source="control", rebase=_flag(req, "rebase"), unlock=_flag(req, "unlock"),
+                        operator_uid=operator_uid)
 
 
 def cash_flow_command(req: Mapping[str, Any], *, known_venues: frozenset[str], default_operator: str,

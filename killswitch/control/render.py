@@ -113,6 +113,14 @@ def render_status(st: Mapping[str, Any], *, colour: bool = False) -> str:
     table = _table(["VENUE", "CONNECTION", "OPEN", "EQUITY", "CANCEL", "LAST SEEN S", "RESTARTS"], rows)
     # Colour whole lines after padding, so escape codes never skew the column widths.
     out += [table[0]] + [paint(line, _RED) if row[1] == "DOWN" else line for line, row in zip(table[1:], rows)]
+    for name, v in venues.items():
+        bs = v.get("backstop")
+        if bs:
+            state = f"armed, fires at {_wall(bs.get('fires_at_ms'))}" if bs.get("armed") else \
+                f"NOT ARMED ({bs.get('unavailable_reason') or 'not yet'})"
+            out.append(f"  {name}: venue dead-man's switch {state}")
+        if v.get("order_entry"):
+            out.append(f"  {name}: order entry {v['order_entry'].upper()}")
     rules = st.get("rules") or []
     out += ["", f"rules ({len(rules)}):"]
     rows = [[_s(r.get("name")), _s(r.get("kind")), _s(r.get("observed")), _s(r.get("threshold")),

@@ -340,17 +340,17 @@ class ControlServer:
             cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer),
                                known_products=engine.known_products(self._configured_products()))
             daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
-                                force=bool(req.get("force")), **self._peer_fields(peer))
+                                force=bool(req.get("force")), lock=cmd.lock, **self._peer_fields(peer))
             covered = engine.orders_covered(cmd.scope)
             before = engine.latch.next_trip_id
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: engine.latch.next_trip_id > before)
             return self._command_reply(acted, "trip", trip_id=before if acted else None, orders_in_scope=covered)
         if op == "reset":
-            cmd = reset_command(req)
+            cmd = reset_command(req, peer.uid)
             was_tripped = engine.latch.tripped
             daemon.audit.record("control_command", op="reset", operator=cmd.operator, reason=cmd.reason,
-                                was_tripped=was_tripped, **self._peer_fields(peer))
+                                was_tripped=was_tripped, unlock=cmd.unlock, **self._peer_fields(peer))
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: not engine.latch.tripped)
             return self._command_reply(acted, "reset", noop=not was_tripped)

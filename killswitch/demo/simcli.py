@@ -1,4 +1,4 @@
-"""`killswitch sim oxfun|vertex|nado`: one simulated exchange, standalone, on loopback.
+"""`killswitch sim oxfun|vertex|nado|hyperliquid`: one simulated exchange, standalone, on loopback.
 
 Prints its URLs, a freshly generated test account (these credentials exist only inside
 this simulator process, which is why printing them is fine here and nowhere else) and a
@@ -10,6 +10,7 @@ summarised in README "Demo, simulators and benchmarks".
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import signal
 import sys
 from dataclasses import dataclass
@@ -106,13 +107,52 @@ def vertex_banner(sim: VertexSim, flavour: str, account: dict) -> SimBanner:
     )
 
 
-async def serve(venue: str, host: str, port: int) -> None:
+def hyperliquid_banner(sim, master_key: str, agent_key: str) -> SimBanner:
+    from killswitch.venues.hyperliquid.signing import FastSigner
+
+    master = FastSigner(master_key).address
+    snippet = (
+        "- name: hl-sim\n"
+        "  kind: hyperliquid\n"
+        "  private_key: {env: KILLSWITCH_SIM_HL_AGENT_KEY}\n"
+        f"  network: {sim.network}\n"
+        f"  account_address: \"{master}\"\n"
+        f"  rest_url: {sim.rest_url}\n"
+        f"  ws_url: {sim.ws_url}\n"
+        "  dms_after: 60s\n"
+    )
+    return SimBanner(
+        title=f"simulated Hyperliquid ({sim.network} signatures) on {sim.ws_host}",
+        urls=(("rest_url", sim.rest_url), ("ws_url", sim.ws_url), ("admin_url", sim.admin_url)),
+        account=(("master_private_key", master_key), ("master_address", master),
+                 ("killswitch_agent_private_key", agent_key), ("killswitch_agent_address",
+                                                              FastSigner(agent_key).address)),
+        env=(("KILLSWITCH_SIM_HL_AGENT_KEY", agent_key),),
+        snippet=snippet,
+    )
+
+
+async def serve(venue: str, host: str, port: int, network: str = "testnet") -> None:
     async with trio.open_nursery() as nursery:
         if venue == "oxfun":
             ox = OxfunSim()
             await nursery.start(ox.serve, host, port, port + 1 if port else 0)
             key, secret = ox.add_account(balances=dict(OX_START_BALANCES))
             banner = oxfun_banner(ox, key, secret)
+        elif venue == "hyperliquid":
+            from decimal import Decimal
+
+            from killswitch.venues.hyperliquid.signing import FastSigner
+            from killswitch.venues.hyperliquid.sim.server import HyperliquidSim
+
+            hl = HyperliquidSim(network=network)
+            await nursery.start(hl.serve, host, port)
+            master_key, agent_key = "0x" + secrets.token_hex(32), "0x" + secrets.token_hex(32)
+            master = FastSigner(master_key).address
+            # $2M lifetime volume: past the scheduleCancel gate, so the backstop can arm.
+            hl.core.add_account(master, usdc=Decimal(NADO_START_USDC), cum_vlm=Decimal(2_000_000))
+            hl.core.add_agent(master, FastSigner(agent_key).address, "killswitch")
+            banner = hyperliquid_banner(hl, master_key, agent_key)
         else:
             vx = VertexSim(flavour=venue)
             await nursery.start(vx.serve, host, port)
@@ -137,7 +177,7 @@ def main(args) -> int:
         print(f"killswitch sim: --port must be in 0..65534, got {args.port}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        trio.run(serve, args.venue, host, args.port)
+        trio.run(serve, args.venue, host, args.port, getattr(args, "network", "testnet"))
     except OSError as exc:
         print(f"killswitch sim: cannot listen on {host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -30,7 +30,9 @@ from killswitch.engine.drift import DriftTracker
 from killswitch.engine.rule_state import Rebase, RuleStateError, RuleStateStore
 from killswitch.engine.state import BookState
 from killswitch.model import (
+    BackstopObserved,
     BadFrame,
+    OrderEntryLockChanged,
     Breach,
     CancelCompleted,
     CancelJobFinished,
@@ -230,6 +232,8 @@ class Engine:
         # Per venue: how long a *lost* connection may stay down before the feed alarm (a
         # venue never connected since start uses FEED_ALARM_AFTER_S).
         self.feed_alarm_after_s = dict(feed_alarm_after_s or {})
+        self.backstops: dict[str, BackstopObserved] = {}  # venue dead-man's switches, as last reported
+        self.locks: dict[str, str] = {}  # venue -> locking | locked | failed | unlocking (order entry)
         self.alerting: set[str] = set()
         self.loop_iterations = 0  # watchdog: proof the engine makes progress
         self._job_seq = 0
@@ -358,6 +362,12 @@ class Engine:
         if t is CancelCompleted:
             self._on_cancel_completed(ev, now)
             return
+        if t is BackstopObserved:
+            self._on_backstop(ev)
+            return
+        if t is OrderEntryLockChanged:
+            self._on_lock_changed(ev)
+            return
         if t is CancelJobFinished:
             self._on_job_finished(ev, now)
             return
@@ -468,7 +478,7 @@ class Engine:
             return  # already latched for this rule; the sweep covers it
         self._trip(rule=breach.rule, kind=breach.kind, reason=breach.detail or "rule breached",
                    observed=breach.observed, threshold=breach.threshold, scope=breach.scope,
-                   source="rule", now=now)
+                   source="rule", now=now, lock=breach.lock)
 
     def _clear_alert(self, name: str) -> None:
         self.alerting.discard(name)
@@ -478,13 +488,13 @@ class Engine:
     def _manual_trip(self, cmd: TripCommand, now: float) -> None:
         scope = cmd.scope if cmd.scope != EVERYTHING else self.manual_scope
         self._trip(rule="manual", kind="manual", reason=cmd.reason, observed=f"manual trip via {cmd.source}",
-                   threshold="-", scope=scope, source=cmd.source, now=now, operator=cmd.operator)
+                   threshold="-", scope=scope, source=cmd.source, now=now, operator=cmd.operator, lock=cmd.lock)
 
     def _venues_in(self, scope: CancelScope) -> list[str]:
         return [v for v in self.state.venues() if scope.covers_venue(v)]
 
     def _trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
-              scope: CancelScope, source: str, now: float, operator: str = "") -> None:
+              scope: CancelScope, source: str, now: float, operator: str = "", lock: bool = False) -> None:
         rec = self.latch.trip(rule=rule, kind=kind, reason=reason, observed=observed, threshold=threshold,
                               scope=scope, source=source, ts_wall_ms=self.clock.wall_ms(), operator=operator)
         self.trip_started_s[rec.trip_id] = now
@@ -508,6 +518,53 @@ class Engine:
                 prog.scope = prog.scope.union(scope)
                 prog.trip_id = rec.trip_id
             self._start_round(venue, prog, now, purpose="trip")
+        if lock:  # after the cancels are submitted: locking must not delay the first cancel
+            for venue in self._venues_in(scope):
+                self._deferred.append(lambda venue=venue: self._request_lock(venue, rec.trip_id))
+
+    # ------------------------------------------------------------------ order-entry lock
+    def _request_lock(self, venue: str, trip_id: int) -> None:
+        if self.locks.get(venue) in ("locking", "locked"):
+            return
+        fn = getattr(self.executor, "lock_order_entry", None)
+        if self.dry_run or fn is None:
+            self.audit.record("would_lock" if self.dry_run else "lock_skipped", venue=venue, trip_id=trip_id)
+            return
+        self.locks[venue] = "locking"
+        self.audit.record("lock_requested", venue=venue, trip_id=trip_id)
+        fn(venue, trip_id)
+
+    def _request_unlock(self, cmd: ResetCommand) -> None:
+        fn = getattr(self.executor, "unlock_order_entry", None)
+        for venue in sorted(self.locks):
+            self.audit.record("unlock_requested", venue=venue, operator=cmd.operator, operator_uid=cmd.operator_uid,
+                              reason=cmd.reason, source=cmd.source)
+            if fn is not None:
+                self.locks[venue] = "unlocking"
+                fn(venue, cmd.operator)
+
+    def _on_lock_changed(self, ev: OrderEntryLockChanged) -> None:
+        if ev.locked:
+            key = f"lock_failed:{ev.venue}"
+            if ev.ok:
+                self.locks[ev.venue] = "locked"
+                self.alarms.pop(key, None)
+                self.audit.record("order_entry_locked", venue=ev.venue, trip_id=ev.trip_id, detail=ev.message)
+                log.critical("order_entry_locked", venue=ev.venue, detail=ev.message)
+            else:
+                self.locks[ev.venue] = "failed"
+                self._alarm(key, f"{ev.venue}: order-entry lock failed: {ev.message}")
+            return
+        key = f"unlock_failed:{ev.venue}"
+        if ev.ok:
+            self.locks.pop(ev.venue, None)
+            self.alarms.pop(key, None)
+            self.alarms.pop(f"lock_failed:{ev.venue}", None)
+            self.audit.record("order_entry_unlocked", venue=ev.venue, operator=ev.operator, detail=ev.message)
+            log.warning("order_entry_unlocked", venue=ev.venue, operator=ev.operator)
+        else:
+            self.locks[ev.venue] = "locked"
+            self._alarm(key, f"{ev.venue}: order-entry unlock failed: {ev.message}")
 
     def _after_trip(self, rec: TripRecord, operator: str, persisted: bool) -> None:
         self.audit.record("trip", trip_id=rec.trip_id, rule=rec.rule, rule_kind=rec.kind, reason=rec.reason,
@@ -806,6 +863,8 @@ class Engine:
 
     # ------------------------------------------------------------------ reset / status
     def _reset(self, cmd: ResetCommand, now: float) -> None:
+        if cmd.unlock:  # also after a plain reset: locks outlive the latch until unlocked
+            self._request_unlock(cmd)
         if not self.latch.tripped:
             self.audit.record("reset_noop", operator=cmd.operator, reason=cmd.reason, source=cmd.source)
             log.info("reset_noop", operator=cmd.operator)
@@ -843,6 +902,15 @@ class Engine:
                           cleared_trips=[t.trip_id for t in cleared], venues_not_confirmed_flat=unflat)
         log.warning("RESET", operator=cmd.operator, reason=cmd.reason, cleared_trips=[t.trip_id for t in cleared],
                     venues_not_confirmed_flat=unflat)
+
+    def _on_backstop(self, ev: BackstopObserved) -> None:
+        self.backstops[ev.venue] = ev
+        key = f"venue_dms_unavailable:{ev.venue}"
+        if ev.unavailable_reason:
+            self._alarm(key, f"{ev.venue}: the venue's dead-man's switch is not armed: {ev.unavailable_reason}")
+        elif key in self.alarms:
+            del self.alarms[key]
+            self.audit.record("alarm_cleared", key=key)
 
     # ------------------------------------------------------------------ rule baselines
     def _wall_offset_s(self) -> float:
@@ -992,6 +1060,12 @@ class Engine:
                 "cancel_state": None if p is None else ("flat" if p.flat else
                                                         ("cancelling" if p.job_id else "pending")),
             }
+            if v in self.locks:
+                venues[v]["order_entry"] = self.locks[v]
+            bs = self.backstops.get(v)
+            if bs is not None:
+                venues[v]["backstop"] = {"armed": bs.armed, "fires_at_ms": bs.fires_at_ms,
+                                         "unavailable_reason": bs.unavailable_reason or None}
         rules = []
         for r in self.rules:
             try:

@@ -6,12 +6,13 @@ sits above the rule registry, this module below it, so imports go one way.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 
 from killswitch.model import Breach, CancelScope, Side
-from killswitch.venues.base import OxfunConfig, VertexConfig
+from killswitch.venues.base import HyperliquidConfig, OxfunConfig, VertexConfig
 
 from killswitch.schema.nodes import YMap, YScalar
 from killswitch.schema.reader import INVALID, Invalid, MapReader, item_product, item_side
@@ -27,8 +28,11 @@ class Action:
     kind: str = "cancel_all"  # cancel_all | cancel_products | cancel_orders
     products: tuple[str, ...] | None = None
     sides: tuple[Side, ...] | None = None
+    lock: bool = False  # also lock order entry on the rule's venues (venue capability)
 
     def describe(self) -> str:
+        if self.lock:
+            return dataclasses.replace(self, lock=False).describe() + " and lock order entry"
         if self.kind == "cancel_all":
             return "cancel all orders"
         what = f"products {', '.join(self.products)}" if self.products else "all products"
@@ -65,7 +69,7 @@ class RuleConfig:
 
     def breach(self, observed: str, threshold: str, detail: str = "") -> Breach:
         return Breach(rule=self.name, kind=self.kind, observed=observed, threshold=threshold,
-                      scope=self.action_scope, latch=self.latch, detail=detail)
+                      scope=self.action_scope, latch=self.latch, detail=detail, lock=self.action.lock)
 
     def describe(self) -> str:
         """What triggers the rule, in words (overridden per kind)."""
@@ -73,7 +77,22 @@ class RuleConfig:
 
 
 def parse_action(r: MapReader) -> Any:
+    """``action:`` as before, plus an optional ``lock: true`` next to the verb
+    (``{cancel_all: null, lock: true}``; ``{lock: true}`` alone means cancel all + lock)."""
     node = r.raw("action")
+    if isinstance(node, YMap) and "lock" in node.entries:
+        lock_node = node.entries["lock"][1]
+        if not isinstance(lock_node, YScalar) or not isinstance(lock_node.value, bool):
+            return r.error("action", "lock must be true or false")
+        rest = {k: v for k, v in node.entries.items() if k != "lock"}
+        if not rest or list(rest) == ["cancel_all"]:
+            return Action(lock=lock_node.value)
+        action = _parse_action_node(r, YMap(node.mark, rest))
+        return dataclasses.replace(action, lock=lock_node.value) if isinstance(action, Action) else action
+    return _parse_action_node(r, node)
+
+
+def _parse_action_node(r: MapReader, node: Any) -> Any:
     if node is None or (isinstance(node, YScalar) and node.value is None):
         return Action()
     hint = "must be cancel_all, {cancel_products: [...]} or {cancel_orders: {products: [...], sides: [...]}}"
@@ -110,6 +129,8 @@ def venue_products(venue: OxfunConfig | VertexConfig) -> tuple[str, ...]:
     """Products the venue entry watches, as strings (empty = not restricted)."""
     if isinstance(venue, OxfunConfig):
         return venue.markets
+    if isinstance(venue, HyperliquidConfig):
+        return venue.coins
     return tuple(str(p) for p in venue.products)
 
 

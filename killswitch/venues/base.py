@@ -143,6 +143,23 @@ class VenueSession(Protocol):
         ...
 
 
+@runtime_checkable
+class OrderEntryLock(Protocol):
+    """Optional venue capability: stop the *strategy's* credentials from placing orders.
+
+    ``lock_order_entry`` revokes (or disables) the strategy's order entry, verifies it took
+    effect on the venue, and returns a human-readable description for the audit; it raises
+    :class:`VenueError` when it cannot (the engine alarms ``lock_failed:<venue>`` and keeps
+    cancelling). Resting orders are NOT its concern: the trip cancels them. It must be safe
+    to call again while locked. ``unlock_order_entry`` restores what the lock took away.
+    Sessions that cannot lock simply do not implement it (the engine alarms if asked).
+    """
+
+    async def lock_order_entry(self, *, trip_id: int) -> str: ...
+
+    async def unlock_order_entry(self, *, operator: str) -> str: ...
+
+
 # --------------------------------------------------------------------------------------
 # Sans-io sliding-window rate budget (used by sessions and simulators alike)
 # --------------------------------------------------------------------------------------
@@ -331,4 +348,46 @@ class VertexConfig:
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
 
 
-VenueConfig = OxfunConfig | VertexConfig
+
+HYPERLIQUID_MAINNET_REST = "https://api.hyperliquid.xyz"
+HYPERLIQUID_MAINNET_WS = "wss://api.hyperliquid.xyz/ws"
+
+
+@dataclass(frozen=True, slots=True)
+class HyperliquidConfig:
+    """One Hyperliquid account (``kind: hyperliquid``); see docs/venues/hyperliquid.md."""
+
+    name: str
+    # The kill switch's OWN agent key (never the strategy's: nonces are per signer).
+    private_key: SecretRef
+    kind: str = "hyperliquid"
+    # mainnet | testnet: selects the L1 `source` ("a"/"b") and hyperliquidChain. Explicit,
+    # never derived from the URL (the official SDK's pitfall, venue doc §0.3).
+    network: str = "mainnet"
+    # The account (master or sub) the agent trades for; None = the key's own address.
+    account_address: str | None = None
+    rest_url: str = HYPERLIQUID_MAINNET_REST
+    ws_url: str = HYPERLIQUID_MAINNET_WS
+    coins: tuple[str, ...] = ()  # products watched (coin names); empty = all
+    # Signed actions as WS posts on the open socket (same body as POST /exchange); REST when
+    # the socket is down.
+    post_over_ws: bool = True
+    cancel_batch_size: int = 39  # up to 39 keeps the IP weight of one /exchange at 1
+    # The venue's per-IP REST weight per minute; lower it when other processes share the IP.
+    ip_weight_per_min: int = 1200
+    ping_interval_s: float = 20.0  # the venue closes a socket idle for 60 s
+    request_timeout_s: float = 5.0
+    poll_interval_s: float = 10.0  # drift poll over POST /info: 44 IP weight each (of 1200/min)
+    # Dead-man's switch (scheduleCancel): armed at now + dms_after, refreshed every third of
+    # it; 0 = off. The venue needs >= 5 s and $1M lifetime volume (else an alarm).
+    dms_after_s: float = 60.0
+    dms_clear_on_shutdown: bool = False
+    # Order-entry lock (optional): the MASTER key approves a throwaway agent under the
+    # strategy agent's name, which deregisters the strategy's key; reset --unlock re-approves it.
+    master_key: SecretRef | None = None
+    strategy_agent_name: str | None = None
+    agent_cooldown_s: float = 5.0  # "User has pending agent removal": wait this long, retry (3 tries)
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+
+
+VenueConfig = OxfunConfig | VertexConfig | HyperliquidConfig

@@ -7,14 +7,19 @@ from urllib.parse import urlsplit
 
 from killswitch.clock import Clock
 from killswitch.secrets import Secret, SecretError
-from killswitch.venues.base import OxfunConfig, VenueConfig, VenueSession, VertexConfig
+from killswitch.venues.base import HyperliquidConfig, OxfunConfig, VenueConfig, VenueSession, VertexConfig
 
-VENUE_KINDS = ("oxfun", "vertex", "nado")
+VENUE_KINDS = ("oxfun", "vertex", "nado", "hyperliquid")
 
 
 def resolve_credentials(cfg: VenueConfig, environ: Mapping[str, str] | None = None) -> dict[str, Secret]:
     if isinstance(cfg, OxfunConfig):
         return {"api_key": cfg.api_key.resolve(environ), "api_secret": cfg.api_secret.resolve(environ)}
+    if isinstance(cfg, HyperliquidConfig):
+        out = {"private_key": cfg.private_key.resolve(environ)}
+        if cfg.master_key is not None:
+            out["master_key"] = cfg.master_key.resolve(environ)
+        return out
     if isinstance(cfg, VertexConfig):
         creds = {"private_key": cfg.private_key.resolve(environ)}
         if cfg.owner_private_key is not None:
@@ -59,4 +64,10 @@ def make_session(cfg: VenueConfig, credentials: Mapping[str, Secret], clock: Clo
         check_credentials(cfg, credentials)
         return VertexSession(cfg, private_key=credentials["private_key"], clock=clock,
                              owner_key=credentials.get("owner_private_key"), state_dir=state_dir)
+    if isinstance(cfg, HyperliquidConfig):
+        from killswitch.venues.hyperliquid.session import HyperliquidSession
+
+        # The nonce high-water mark lives in the daemon's state_dir (shared["state_dir"]).
+        return HyperliquidSession(cfg, private_key=credentials["private_key"], clock=clock,
+                                  state_dir=state_dir or (shared or {}).get("state_dir"), master_key=credentials.get("master_key"))
     raise ValueError(f"unknown venue config {type(cfg).__name__}")

@@ -29,14 +29,14 @@ def _read_banner(proc: subprocess.Popen) -> tuple[dict[str, str], str]:
                 section = line.strip()  # "urls:", "test account ...:", "YAML venue snippet ...:"
             elif section == "urls:" and (m := URL_LINE.match(line.rstrip("\n"))):
                 urls[m.group(1)] = m.group(2)
-            if "verify_contracts" in line or "markets:" in line:  # the snippet's last line
+            if "verify_contracts" in line or "markets:" in line or "dms_after:" in line:  # the snippet's last line
                 break
     finally:
         timer.cancel()
     return urls, "".join(text)
 
 
-@pytest.mark.parametrize("venue", ["oxfun", "nado", "vertex"])
+@pytest.mark.parametrize("venue", ["oxfun", "nado", "vertex", "hyperliquid"])
 def test_sim_serves_admin_state(venue):
     proc = subprocess.Popen([sys.executable, "-m", "killswitch", "sim", venue, "--host", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -47,6 +47,9 @@ def test_sim_serves_admin_state(venue):
             assert "127.0.0.1" in url
         if venue == "oxfun":
             assert {"ws_url", "rest_url"} <= set(urls) and "api_secret:" in banner
+        elif venue == "hyperliquid":
+            assert {"ws_url", "rest_url"} <= set(urls) and "killswitch_agent_private_key:" in banner
+            assert "kind: hyperliquid" in banner and "network: testnet" in banner
         else:
             assert {"gateway_ws_url", "subscribe_ws_url", "gateway_rest_url", "trigger_url"} <= set(urls)
             assert "subaccount_sender:" in banner and f"kind: {venue}" in banner

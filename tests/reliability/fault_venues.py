@@ -31,6 +31,8 @@ class FaultVenue:
     # The code an unanswered cancel is recorded with (OX.FUN: our own request timeout; Nado's
     # gateway socket is torn down as out of order first, so the code varies).
     lost_ack_code: str | None = None
+    # Hyperliquid: orders placed after a trip can show up in a listing before their pushes.
+    listing_may_beat_pushes: bool = False
 
     async def start(self, nursery, *, sim_clock: Clock | None, sim_kw: dict) -> Any:
         raise NotImplementedError
@@ -117,7 +119,84 @@ class NadoVenue(FaultVenue):
         w.sim.set_faults(maintenance_count=0)
 
 
-VENUES = {"oxfun": OxVenue(), "nado": NadoVenue()}
+@dataclass
+class HlWorld:
+    sim: Any
+    env_name: str = "RL_HL_KEY"
+
+    def env(self) -> dict[str, str]:
+        from tests.integration.hyperliquid_fixtures import KS_AGENT_KEY
+
+        return {self.env_name: KS_AGENT_KEY}
+
+    def venue_yaml(self, *, name: str = "hl-main", request_timeout: str = "1s", ping_interval: str = "500ms") -> str:
+        from tests.integration.hyperliquid_fixtures import MASTER
+
+        s = self.sim
+        return (f"  - name: {name}\n    kind: hyperliquid\n    private_key: {{env: {self.env_name}}}\n"
+                f"    network: {s.network}\n    account_address: \"{MASTER}\"\n    rest_url: {s.rest_url}\n"
+                f"    ws_url: {s.ws_url}\n    ping_interval: {ping_interval}\n    request_timeout: {request_timeout}\n"
+                f"    poll_interval: 1s\n    dms_after: 0s\n    backoff: {{initial: 50ms, max: 300ms}}\n"
+                f"    ip_weight_per_min: 1000000000\n")
+
+    def open_count(self) -> int:
+        from tests.integration.hyperliquid_fixtures import MASTER
+
+        return len(self.sim.core.accounts[MASTER].orders)
+
+    def place(self, n: int, coin: str = "ETH", *, trigger: bool = False) -> None:
+        """Resting buys below the sim's marks (ETH 3000, BTC 60000, SOL 150), or reduce-only stops."""
+        from tests.integration.hyperliquid_fixtures import MASTER
+
+        price = {"ETH": "2000", "BTC": "50000", "SOL": "100"}[coin]
+        if trigger:
+            self.sim.place(MASTER, coin, is_buy=False, price="2000", size="0.1", count=n, reduce_only=True,
+                           trigger={"isMarket": True, "triggerPx": "1900", "tpsl": "sl"})
+        else:
+            self.sim.place(MASTER, coin, is_buy=True, price=price, size="1" if coin == "SOL" else "0.1", count=n)
+
+
+class HlVenue(FaultVenue):
+    name, venue = "hyperliquid", "hl-main"
+    listing_may_beat_pushes = True
+    n_resting, n_trigger = 24, 4
+    n = n_resting + n_trigger
+
+    async def start(self, nursery, *, sim_clock, sim_kw):
+        from tests.integration.hyperliquid_fixtures import start_sim
+
+        # These scenarios repoll every 300 ms (~8000 IP weight a minute on this venue): not
+        # about the per-IP budget, which test_fault_matrix_hyperliquid.py covers.
+        kw = {"ip_weight_per_min": 10**9, **sim_kw}
+        if sim_clock is not None:
+            kw["clock"] = sim_clock
+        return HlWorld(await start_sim(nursery, **kw))
+
+    async def place_book(self, w):
+        w.place(self.n_resting // 2, "ETH")
+        w.place(self.n_resting - self.n_resting // 2, "BTC")
+        w.place(self.n_trigger, "ETH", trigger=True)
+
+    def open_count(self, w):
+        return w.open_count()
+
+    async def place_more(self, w, n):
+        w.place(n, "SOL")
+
+    async def drop_acks(self, w):
+        w.sim.set_faults(drop_response_count=2)  # processed (committed), never answered
+
+    async def delay_acks(self, w, seconds: float):
+        w.sim.set_faults(delay_s=seconds, delay_count=1)
+
+    async def refuse_cancels_forever(self, w):
+        w.sim.set_faults(reject_count=10**6)
+
+    async def allow_cancels(self, w):
+        w.sim.set_faults(reject_count=0)
+
+
+VENUES = {"oxfun": OxVenue(), "nado": NadoVenue(), "hyperliquid": HlVenue()}
 
 
 @dataclass

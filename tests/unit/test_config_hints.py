@@ -46,7 +46,7 @@ def test_unknown_key_in_daemon_and_venue_kind_get_suggestions():
     found = messages("daemon:\n  tick_intervall: 1s\nvenues:\n  - {name: a, kind: okfun}\n")
     assert any("daemon.tick_intervall: unknown key 'tick_intervall' (did you mean 'tick_interval'?)" in m
                for m in found), found
-    assert any("must be one of oxfun, vertex, nado; got 'okfun' (did you mean 'oxfun'?)" in m for m in found), found
+    assert any("must be one of oxfun, vertex, nado, hyperliquid; got 'okfun' (did you mean 'oxfun'?)" in m for m in found), found
 
 
 def test_no_suggestion_for_a_word_that_resembles_nothing():
