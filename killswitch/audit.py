@@ -7,13 +7,17 @@ session's ``on_sent`` callback, the moment a cancel hits the wire. A flusher tas
 a worker thread, batching records that arrive together, so the event loop never waits for
 the disk. Every record is fsync'd before ``flush()`` returns; shutdown flushes everything.
 
-Records carry ``ts_wall_ms``, a per-process ``seq`` and ``event`` (the record type); secrets never appear
-because callers only pass ids, nonces, codes and messages (and ``Secret`` renders as ***).
+Records carry ``ts_wall_ms``, the same instant as ISO-8601 UTC text (``ts_utc``, millisecond
+precision), ``seq`` and ``event`` (the record type). ``seq`` continues across restarts: ``open()``
+reads the last record's ``seq`` from the end of the file, so one file is one sequence (a gap
+or a repeat means lines were lost or the file was edited). Secrets never appear because callers
+only pass ids, nonces, codes and messages (and ``Secret`` renders as ***).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -26,6 +30,7 @@ import trio
 # durability by milliseconds, and it keeps the worker-thread hand-off off the trip path
 # (profiled: 26% of the main thread during trips when every record woke the flusher).
 GROUP_COMMIT_S = 0.005
+TAIL_CHUNK_BYTES = 1 << 20  # open() reads the file backwards in chunks of this size for the last seq
 
 
 def _default(obj: Any) -> Any:
@@ -52,11 +57,30 @@ class AuditLog:
         self._write_lock = trio.Lock()
         self._unsynced = 0
         self.records_written = 0
+        self._utc_second = -1  # the last second formatted, and its text (one strftime per second)
+        self._utc_prefix = ""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        base = last_seq(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.chmod(self.path, 0o600)
+        if _ends_without_newline(self.path):
+            self._write_all(b"\n")  # a torn last line (power loss) must not swallow the next record
+        if base:
+            # Records made before open() were numbered from 1: move them after the file's last.
+            self._batch = [_renumber(line, base) for line in self._batch]
+            self._seq += base
+        if self._batch:  # written now, so they stay ahead of the records made after open()
+            self._unsynced += len(self._batch)
+            self._write_all(self._take())
+
+    def ts_utc(self, ms: int) -> str:
+        second, milli = divmod(ms, 1000)
+        if second != self._utc_second:
+            self._utc_second = second
+            self._utc_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._utc_prefix}.{milli:03d}Z"
 
     def close(self) -> None:
         if self._fd is not None:
@@ -67,7 +91,8 @@ class AuditLog:
 
     def record(self, event: str, /, **fields: Any) -> int:
         self._seq += 1
-        rec = {"ts_wall_ms": self._wall_ms(), "seq": self._seq, "event": event, **fields}
+        ms = self._wall_ms()
+        rec = {"ts_wall_ms": ms, "ts_utc": self.ts_utc(ms), "seq": self._seq, "event": event, **fields}
         line = orjson.dumps(rec, default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
         if self._fd is not None:
             self._write_all(line)
@@ -120,6 +145,57 @@ class AuditLog:
                 if self._batch or self._unsynced:
                     self._unsynced = 0
                     self._write_sync(self._take())
+
+
+def last_seq(path: Path) -> int:
+    """The ``seq`` of the last parseable record in an audit file (0: none, or no file)."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return 0
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0:
+            start = max(0, end - TAIL_CHUNK_BYTES)
+            fh.seek(start)
+            tail = fh.read(end - start) + tail
+            lines = tail.split(b"\n")
+            # The first piece may be a partial line unless the chunk began at the file's start.
+            candidates = lines if start == 0 else lines[1:]
+            for line in reversed(candidates):
+                seq = _seq_of(line)
+                if seq is not None:
+                    return seq
+            tail = lines[0] if start > 0 else b""
+            end = start
+    return 0
+
+
+def _seq_of(line: bytes) -> int | None:
+    if not line.strip():
+        return None
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    seq = rec.get("seq") if isinstance(rec, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _ends_without_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        fh.seek(size - 1)
+        return fh.read(1) != b"\n"
+
+
+def _renumber(line: bytes, base: int) -> bytes:
+    rec = orjson.loads(line)
+    rec["seq"] += base
+    return orjson.dumps(rec, default=_default, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 def read_audit(path: Path) -> list[dict]:

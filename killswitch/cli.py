@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from killswitch import __version__
+
 DEFAULT_SOCKET = "/run/killswitch/control.sock"
 
 
@@ -21,6 +23,7 @@ def _add_socket(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="killswitch", description="Risk kill-switch daemon for crypto trading accounts.")
+    p.add_argument("--version", action="version", version=f"killswitch {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
@@ -34,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show the daemon's state")
     _add_socket(s)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
+    s.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (1)")
+    s.add_argument("--count", type=int, default=None, metavar="N", help="--watch: stop after N refreshes")
 
     t = sub.add_parser("trip", help="trip the kill switch by hand (latched)")
     _add_socket(t)
@@ -44,12 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--product", action="append", default=None, help="limit to this product (repeatable)")
     t.add_argument("--lock", action="store_true",
                    help="also lock order entry on venues that support it (docs/venues/hyperliquid.md)")
+    t.add_argument("--force", action="store_true",
+                   help="trip even on a product no configured venue lists or has seen")
 
     rs = sub.add_parser("reset", help="re-arm after a trip (audited)")
     _add_socket(rs)
     rs.add_argument("--operator", required=True, help="who resets (audited)")
     rs.add_argument("--reason", required=True, help="why (audited)")
     rs.add_argument("--unlock", action="store_true", help="also restore order entry on locked venues (audited)")
+    rs.add_argument("--rebase", action="store_true",
+                    help="also restart rule baselines (drawdown peaks) from the current equity (audited)")
 
     h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
     _add_socket(h)
@@ -94,6 +104,11 @@ def cmd_check(args) -> int:
         return 1
     issues = [] if args.no_secrets else check_secrets(cfg)
     print(summarize(cfg))
+    from killswitch.config import build_rules
+    from killswitch.engine.rule_state import describe_rebases
+
+    for line in describe_rebases(build_rules(cfg), cfg.daemon.state_dir):
+        print(f"note: {line}")
     errors = [i for i in issues if getattr(i, "severity", "error") == "error"]
     for i in issues:
         print(f"{getattr(i, 'severity', 'error')}: {i}", file=sys.stderr)

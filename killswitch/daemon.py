@@ -25,6 +25,7 @@ from killswitch.clock import Clock
 from killswitch.config import Config, build_rules, load_config
 from killswitch.engine.latch import LatchStore
 from killswitch.engine.loop import ApplyRules, Engine
+from killswitch.engine.rule_state import RuleStateStore
 from killswitch.executor import Executor
 from killswitch.logs import SecretRedactor
 from killswitch.model import EVERYTHING, HeartbeatReceived, Tick, TripCommand, VenueDisconnected
@@ -76,11 +77,10 @@ class _SetOnStarted:
             hook()
 
 
-def manual_scope_of(rules) -> object:
-    for r in rules:
-        if getattr(r, "kind", "") == "manual":
-            return r.action_scope
-    return EVERYTHING
+def _request_reconnect(session: object, why: str) -> None:
+    fn = getattr(session, "request_reconnect", None)
+    if fn is not None:
+        fn(why)
 
 
 class Daemon:
@@ -167,7 +167,9 @@ class Daemon:
             venues={n: s.capabilities for n, s in sessions.items()},
             latch=latch, store=self.store, audit=self.audit, executor=self.executor, clock=self.clock,
             budget=lambda venue, now: sessions[venue].budget_available(now) if venue in sessions else None,
-            repoll_interval_s=d.repoll_interval_s, dry_run=d.dry_run, manual_scope=manual_scope_of(rules),
+            repoll_interval_s=d.repoll_interval_s, dry_run=d.dry_run,
+            rule_store=RuleStateStore(d.state_dir),
+            reconnect=lambda venue, why: _request_reconnect(sessions.get(venue), why),
         )
         self.executor.on_first_cancel = self.engine.note_first_cancel
 
@@ -393,6 +395,8 @@ class Daemon:
         self.audit.record("daemon_stop", latch=self.engine.latch.state.value)
 
     async def _final_persist(self) -> None:
+        if self.engine is not None:
+            self.engine.save_rule_state(force=True, durable=True)
         if self.engine is not None and self.engine.latch.tripped:
             try:
                 self.store.save(self.engine.latch, durable=True)

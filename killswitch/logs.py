@@ -18,8 +18,19 @@ SECRET_KEY_HINTS = ("secret", "private_key", "password", "signature_key", "api_s
 REDACTED = "***"
 
 
+MAX_DEPTH = 8  # deeper structures are logged as (scrubbed) text: bounded work per event
+
+_SCALARS = (int, float, bool, type(None))
+
+
 class SecretRedactor:
-    """structlog processor; ``add()`` registers secret values to scrub (kept only here)."""
+    """structlog processor; ``add()`` registers secret values to scrub (kept only here).
+
+    Walks lists, tuples, sets and dicts recursively, so they reach the JSON renderer as JSON
+    arrays and objects (never as Python ``repr`` text): a key that looks like a secret is
+    replaced at any depth, and every string is scrubbed of known secret values. Other objects
+    (Decimal, Path, enums, dataclasses) become their ``str()``, scrubbed.
+    """
 
     def __init__(self) -> None:
         self._values: list[str] = []
@@ -35,16 +46,30 @@ class SecretRedactor:
                 text = text.replace(v, REDACTED)
         return text
 
+    def redact(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, _SCALARS):
+            return value
+        if isinstance(value, str):
+            return self.scrub(value) if self._values else value
+        if depth < MAX_DEPTH:
+            if isinstance(value, dict):
+                return {str(k): (REDACTED if _looks_secret(str(k)) else self.redact(v, depth + 1))
+                        for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [self.redact(v, depth + 1) for v in value]
+            if isinstance(value, (set, frozenset)):
+                return sorted((self.redact(v, depth + 1) for v in value), key=str)
+        return self.scrub(str(value))
+
     def __call__(self, logger: Any, method: str, event_dict: dict) -> dict:
         for key, value in list(event_dict.items()):
-            if any(h in key.lower() for h in SECRET_KEY_HINTS):
-                event_dict[key] = REDACTED
-            elif isinstance(value, str):
-                if self._values:
-                    event_dict[key] = self.scrub(value)
-            elif self._values and not isinstance(value, (int, float, bool, type(None))):
-                event_dict[key] = self.scrub(str(value))
+            event_dict[key] = REDACTED if _looks_secret(key) else self.redact(value)
         return event_dict
+
+
+def _looks_secret(key: str) -> bool:
+    low = key.lower()
+    return any(h in low for h in SECRET_KEY_HINTS)
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:

@@ -201,6 +201,20 @@ class EquityObserved:
 
 
 @dataclass(frozen=True, slots=True)
+class EquityUnavailable:
+    """The venue layer cannot value the account: ``missing`` names what has no price.
+
+    Incomplete valuation is *missing* equity, never a smaller number: drawdown rules count
+    the venue's equity as missing from the last complete observation on.
+    """
+
+    venue: str
+    missing: tuple[str, ...]
+    ts_event_ms: int = 0
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class CashFlowObserved:
     """A deposit (+) or withdrawal (-) of ``amount``; drawdown rules shift their peak by it."""
 
@@ -219,6 +233,7 @@ class PositionObserved:
     notional: Decimal | None = None  # |qty| * mark, in the venue's quote currency, when known
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    polled: bool = False  # from a REST/gateway reconcile or poll, not the account stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +265,15 @@ class VenueAlive:
     """Any sign of life from the venue's private stream (a pong, a push) with no other event."""
 
     venue: str
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDriftDetected:
+    """A drift poll found open orders the account stream never reported: the stream is broken."""
+
+    venue: str
+    order_ids: tuple[str, ...]
     ts_recv_s: float = 0.0
 
 
@@ -391,6 +415,9 @@ class ResetCommand:
     source: str = "cli"
     unlock: bool = False  # also restore order entry on locked venues (``killswitch reset --unlock``)
     operator_uid: int | None = None  # the control peer's uid, audited with an unlock
+    # True: rule baselines (drawdown peaks, windows) restart from the current equity.
+    # False (the default): they survive the reset, so a loss just before or after it counts.
+    rebase: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +436,7 @@ VenueEvent = Union[
     OrderRejected,
     OpenOrdersSnapshot,
     EquityObserved,
+    EquityUnavailable,
     CashFlowObserved,
     PositionObserved,
     MarkPriceObserved,
@@ -417,5 +445,6 @@ VenueEvent = Union[
     VenueAlive,
     VenueAuthFailed,
     BackstopObserved,
+    StreamDriftDetected,
     BadFrame,
 ]

@@ -35,6 +35,7 @@ from killswitch.schema.reader import (
     type_name,
 )
 from killswitch.schema.rule import RuleConfig, parse_action, venue_products
+from killswitch.schema.suggest import did_you_mean
 
 
 LITERAL_SECRET = "literal secret in config; use {env: ...}, {file: ...} or {credential: ...}"
@@ -105,6 +106,8 @@ class DaemonConfig:
     cancel_deadline_s: float = 10.0
     startup_timeout_s: float = 30.0
     cancel_on_shutdown: bool = False
+    # Largest |amount| an operator may declare as a cash flow (besides the venue's equity).
+    max_cash_flow: Decimal | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"  # auto | json | console
 
@@ -175,6 +178,7 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
         cancel_deadline_s=r.duration("cancel_deadline", d.cancel_deadline_s),
         startup_timeout_s=r.duration("startup_timeout", d.startup_timeout_s),
         cancel_on_shutdown=r.bool("cancel_on_shutdown", False),
+        max_cash_flow=r.decimal("max_cash_flow", None, positive=True),
         metrics=metrics,
         log_format=r.str("log_format", "auto", choices=("auto", "json", "console")),
     )
@@ -463,7 +467,8 @@ def _parse_rule(r: MapReader) -> RuleConfig | None:
                  hint="rule names are letters, digits, '_', '-', '.', ':'")
     kind = r.str("kind", required=True)
     if isinstance(kind, str) and kind not in RULE_KINDS:
-        kind = r.error("kind", f"unknown rule kind {kind!r}; known kinds: {', '.join(sorted(RULE_KINDS))}")
+        kind = r.error("kind", f"unknown rule kind {kind!r}{did_you_mean(kind, RULE_KINDS)}; "
+                               f"known kinds: {', '.join(sorted(RULE_KINDS))}")
     common = {
         "name": name,
         "kind": kind,
@@ -513,7 +518,9 @@ def _cross_check(ctx: Ctx, acc: _Collected) -> dict[str, Path]:
         for i, item in enumerate(getattr(venues_node, "items", ())):
             vname = getattr(item, "value", None)
             if isinstance(vname, str) and vname not in seen_venues:
-                ctx.error(item.mark, f"{path}.venues[{i}]", f"unknown venue {vname!r}")
+                known = ", ".join(sorted(seen_venues)) or "none"
+                ctx.error(item.mark, f"{path}.venues[{i}]",
+                          f"unknown venue {vname!r}{did_you_mean(vname, seen_venues)}; configured venues: {known}")
 
     heartbeat_files: dict[str, Path] = {}
     heartbeat_marks: dict[str, Mark] = {}

@@ -17,7 +17,8 @@ import trio
 
 
 from killswitch.control.protocol import COMMAND_DEADLINE_S
-from killswitch.control.render import render_command_reply, render_status
+from killswitch.control.render import render_command_reply, render_status, use_colour
+from killswitch.control.watch import watch_status
 
 
 class ControlError(Exception):
@@ -146,16 +147,18 @@ class ControlClient:
     def heartbeat(self, source: str) -> dict:
         return self.request({"op": "heartbeat", "source": source})
 
-    def trip(self, reason: str, operator: str, *, venues=None, products=None) -> dict:
+    def trip(self, reason: str, operator: str, *, venues=None, products=None, force: bool = False) -> dict:
         req: dict = {"op": "trip", "reason": reason, "operator": operator}
+        if force:
+            req["force"] = True
         if venues:
             req["venues"] = list(venues)
         if products:
             req["products"] = list(products)
         return self.request(req)
 
-    def reset(self, operator: str, reason: str) -> dict:
-        return self.request({"op": "reset", "operator": operator, "reason": reason})
+    def reset(self, operator: str, reason: str, *, rebase: bool = False) -> dict:
+        return self.request({"op": "reset", "operator": operator, "reason": reason, "rebase": rebase})
 
     def cash_flow(self, venue: str, amount: str | Decimal, operator: str) -> dict:
         return self.request({"op": "cash_flow", "venue": venue, "amount": str(amount), "operator": operator})
@@ -218,9 +221,12 @@ def build_cli_request(args) -> dict:
             req["products"] = list(args.product)
         if getattr(args, "lock", False):
             req["lock"] = True
+        if getattr(args, "force", False):
+            req["force"] = True
         return req
     if verb == "reset":
-        req = {"op": "reset", "operator": args.operator, "reason": args.reason}
+        req = {"op": "reset", "operator": args.operator, "reason": args.reason,
+               "rebase": bool(getattr(args, "rebase", False))}
         if getattr(args, "unlock", False):
             req["unlock"] = True
         return req
@@ -230,6 +236,14 @@ def build_cli_request(args) -> dict:
 def run_cli(args, socket_path: str | os.PathLike) -> int:
     path = Path(socket_path)
     want_json = bool(getattr(args, "json", False))
+    colour = use_colour(sys.stdout, os.environ)
+    if args.verb == "status" and getattr(args, "watch", False):
+        def fetch() -> Mapping[str, Any]:
+            with ControlClient(path) as client:
+                return client.request({"op": "status"})
+
+        return watch_status(fetch, out=sys.stdout, interval_s=args.interval, colour=colour,
+                            count=args.count, json_lines=want_json, errors=(ControlError, OSError))
     try:
         req = build_cli_request(args)
         with ControlClient(path) as client:
@@ -245,7 +259,7 @@ def run_cli(args, socket_path: str | os.PathLike) -> int:
     if want_json:
         print(orjson.dumps(reply, default=str, option=orjson.OPT_INDENT_2).decode())
     elif args.verb == "status":
-        print(render_status(reply))
+        print(render_status(reply, colour=colour))
     else:
         print(render_command_reply(args.verb, reply))
     return 0

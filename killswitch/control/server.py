@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import structlog
 import trio
 
+from killswitch.schema.rule import venue_products
 from killswitch.control.access import (
     AccessError,
     AccessPolicy,
@@ -37,6 +38,7 @@ from killswitch.control.protocol import (
     REPLY_SEND_DEADLINE_S,
     REQUEST_READ_DEADLINE_S,
     SOCKET_DIR_MODE,
+    STATUS_VERSION,
     ControlSetupError,
     PeerCred,
     RequestError,
@@ -306,6 +308,9 @@ class ControlServer:
     def _known_venues(self) -> frozenset[str]:
         return frozenset(self.daemon.venues) or frozenset(v.name for v in self.daemon.config.venues)
 
+    def _configured_products(self) -> frozenset[str]:
+        return frozenset(p for v in self.daemon.config.venues for p in venue_products(v))
+
     def _default_operator(self, peer: PeerCred) -> str:
         return self.policy.user_name(peer.uid)
 
@@ -330,15 +335,17 @@ class ControlServer:
             await daemon.send.send(HeartbeatReceived(source, daemon.clock.monotonic_s()))
             return {"ok": True}
         if op == "status":
-            return {"ok": True, "pid": os.getpid(), **daemon.status()}
+            return {"ok": True, "status_version": STATUS_VERSION, "pid": os.getpid(), **daemon.status()}
         if op == "trip":
-            cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer))
+            cmd = trip_command(req, known_venues=self._known_venues(), default_operator=self._default_operator(peer),
+                               known_products=engine.known_products(self._configured_products()))
             daemon.audit.record("control_command", op="trip", operator=cmd.operator, reason=cmd.reason,
-                                lock=cmd.lock, **self._peer_fields(peer))
+                                lock=cmd.lock, force=bool(req.get("force")), **self._peer_fields(peer))
+            covered = engine.orders_covered(cmd.scope)
             before = engine.latch.next_trip_id
             await daemon.send.send(cmd)
             acted = await _wait_until(lambda: engine.latch.next_trip_id > before)
-            return self._command_reply(acted, "trip", trip_id=before if acted else None)
+            return self._command_reply(acted, "trip", trip_id=before if acted else None, orders_in_scope=covered)
         if op == "reset":
             cmd = reset_command(req, peer.uid)
             was_tripped = engine.latch.tripped
@@ -348,8 +355,12 @@ class ControlServer:
             acted = await _wait_until(lambda: not engine.latch.tripped)
             return self._command_reply(acted, "reset", noop=not was_tripped)
         if op == "cash_flow":
+            venue = req.get("venue")
             cmd = cash_flow_command(req, known_venues=self._known_venues(),
-                                    default_operator=self._default_operator(peer))
+                                    default_operator=self._default_operator(peer),
+                                    equity={venue: engine.state.book(venue).equity}
+                                    if isinstance(venue, str) and venue in self._known_venues() else None,
+                                    max_cash_flow=daemon.config.daemon.max_cash_flow)
             daemon.audit.record("control_command", op="cash_flow", operator=cmd.operator, venue=cmd.venue,
                                 amount=str(cmd.amount), **self._peer_fields(peer))
             await daemon.send.send(cmd)

@@ -222,10 +222,12 @@ class DemoRun:
 
     async def reset(self, why: str) -> bool:
         engine = self.engine()
-        await self.daemon.send.send(ResetCommand(operator="demo", reason=why, source="demo"))
+        # --rebase: the operator accepts the act's loss; without it the kept drawdown peak
+        # (baselines survive a reset) would trip again at once.
+        await self.daemon.send.send(ResetCommand(operator="demo", reason=why, source="demo", rebase=True))
         ok = await self.wait_for(lambda: not engine.latch.tripped, 5.0)
         self.peaks.clear()
-        self.p.line(f"  RESET by operator 'demo' (audited): {why}" if ok else "  RESET did not take effect")
+        self.p.line(f"  RESET --rebase by operator 'demo' (audited): {why}" if ok else "  RESET did not take effect")
         return ok
 
     # -------------------------------------------------------------- main

@@ -49,6 +49,7 @@ class TripRecord:
     scope: CancelScope
     source: str  # rule | signal | cli | control | startup
     ts_wall_ms: int
+    operator: str = ""  # who tripped by hand (control socket, CLI); empty for a rule
 
 
 @dataclass(slots=True)
@@ -73,8 +74,9 @@ class Latch:
         return scope
 
     def trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
-             scope: CancelScope, source: str, ts_wall_ms: int) -> TripRecord:
-        rec = TripRecord(self.next_trip_id, rule, kind, reason, observed, threshold, scope, source, ts_wall_ms)
+             scope: CancelScope, source: str, ts_wall_ms: int, operator: str = "") -> TripRecord:
+        rec = TripRecord(self.next_trip_id, rule, kind, reason, observed, threshold, scope, source, ts_wall_ms,
+                         operator)
         self.next_trip_id += 1
         self.trips.append(rec)
         self.state = LatchState.TRIPPED
@@ -128,7 +130,7 @@ def latch_to_bytes(latch: Latch) -> bytes:
                 {
                     "trip_id": t.trip_id, "rule": t.rule, "kind": t.kind, "reason": t.reason,
                     "observed": t.observed, "threshold": t.threshold, "scope": scope_to_dict(t.scope),
-                    "source": t.source, "ts_wall_ms": t.ts_wall_ms,
+                    "source": t.source, "ts_wall_ms": t.ts_wall_ms, "operator": t.operator,
                 }
                 for t in latch.trips
             ],
@@ -144,6 +146,7 @@ def latch_from_bytes(data: bytes) -> Latch:
         TripRecord(
             int(t["trip_id"]), str(t["rule"]), str(t["kind"]), str(t["reason"]), str(t["observed"]),
             str(t["threshold"]), scope_from_dict(t["scope"]), str(t["source"]), int(t["ts_wall_ms"]),
+            str(t.get("operator") or ""),
         )
         for t in d.get("trips", [])
     ]

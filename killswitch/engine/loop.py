@@ -23,6 +23,9 @@ from killswitch.audit import AuditLog
 from killswitch.clock import Clock
 from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_bytes, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
+from killswitch.engine import rule_state
+from killswitch.engine.drift import DriftTracker
+from killswitch.engine.rule_state import Rebase, RuleStateError, RuleStateStore
 from killswitch.engine.state import BookState
 from killswitch.model import (
     BackstopObserved,
@@ -35,11 +38,14 @@ from killswitch.model import (
     CashFlowObserved,
     DeclareCashFlow,
     EVERYTHING,
+    EquityObserved,
+    EquityUnavailable,
     HeartbeatReceived,
     OpenOrdersSnapshot,
     OrderInfo,
     OrderOpened,
     ResetCommand,
+    StreamDriftDetected,
     Tick,
     TripCommand,
     VenueAuthFailed,
@@ -47,6 +53,7 @@ from killswitch.model import (
     VenueDisconnected,
     VerifyFailed,
 )
+from killswitch.observations import Observations
 from killswitch.rules.base import Rule
 from killswitch.venues.base import VenueCapabilities
 
@@ -57,6 +64,15 @@ FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the fir
 DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
+RULE_STATE_SAVE_MIN_S = 0.1  # baselines are written at most this often (and on every tick when changed)
+
+
+def manual_scope_of(rules: Iterable[Rule]) -> CancelScope:
+    """What ``killswitch trip`` (no scope given) cancels: the manual rule's action, else everything."""
+    for r in rules:
+        if getattr(r, "kind", "") == "manual":
+            return r.action_scope
+    return EVERYTHING
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +130,7 @@ class EngineCounters:
     cancel_requests: int = 0
     cancel_failures: int = 0
     sweeps: int = 0
+    stream_drift: int = 0  # drift polls that found orders the account stream never reported
     max_event_lag_s: float = 0.0
     last_event_lag_s: float = 0.0
     last_trip_to_first_cancel_s: float | None = None
@@ -135,7 +152,9 @@ class Engine:
         budget: Callable[[str, float], int | None] = lambda venue, now_s: None,
         repoll_interval_s: float = 2.0,
         dry_run: bool = False,
-        manual_scope: CancelScope = EVERYTHING,
+        manual_scope: CancelScope | None = None,
+        rule_store: RuleStateStore | None = None,
+        reconnect: Callable[[str, str], None] = lambda venue, why: None,
     ) -> None:
         self.state = BookState(tuple(venues))
         self.caps = dict(venues)
@@ -147,9 +166,17 @@ class Engine:
         self.budget = budget
         self.repoll_interval_s = repoll_interval_s
         self.dry_run = dry_run
-        self.manual_scope = manual_scope
+        # None: derived from the rules, again on every reload and reset (see _set_rules).
+        self._manual_scope_override = manual_scope
+        self.manual_scope = manual_scope or EVERYTHING
         self.rule_factory = rule_factory
+        self.rule_store = rule_store
+        self.reconnect = reconnect  # asks a venue session to drop and re-establish its stream
+        self.drift = DriftTracker()
+        self._rule_state_saved: tuple = ()
+        self._rule_state_saved_s = float("-inf")
         self.counters = EngineCounters()
+        self.observations = Observations()  # histograms for the metrics endpoint
         self.progress: dict[str, VenueProgress] = {}
         self.alarms: dict[str, str] = {}
         self.backstops: dict[str, BackstopObserved] = {}
@@ -172,6 +199,9 @@ class Engine:
             for t in r.watches:
                 self._by_type.setdefault(t, []).append(r)
         self._tick_rules = [r for r in self.rules if r.needs_tick]
+        self._baseline_rules = [r for r in self.rules if rule_state.has_baseline(r)]
+        if self._manual_scope_override is None:
+            self.manual_scope = manual_scope_of(self.rules)
 
     def _apply_rules(self, cmd: ApplyRules) -> None:
         old = {r.name: r for r in self.rules}
@@ -181,6 +211,10 @@ class Engine:
             same = prev is not None and getattr(prev, "config", None) is not None and \
                 getattr(prev, "config", None) == getattr(r, "config", None)
             merged.append(prev if same else r)
+        # A changed rule keeps its baseline when the fields that define it are unchanged.
+        rebases = rule_state.carry(self.rules, merged)
+        for rb in rebases:
+            self._rebase_rule(old[rb.rule], next(r for r in merged if r.name == rb.rule), rb, cmd.source)
         self._set_rules(merged)
         self.audit.record("rules_applied", source=cmd.source, rules=[r.name for r in merged])
         log.info("rules_applied", source=cmd.source, n_rules=len(merged))
@@ -211,9 +245,11 @@ class Engine:
                 work, self._deferred = self._deferred, []
                 for fn in work:
                     fn()
+            self.save_rule_state()
 
     def on_start(self) -> None:
-        """Coming back TRIPPED: every venue in scope is re-verified and swept."""
+        """Restore rule baselines; coming back TRIPPED: every venue in scope is re-verified and swept."""
+        self._restore_rule_state()
         if not self.latch.tripped:
             return
         now = self.clock.monotonic_s()
@@ -238,6 +274,7 @@ class Engine:
         if ts_recv:
             lag = now - ts_recv
             self.counters.last_event_lag_s = lag
+            self.observations.event_lag.observe(lag)
             if lag > self.counters.max_event_lag_s:
                 self.counters.max_event_lag_s = lag
 
@@ -250,6 +287,12 @@ class Engine:
         if t is ApplyRules:
             self._apply_rules(ev)
             return
+        if t is EquityUnavailable:
+            self._alarm(f"equity:{ev.venue}", f"{ev.venue}: equity unknown, no price for {', '.join(ev.missing)} "
+                                              f"(drawdown rules count it as missing)")
+        elif t is EquityObserved and f"equity:{ev.venue}" in self.alarms:
+            del self.alarms[f"equity:{ev.venue}"]
+            self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
         if t is DeclareCashFlow:
             self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
             # In the venue's equity currency, so drawdown rules shift the right series.
@@ -279,10 +322,20 @@ class Engine:
             self._alarm(f"auth:{ev.venue}", f"{ev.venue}: credentials rejected ({ev.code} {ev.message})")
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
+            if self.alarms.pop(f"stream_drift:{ev.venue}", None) is not None:  # reconnected and reconciled
+                self.audit.record("alarm_cleared", key=f"stream_drift:{ev.venue}")
             self.audit.record("venue_connected", venue=ev.venue)
+            self.observations.connected(ev.venue)
         elif t is VenueDisconnected:
             self.audit.record("venue_disconnected", venue=ev.venue, reason=ev.reason)
 
+        drifted: tuple[str, ...] = ()
+        if t is OrderOpened:
+            self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id)
+        elif t is OpenOrdersSnapshot and ev.purpose == "poll" and not self.latch.tripped:
+            drifted = self.drift.on_poll(ev.venue, ev.orders, self.state.book(ev.venue).orders, ev.ts_event_ms)
+        elif t is VenueConnected or t is VenueDisconnected:
+            self.drift.forget(ev.venue)
         is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False
         # An order that *causes* a trip is already in that trip's plan: sweep only orders
         # seen while the latch was already tripped.
@@ -303,6 +356,27 @@ class Engine:
                 self._sweep(ev.order, now)
             elif t is OpenOrdersSnapshot:
                 self._after_snapshot(ev, now)
+        if drifted:
+            self._on_stream_drift(ev.venue, drifted, now)
+
+    def _on_stream_drift(self, venue: str, order_ids: tuple[str, ...], now: float) -> None:
+        """The poll saw orders the stream never pushed: alarm, count, reconnect, let rules judge."""
+        self.counters.stream_drift += 1
+        self._alarm(f"stream_drift:{venue}", f"{venue}: drift poll found {len(order_ids)} open orders the account "
+                                             f"stream never reported; reconnecting the stream")
+        self.audit.record("stream_drift", venue=venue, n_orders=len(order_ids), order_ids=list(order_ids[:20]))
+        try:
+            self.reconnect(venue, "stream drift")
+        except Exception as exc:  # a broken reconnect hook must not stop the engine
+            log.error("reconnect_failed", venue=venue, error=f"{type(exc).__name__}: {exc}")
+        ev = StreamDriftDetected(venue, order_ids, now)
+        for rule in self._by_type.get(StreamDriftDetected, ()):
+            try:
+                breach = rule.on_event(ev, self.state, now)
+            except Exception as exc:
+                breach = self._rule_error(rule, exc)
+            if breach is not None:
+                self._on_breach(breach, now)
 
     # ------------------------------------------------------------------ breaches
     def _rule_error(self, rule: Rule, exc: Exception) -> Breach:
@@ -345,7 +419,7 @@ class Engine:
     def _trip(self, *, rule: str, kind: str, reason: str, observed: str, threshold: str,
               scope: CancelScope, source: str, now: float, operator: str = "", lock: bool = False) -> None:
         rec = self.latch.trip(rule=rule, kind=kind, reason=reason, observed=observed, threshold=threshold,
-                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms())
+                              scope=scope, source=source, ts_wall_ms=self.clock.wall_ms(), operator=operator)
         self.trip_started_s[rec.trip_id] = now
         # Phase 1 of persistence: ~1 µs into the page cache (survives a process crash);
         # the full record is written and fsync'd after the first cancel is on the wire.
@@ -399,7 +473,7 @@ class Engine:
                 self.locks[ev.venue] = "locked"
                 self.alarms.pop(key, None)
                 self.audit.record("order_entry_locked", venue=ev.venue, trip_id=ev.trip_id, detail=ev.message)
-                log.critical("ORDER_ENTRY_LOCKED", venue=ev.venue, detail=ev.message)
+                log.critical("order_entry_locked", venue=ev.venue, detail=ev.message)
             else:
                 self.locks[ev.venue] = "failed"
                 self._alarm(key, f"{ev.venue}: order-entry lock failed: {ev.message}")
@@ -410,7 +484,7 @@ class Engine:
             self.alarms.pop(key, None)
             self.alarms.pop(f"lock_failed:{ev.venue}", None)
             self.audit.record("order_entry_unlocked", venue=ev.venue, operator=ev.operator, detail=ev.message)
-            log.warning("ORDER_ENTRY_UNLOCKED", venue=ev.venue, operator=ev.operator)
+            log.warning("order_entry_unlocked", venue=ev.venue, operator=ev.operator)
         else:
             self.locks[ev.venue] = "locked"
             self._alarm(key, f"{ev.venue}: order-entry unlock failed: {ev.message}")
@@ -497,6 +571,8 @@ class Engine:
 
     def _on_cancel_completed(self, ev: CancelCompleted, now: float) -> None:
         self.counters.cancel_requests += 1
+        if ev.outcome != "dry_run":
+            self.observations.cancel_completed(ev.venue, ev.latency_s)
         if ev.outcome not in ("ok", "dry_run"):
             self.counters.cancel_failures += 1
             log.warning("cancel_not_ok", venue=ev.venue, verb=ev.verb, outcome=ev.outcome, code=ev.code,
@@ -516,6 +592,7 @@ class Engine:
             started = self.trip_started_s.get(trip_id)
             if started is not None:
                 self.counters.last_trip_to_first_cancel_s = sent_at_s - started
+                self.observations.first_cancel(venue, sent_at_s - started)
 
     def _on_job_finished(self, ev: CancelJobFinished, now: float) -> None:
         prog = self.progress.get(ev.venue)
@@ -570,6 +647,7 @@ class Engine:
                 to_flat = (now - started) if started is not None else None
                 if to_flat is not None:
                     self.counters.last_trip_to_flat_s = to_flat
+                    self.observations.flat(ev.venue, to_flat)
                 to_first = (prog.first_cancel_s - started) if (started is not None and prog.first_cancel_s) else None
                 self.audit.record("flat", venue=ev.venue, trip_id=prog.trip_id, evidence=f"{ev.purpose} snapshot",
                                   trip_to_first_cancel_ms=None if to_first is None else round(to_first * 1000, 3),
@@ -610,6 +688,7 @@ class Engine:
 
     def _on_tick(self, now: float) -> None:
         self._check_feeds(now)
+        self.save_rule_state()
         for rule in self._tick_rules:
             try:
                 breach = rule.on_tick(self.state, now)
@@ -649,9 +728,25 @@ class Engine:
         for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:"))]:
             del self.alarms[key]
         if self.rule_factory is not None:
-            # Fresh baselines: a drawdown peak restarts from the current equity after reset.
-            self._set_rules(self.rule_factory())
-        self.audit.record("reset", operator=cmd.operator, reason=cmd.reason, source=cmd.source,
+            # Fresh rule objects (debounce counters, alerts), but the baselines carry over:
+            # a loss just before or just after the reset still counts against the old peak.
+            # Only an explicit ``reset --rebase`` restarts them, from the current equity.
+            fresh = list(self.rule_factory())
+            if cmd.rebase:
+                old = {r.name: r for r in self.rules}
+                for r in fresh:
+                    prev = old.get(r.name)
+                    if prev is not None and rule_state.has_baseline(r) and rule_state.has_baseline(prev):
+                        rb = Rebase(r.name, f"reset --rebase by {cmd.operator or '?'}", prev.baseline_key(),
+                                    r.baseline_key(), prev.export_baseline(0.0))
+                        self._rebase_rule(prev, r, rb, "reset")
+            else:
+                old = {r.name: r for r in self.rules}
+                for rb in rule_state.carry(self.rules, fresh):  # only if the key changed: never silently
+                    self._rebase_rule(old[rb.rule], next(r for r in fresh if r.name == rb.rule), rb, "reset")
+            self._set_rules(fresh)
+            self.save_rule_state(force=True, durable=True)
+        self.audit.record("reset", operator=cmd.operator, reason=cmd.reason, source=cmd.source, rebase=cmd.rebase,
                           cleared_trips=[t.trip_id for t in cleared], venues_not_confirmed_flat=unflat)
         log.warning("RESET", operator=cmd.operator, reason=cmd.reason, cleared_trips=[t.trip_id for t in cleared],
                     venues_not_confirmed_flat=unflat)
@@ -664,6 +759,79 @@ class Engine:
         elif key in self.alarms:
             del self.alarms[key]
             self.audit.record("alarm_cleared", key=key)
+
+    # ------------------------------------------------------------------ rule baselines
+    def _wall_offset_s(self) -> float:
+        return self.clock.wall_ms() / 1000.0 - self.clock.monotonic_s()
+
+    def _restore_rule_state(self) -> None:
+        if self.rule_store is None:
+            return
+        try:
+            stored = self.rule_store.load()
+        except RuleStateError as exc:
+            self._alarm("rule_state", f"stored rule baselines unusable ({exc}): every drawdown peak restarts "
+                                      f"from the current equity")
+            return
+        restore, rebases = rule_state.plan_restore(self.rules, stored)
+        offset = self._wall_offset_s()
+        for rule, data in restore:
+            try:
+                rule.import_baseline(data, offset)
+            except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+                self._alarm(f"rule_state:{rule.name}", f"stored baseline of rule {rule.name} unusable ({exc}): "
+                                                       f"it restarts from the current equity")
+                continue
+            peaks = getattr(rule, "peaks", dict)()
+            self.audit.record("rule_state_restored", rule=rule.name, peaks=peaks)
+            log.info("rule_state_restored", rule=rule.name, peaks=peaks)
+        for rb in rebases:
+            self._record_rebase(rb, new_peaks={}, source="startup")
+        self._rule_state_saved = self._rule_state_version()
+
+    def _rebase_rule(self, old: Rule, new: Rule, rb: Rebase, source: str) -> None:
+        """``new`` replaces ``old`` with a fresh baseline at the current equity of each venue."""
+        carry_live = getattr(new, "carry_from", None)
+        if carry_live is not None:
+            carry_live(old, baseline=False)
+        equities = {v: self.state.book(v).equity for v in self.state.venues()
+                    if self.state.book(v).equity is not None}
+        rebase_to = getattr(new, "rebase_to", None)
+        new_peaks = rebase_to(equities, self.clock.monotonic_s(), self.clock.wall_ms()) if rebase_to else {}
+        self._record_rebase(rb, new_peaks=new_peaks, source=source)
+
+    def _record_rebase(self, rb: Rebase, *, new_peaks: dict, source: str) -> None:
+        old_peaks = {k: v.get("peak") for k, v in ((rb.old_baseline or {}).get("series") or {}).items()
+                     if isinstance(v, dict)}
+        self.audit.record("rule_state_rebased", rule=rb.rule, reason=rb.reason, source=source,
+                          old_key=rb.old_key, new_key=rb.new_key, old_peaks=old_peaks, new_peaks=new_peaks)
+        log.warning("rule_state_rebased", rule=rb.rule, reason=rb.reason, source=source,
+                    old_peaks=old_peaks, new_peaks=new_peaks)
+
+    def _rule_state_version(self) -> tuple:
+        return tuple((r.name, id(r), r.baseline_version) for r in self._baseline_rules)
+
+    def save_rule_state(self, *, force: bool = False, durable: bool = False) -> None:
+        """Write baselines when they changed (at most every RULE_STATE_SAVE_MIN_S unless forced).
+
+        Plain writes land in the page cache (they survive a crash of the process);
+        ``durable`` adds fsync (reset, shutdown). Failure is an alarm, never a crash.
+        """
+        if self.rule_store is None:
+            return
+        version = self._rule_state_version()
+        now = self.clock.monotonic_s()
+        if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < RULE_STATE_SAVE_MIN_S):
+            return
+        try:
+            self.rule_store.save(rule_state.collect(self._baseline_rules, self._wall_offset_s()),
+                                 self.clock.wall_ms(), durable=durable)
+        except OSError as exc:
+            self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
+            return
+        if self.alarms.pop("rule_state_persist", None) is not None:
+            self.audit.record("alarm_cleared", key="rule_state_persist")
+        self._rule_state_saved, self._rule_state_saved_s = version, now
 
     def _alarm(self, key: str, message: str) -> None:
         if self.alarms.get(key) != message:
@@ -710,7 +878,7 @@ class Engine:
             "trips": [
                 {"trip_id": t.trip_id, "rule": t.rule, "kind": t.kind, "reason": t.reason,
                  "observed": t.observed, "threshold": t.threshold, "source": t.source,
-                 "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
+                 "operator": t.operator, "ts_wall_ms": t.ts_wall_ms, "scope": scope_to_dict(t.scope)}
                 for t in self.latch.trips
             ],
             "last_reset": self.latch.last_reset,
@@ -720,6 +888,7 @@ class Engine:
             "counters": {
                 "events": c.events, "bad_frames": c.bad_frames, "trips": c.trips, "alerts": c.alerts,
                 "cancel_requests": c.cancel_requests, "cancel_failures": c.cancel_failures, "sweeps": c.sweeps,
+                "stream_drift": c.stream_drift,
                 "max_event_lag_ms": round(c.max_event_lag_s * 1000, 3),
                 "last_trip_to_first_cancel_ms": None if c.last_trip_to_first_cancel_s is None
                 else round(c.last_trip_to_first_cancel_s * 1000, 3),
@@ -727,6 +896,21 @@ class Engine:
                 else round(c.last_trip_to_flat_s * 1000, 3),
             },
         }
+
+    def known_products(self, configured: Iterable[str] = ()) -> frozenset[str]:
+        """Products a configured venue lists plus every product the book has seen."""
+        out = set(configured)
+        for v in self.state.venues():
+            b = self.state.book(v)
+            out.update(o.product for o in b.orders.values())
+            out.update(b.positions)
+            out.update(b.marks)
+        return frozenset(out)
+
+    def orders_covered(self, scope: CancelScope) -> dict[str, int]:
+        """Known open orders a trip with ``scope`` covers, per venue (for the trip reply)."""
+        scope = scope if scope != EVERYTHING else self.manual_scope
+        return {v: len(self.state.open_orders(v, scope)) for v in self._venues_in(scope)}
 
     def all_flat(self) -> bool:
         return bool(self.progress) and all(p.flat for p in self.progress.values())

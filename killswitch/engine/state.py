@@ -14,6 +14,7 @@ from decimal import Decimal
 from killswitch.model import (
     CancelScope,
     EquityObserved,
+    EquityUnavailable,
     MarkPriceObserved,
     OpenOrdersSnapshot,
     OrderClosed,
@@ -26,6 +27,9 @@ from killswitch.model import (
 )
 
 ZERO = Decimal(0)
+# Produced by REST/gateway requests (reconcile, drift and equity polls), not by the account
+# stream: they must not make a stalled stream look alive (stale_heartbeat {venue: ...}).
+POLL_EVENTS = frozenset({OpenOrdersSnapshot, EquityObserved, EquityUnavailable})
 
 
 @dataclass(slots=True)
@@ -38,7 +42,7 @@ class VenueBook:
     equity_currency: str = ""
     connected: bool = False
     trusted: bool = False  # a reconcile snapshot has been applied since the last connect
-    last_seen_s: float | None = None
+    last_seen_s: float | None = None  # the account stream's own liveness (never REST/gateway polls)
     disconnected_since_s: float | None = None
 
 
@@ -137,7 +141,8 @@ class BookState:
             else:
                 return False
         b = self.book(venue)
-        b.last_seen_s = now_s
+        if t not in POLL_EVENTS and not (t is PositionObserved and ev.polled):
+            b.last_seen_s = now_s
         if isinstance(ev, OrderOpened):
             return self._add(b, ev.order)
         if isinstance(ev, OrderClosed):

@@ -19,6 +19,7 @@ from killswitch.rules import (
     order_rate,
     reject_burst,
     stale_heartbeat,
+    stream_drift,
 )
 
 
@@ -38,5 +39,6 @@ RULE_KINDS: Mapping[str, RuleKind] = MappingProxyType(
         "max_position": RuleKind(max_position.parse_config, max_position.MaxPositionRule),
         "reject_burst": RuleKind(reject_burst.parse_config, reject_burst.RejectBurstRule),
         "manual": RuleKind(manual.parse_config, manual.ManualRule),
+        "stream_drift": RuleKind(stream_drift.parse_config, stream_drift.StreamDriftRule),
     }
 )

@@ -22,6 +22,7 @@ from killswitch.model import Breach, HeartbeatReceived, VenueConnected, VenueDis
 from killswitch.rules.base import BookView, RuleBase, RuleStatus
 from killswitch.schema.reader import MapReader, item_str
 from killswitch.schema.rule import RuleConfig
+from killswitch.schema.suggest import did_you_mean
 from killswitch.units import format_duration
 
 
@@ -42,7 +43,9 @@ class StaleHeartbeatConfig(RuleConfig):
 
     def cross_check(self, ctx: Any, r: MapReader, venues: dict, covered: list) -> None:
         if self.source_kind == "venue" and self.source_name not in venues:
-            r.error("source", f"unknown venue {self.source_name!r}")
+            known = ", ".join(sorted(venues)) or "none"
+            r.error("source", f"unknown venue {self.source_name!r}{did_you_mean(self.source_name, venues)}; "
+                              f"configured venues: {known}")
 
 
 def parse_config(r: MapReader, common: dict) -> StaleHeartbeatConfig | None:

@@ -165,7 +165,22 @@ def yaml_issue(exc: yaml.YAMLError, display_name: str) -> ConfigIssue:
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
     message = f"YAML syntax error: {context + ', ' if context else ''}{problem}"
+    if _tab_in_indentation(mark) or "'\\t'" in problem:
+        message += "; YAML does not allow tabs for indentation: indent with spaces"
     return ConfigIssue(display_name, line, column, "", message)
+
+
+def _tab_in_indentation(mark: Any) -> bool:
+    """Whether the line of ``mark`` starts with whitespace containing a tab."""
+    buffer = getattr(mark, "buffer", None)
+    if not isinstance(buffer, str):
+        return False
+    lines = buffer.split("\n")
+    if not 0 <= mark.line < len(lines):
+        return False
+    text = lines[mark.line]
+    indent = text[: len(text) - len(text.lstrip(" \t"))]
+    return "\t" in indent
 
 
 def parse_yaml(text: str, display_name: str, issues: list[ConfigIssue]) -> YNode | None:

@@ -19,6 +19,7 @@ from killswitch.units import (
 )
 
 from killswitch.schema.nodes import ConfigIssue, Mark, YMap, YNode, YScalar, YSeq
+from killswitch.schema.suggest import did_you_mean
 
 
 MAX_DURATION_S = Decimal(10 * 365 * 86400)
@@ -115,7 +116,7 @@ class MapReader:
     def finish(self) -> None:
         for key, (key_mark, _) in self.node.entries.items():
             if key not in self._used:
-                self.ctx.error(key_mark, self.key_path(key), f"unknown key {key!r}")
+                self.ctx.error(key_mark, self.key_path(key), f"unknown key {key!r}{did_you_mean(key, self._used)}")
 
     def sub(self, key: str, *, required: bool = False) -> MapReader | None:
         node, fallback = self._get(key, None, required)
@@ -145,7 +146,7 @@ class MapReader:
                 raise ValueError(f"must be a string, got {type_name(node)}")
             value = node.value
             if choices is not None and value not in choices:
-                raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+                raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}{did_you_mean(value, choices)}")
             if pattern is not None and not pattern.fullmatch(value):
                 raise ValueError(hint or f"{value!r} is not valid")
             if not value:

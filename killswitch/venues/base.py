@@ -296,6 +296,8 @@ class VertexConfig:
     products: tuple[int, ...] = ()
     recv_window_s: float = 30.0  # cancel nonces carry recv_time = now + this, in (0, 100]
     equity_poll_interval_s: float = 1.0
+    orders_poll_interval_s: float = 5.0  # open-orders drift poll (every product) while connected
+    products_refresh_interval_s: float = 300.0  # the venue's product list is re-read this often
     ping_interval_s: float = 20.0  # the venue drops sockets without a ping for 30 s
     request_timeout_s: float = 5.0
     # Weight budget of the wallet (600/min, 100/10 s). reserve: kept for cancels.

@@ -36,7 +36,7 @@ async def inline(fn, *args):
 
 @asynccontextmanager
 async def running(tmp_path: Path, sessions, rules=(), *, dry_run=False, repoll_interval_s=0.5,
-                  tick_s=0.05, deadline_s=5.0, rule_factory=None):
+                  tick_s=0.05, deadline_s=5.0, rule_factory=None, rule_store=None, reconnect=None):
     clock = TrioWallClock()
     store = LatchStore(tmp_path / "state")
     latch = store.load()
@@ -47,7 +47,8 @@ async def running(tmp_path: Path, sessions, rules=(), *, dry_run=False, repoll_i
     engine = Engine(rules=list(rules), rule_factory=rule_factory,
                     venues={s.name: s.capabilities for s in sessions}, latch=latch, store=store,
                     audit=audit, executor=executor, clock=clock,
-                    budget=lambda v, now: None, repoll_interval_s=repoll_interval_s, dry_run=dry_run)
+                    budget=lambda v, now: None, repoll_interval_s=repoll_interval_s, dry_run=dry_run,
+                    rule_store=rule_store, **({"reconnect": reconnect} if reconnect else {}))
     executor.on_first_cancel = engine.note_first_cancel
 
     async def ticker():

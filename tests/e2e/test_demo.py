@@ -48,7 +48,7 @@ def test_demo_human_output_shows_trips():
         assert f"rule {rule} [" in out
     assert out.count("trip -> first cancel on the wire:") == 3
     assert out.count("-> FLAT") == 3
-    assert "RESET by operator 'demo'" in out
+    assert "RESET --rebase by operator 'demo'" in out
     assert "audit log:" in out
     assert "every act ended FLAT" in out
     # The daemon's JSON logs go to a file, never to the terminal.

@@ -61,7 +61,7 @@ async def test_reconcile_sees_existing_orders_and_triggers():
 async def test_equity_fills_positions_and_cash_flows():
     with trio.fail_after(15):
         async with sim_and_session() as (sim, acct, session, log):
-            sim.set_balances(acct["sender"], spot={0: "1000"})
+            sim.set_balances(acct["sender"], spot={0: "1000"}, reason="deposit_collateral")
             flows = await log.wait_for(lambda evs: [e for e in evs if isinstance(e, CashFlowObserved)])
             assert flows[0].amount == Decimal("1000")
             await log.wait_for(lambda evs: any(isinstance(e, EquityObserved) and e.equity == Decimal("1000")

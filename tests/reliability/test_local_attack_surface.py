@@ -29,7 +29,7 @@ from killswitch.control import server as control_server
 from tests.component.fakes import FakeSession
 from tests.e2e.helpers import FAKE_VENUE_YAML, REPO, base_yaml, child_env, inprocess_daemon, short_tmpdir
 
-from .harness import OX_MARKETS, OX_VENUE, audit_lines_lenient, daemon_yaml, start_ox, wait_for
+from .harness import OX_MARKETS, audit_lines_lenient, daemon_yaml, start_ox, wait_for
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running a client as a second uid needs root")

@@ -9,7 +9,6 @@ import pytest
 
 from killswitch.control import build_cli_request, render_command_reply, render_status
 from killswitch.control.protocol import (
-    PeerCred,
     RequestError,
     cash_flow_command,
     encode_reply,

@@ -6,6 +6,7 @@ import grp
 import os
 import socket
 import stat
+from decimal import Decimal
 from types import SimpleNamespace
 
 import orjson
@@ -23,6 +24,7 @@ from killswitch.control import (
     run_cli,
 )
 from killswitch.daemon import EXIT_CONFIG, Daemon
+from killswitch.model import EquityObserved
 from killswitch.config import load_config
 from tests.component.fakes import FakeSession
 from tests.e2e.helpers import base_yaml, FAKE_VENUE_YAML, inprocess_daemon, short_tmpdir
@@ -105,6 +107,10 @@ async def test_scoped_trip_cash_flow_and_errors():
             async with AsyncControlClient(sock_path(daemon)) as client:
                 r = await client.request({"op": "trip", "reason": "r", "venues": ["ghost"]})
                 assert not r["ok"] and "unknown venue" in r["error"] and not daemon.engine.latch.tripped
+                # A flow is checked against the venue's current equity, so the venue reports one first.
+                await daemon.send.send(EquityObserved("ox-a", Decimal(1000), "USD"))
+                while daemon.engine.state.book("ox-a").equity is None:
+                    await trio.sleep(0.01)
                 r = await client.request({"op": "cash_flow", "venue": "ox-a", "amount": "-250.5", "operator": "c"})
                 assert r == {"ok": True, "venue": "ox-a", "amount": "-250.5"}
                 r = await client.request({"op": "debug_wedge", "seconds": 1})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 
 import httpx
 import prometheus_client
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+import killswitch
 from killswitch.metrics import make_registry, metrics_service, render
 from killswitch.model import TripCommand
 from killswitch.services import default_services
@@ -39,8 +41,14 @@ async def test_registry_reflects_state_and_trip():
             assert s[("killswitch_tripped", ())] == 0
             assert s[("killswitch_venue_connected", (("venue", "ox-a"),))] == 1
             assert s[("killswitch_open_orders", (("venue", "ox-a"),))] == 3
-            assert s[("killswitch_rule_observed", (("kind", "max_open_orders"), ("rule", "max-open")))] == 3
-            assert s[("killswitch_rule_threshold", (("kind", "max_open_orders"), ("rule", "max-open")))] == 1000
+            assert s[("killswitch_rule_observed_count", (("kind", "max_open_orders"), ("rule", "max-open")))] == 3
+            assert s[("killswitch_rule_threshold_count", (("kind", "max_open_orders"), ("rule", "max-open")))] == 1000
+            assert s[("killswitch_rule_usage_ratio", (("kind", "max_open_orders"), ("rule", "max-open")))] == 0.003
+            # Present from the start, before any trip: nothing is waiting to be proven flat.
+            assert s[("killswitch_venue_flat", (("venue", "ox-a"),))] == 1
+            assert s[("killswitch_build_info", (("python_version", platform.python_version()),
+                                                ("version", killswitch.__version__)))] == 1
+            assert ("killswitch_trip_to_first_cancel_seconds_count", (("venue", "ox-a"),)) not in s
             assert s[("killswitch_rule_breached", (("kind", "max_open_orders"), ("rule", "max-open")))] == 0
 
             await daemon.send.send(TripCommand(reason="test", source="test"))
@@ -55,6 +63,13 @@ async def test_registry_reflects_state_and_trip():
             assert s[("killswitch_cancel_requests_total", ())] >= 1
             assert ("killswitch_last_trip_to_first_cancel_seconds", ()) in s
             assert ("killswitch_last_trip_to_flat_seconds", ()) in s
+            venue = (("venue", "ox-a"),)
+            assert s[("killswitch_trip_to_first_cancel_seconds_count", venue)] == 1
+            assert s[("killswitch_trip_to_flat_seconds_count", venue)] == 1
+            assert s[("killswitch_trip_to_flat_seconds_bucket", (("le", "+Inf"),) + venue)] == 1
+            assert s[("killswitch_cancel_round_trip_seconds_count", venue)] >= 1
+            assert 0 < s[("killswitch_trip_to_first_cancel_seconds_sum", venue)] <= s[
+                ("killswitch_trip_to_flat_seconds_sum", venue)]
         # Nothing leaked into the process-global registry.
         assert b"killswitch_" not in prometheus_client.generate_latest()
         assert b"killswitch_" not in global_before

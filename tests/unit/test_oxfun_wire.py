@@ -25,13 +25,12 @@ from killswitch.model import (
 )
 from killswitch.venues.oxfun import wire
 
-VECTORS = Path(__file__).parents[3] / "shared/docs/vectors.json"
+# A copy of the shared known-answer vectors kept in the repository, so a fresh clone runs this.
+VECTORS = Path(__file__).parents[1] / "vectors" / "vectors.json"
 V = "ox"
 
 
 def _vectors():
-    if not VECTORS.exists():
-        pytest.skip(f"shared vectors file not found at {VECTORS}")
     return json.loads(VECTORS.read_text())["oxfun_hmac"]
 
 

@@ -183,7 +183,7 @@ class HyperliquidSession:
             except AuthError as exc:
                 if not self._started:
                     raise
-                self._log.error("venue.auth_failed", error=str(exc))
+                self._log.error("venue_auth_failed", error=str(exc))
                 await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc), self._clock.monotonic_s()))
                 reason = f"auth failed: {exc}"
             except (_Lost, VenueError, wsmod.WsClosed, wsmod.WsHandshakeRejected, wire.WireError,
@@ -195,7 +195,7 @@ class HyperliquidSession:
             delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
             delay *= 1 + random.uniform(-b.jitter, b.jitter)
             attempt += 1
-            self._log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 3))
+            self._log.warning("venue_disconnected", reason=reason, retry_in_s=round(delay, 3))
             await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
             await trio.sleep(delay)
 
@@ -248,7 +248,7 @@ class HyperliquidSession:
             await self._forward(raw, ts, send)
         self._ws = ep
         await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
-        self._log.info("venue.connected", open_orders=len(orders), account=self.account)
+        self._log.info("venue_connected", open_orders=len(orders), account=self.account)
         if not self._started:
             self._started = True
             task_status.started()
@@ -339,7 +339,7 @@ class HyperliquidSession:
                 orders = await self.fetch_open_orders()
                 state = await self._fetch_state()
             except RateLimited as exc:  # our own pacing (or a 429): skip this poll, keep the socket
-                self._log.warning("venue.poll_skipped", error=str(exc))
+                self._log.warning("venue_poll_skipped", error=str(exc))
                 continue
             await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
                                                self._clock.monotonic_s()))
@@ -586,7 +586,7 @@ class HyperliquidSession:
             try:  # a coin listed since start-up: asset ids come from meta/spotMeta
                 await self._refresh_assets()
             except VenueError as exc:
-                self._log.warning("venue.meta_refresh_failed", error=str(exc))
+                self._log.warning("venue_meta_refresh_failed", error=str(exc))
         for o in orders:
             asset = self._asset(o.product)
             if asset is None:
@@ -670,7 +670,7 @@ class HyperliquidSession:
             try:
                 await self._arm_dms(after_s)
             except VenueError as exc:  # unknown outcome: the previous arm (if any) still stands ...
-                self._log.warning("venue.dms_arm_failed", error=str(exc))
+                self._log.warning("venue_dms_arm_failed", error=str(exc))
                 d = self.dms
                 if d.armed and (d.fires_at_ms or 0) <= self._clock.wall_ms():  # ... until its time has passed
                     self.dms = DmsStatus(False, None, f"not refreshed in time: {exc}", d.refreshes)
@@ -687,7 +687,7 @@ class HyperliquidSession:
         if day != self._dms_day:
             self._dms_day, self._dms_fired_today = day, 0
         self._dms_fired_today += 1
-        self._log.warning("venue.dms_fired", fired_today=self._dms_fired_today, budget=DMS_TRIGGERS_PER_DAY)
+        self._log.warning("venue_dms_fired", fired_today=self._dms_fired_today, budget=DMS_TRIGGERS_PER_DAY)
 
     def _dms_budget_left(self) -> int:
         if self._clock.wall_ms() // 86_400_000 != self._dms_day:
@@ -701,7 +701,7 @@ class HyperliquidSession:
         if reply.ok:
             self._dms_fire_counted = False
             if not self.dms.armed or self.dms.unavailable_reason:
-                self._log.info("venue.dms_armed", fires_at_ms=fires_at)
+                self._log.info("venue_dms_armed", fires_at_ms=fires_at)
             reason = ""
             if self._dms_budget_left() <= 0:
                 # Armed, but the venue fires at most 10 times per UTC day: it would not fire.
@@ -709,7 +709,7 @@ class HyperliquidSession:
             self.dms = DmsStatus(not reason, fires_at, reason, self.dms.refreshes + 1)
             return
         self.dms = DmsStatus(False, None, reply.error, self.dms.refreshes)
-        self._log.error("venue.dms_unavailable", reason=reply.error)
+        self._log.error("venue_dms_unavailable", reason=reply.error)
 
     async def _clear_dms(self) -> None:
         try:
@@ -718,7 +718,7 @@ class HyperliquidSession:
             if reply.ok:
                 self.dms = DmsStatus(False, None, "", self.dms.refreshes)
         except VenueError as exc:
-            self._log.warning("venue.dms_clear_failed", error=str(exc))
+            self._log.warning("venue_dms_clear_failed", error=str(exc))
 
     # =====================================================================================
     # order-entry lock (venues.base.OrderEntryLock)

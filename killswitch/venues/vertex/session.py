@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from decimal import Decimal
 from typing import Callable, Sequence
 
 import httpx
@@ -101,7 +102,11 @@ class VertexSession:
         self._blocked_until_s = 0.0
         self._gw: GatewayConn | None = None
         self._http: httpx.AsyncClient | None = None
-        self._products: tuple[int, ...] = tuple(cfg.products)
+        self._products: tuple[int, ...] = tuple(cfg.products)  # subscribed to (the config's list, else all)
+        self._all_products: tuple[int, ...] = ()  # every product id of the venue, refreshed periodically
+        self._products_fetched_s = float("-inf")
+        self._polled_positions: dict[str, Decimal] = {}
+        self._reconnect_now = trio.Event()
         self._tracker = wire.PositionTracker()
         self._equity_kick = trio.Event()
         self._started = False
@@ -136,7 +141,7 @@ class VertexSession:
                     except (AuthError, ContractMismatch) as exc:
                         if not self._started:
                             raise
-                        self._log.error("venue.auth_failed", code=exc.code, error=str(exc))
+                        self._log.error("venue_auth_failed", code=exc.code, error=str(exc))
                         await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc),
                                                         self._clock.monotonic_s()))
                         reason = f"auth failed: {exc}"
@@ -149,7 +154,7 @@ class VertexSession:
                     delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
                     delay *= 1 + random.uniform(-b.jitter, b.jitter)
                     attempt += 1
-                    self._log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 3))
+                    self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
                     await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
                     await trio.sleep(delay)
             finally:
@@ -199,11 +204,12 @@ class VertexSession:
                     f"endpoint_address, or set verify_contracts: false)",
                     code="contracts", venue=self.name,
                 )
+        await self._refresh_products(gw)
         if not self._products:
-            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+            self._products = self._all_products
 
         sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t)
-        nursery.start_soon(guard, self._pinger, sep)
+        nursery.start_soon(guard, self._pinger, sep, send)
         buffered: list = []
         await self._authenticate(sep, buffered)
         await self._subscribe_all(sep, buffered)
@@ -211,22 +217,72 @@ class VertexSession:
         # Reconcile after subscribing, so nothing falls between the snapshot and the stream.
         orders = await self._fetch_open_orders(gw)
         now_s = self._clock.monotonic_s()
-        products = None if not cfg.products else frozenset(str(p) for p in cfg.products)
-        await send.send(OpenOrdersSnapshot(self.name, orders, products, "reconcile", self._clock.wall_ms(), now_s))
+        # Every product of the subaccount, whatever ``products:`` lists: "flat" for an
+        # everything-scope trip means no open order anywhere (engine and trigger planes).
+        await send.send(OpenOrdersSnapshot(self.name, orders, None, "reconcile", self._clock.wall_ms(), now_s))
         info = wire.parse_subaccount_info(await self._query(gw, "subaccount_info", subaccount=self._sender_hex))
         self._tracker = wire.PositionTracker()
         self._tracker.seed(info)
+        self._polled_positions = {}
+        await self._emit_positions(send, info)
         await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
                                        self._clock.monotonic_s()))
         for ts, raw in buffered:
             await self._forward(raw, ts, send)
         await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
-        self._log.info("venue.connected", products=len(self._products), open_orders=len(orders))
+        self._log.info("venue_connected", products=len(self._products), open_orders=len(orders))
         if not self._started:
             self._started = True
             task_status.started()
+        self._reconnect_now = trio.Event()
         nursery.start_soon(guard, self._stream_reader, sep, send)
         nursery.start_soon(guard, self._equity_loop, gw, send)
+        nursery.start_soon(guard, self._orders_poll, gw, send)
+        nursery.start_soon(guard, self._await_reconnect_request)
+
+    def request_reconnect(self, why: str) -> None:
+        """Tear the connection down (the run loop reconnects, re-subscribes and reconciles)."""
+        self._log.warning("venue_reconnect_requested", why=why)
+        self._reconnect_now.set()
+
+    async def _await_reconnect_request(self) -> None:
+        await self._reconnect_now.wait()
+        raise _Lost("reconnect requested (stream drift)")
+
+    async def _refresh_products(self, gw: GatewayConn | None) -> None:
+        ids = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        self._all_products = ids
+        self._products_fetched_s = self._clock.monotonic_s()
+
+    async def _orders_poll(self, gw: GatewayConn, send) -> None:
+        """Drift poll while connected: the venue's own open orders (every product) reach the book,
+        and the engine compares them with what the stream reported (stream drift)."""
+        while True:
+            await trio.sleep(self.cfg.orders_poll_interval_s)
+            if self._clock.monotonic_s() - self._products_fetched_s >= self.cfg.products_refresh_interval_s:
+                try:
+                    await self._refresh_products(gw)
+                except VenueRejected as exc:
+                    self._log.warning("venue_products_refresh_rejected", error=str(exc))
+            try:
+                orders = await self._fetch_open_orders(gw)
+            except (VenueRejected, OutcomeUnknown) as exc:
+                self._log.warning("venue_orders_poll_failed", error=str(exc))
+                continue
+            await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
+                                               self._clock.monotonic_s()))
+
+    async def _emit_positions(self, send, info: wire.SubaccountInfo) -> None:
+        """Positions as the gateway reports them, when they differ from the last poll's."""
+        now = {str(pid): wire.x18_to_decimal(amount) for pid, amount in info.balances_x18.items()
+               if pid != wire.QUOTE_PRODUCT_ID}
+        for pid in self._polled_positions.keys() - now.keys():
+            now[pid] = Decimal(0)
+        ts_ms, ts_s = self._clock.wall_ms(), self._clock.monotonic_s()
+        for pid, qty in sorted(now.items()):
+            if self._polled_positions.get(pid) != qty:
+                await send.send(PositionObserved(self.name, pid, qty, ts_event_ms=ts_ms, ts_recv_s=ts_s, polled=True))
+        self._polled_positions = {p: q for p, q in now.items() if q != 0}
 
     def _take_id(self) -> int:
         self._next_id += 1
@@ -273,8 +329,9 @@ class VertexSession:
                                     code="stream_auth", venue=self.name)
                 raise VenueRejected(f"subscribe {stream}/{pid} refused: {reply.error}", venue=self.name)
 
-    async def _pinger(self, ep: wsmod.WsEndpoint) -> None:
-        # Protocol pings; a pong must come back before the next ping is due.
+    async def _pinger(self, ep: wsmod.WsEndpoint, send=None) -> None:
+        # Protocol pings; a pong must come back before the next ping is due. On the
+        # subscription socket (``send`` given) a pong is the account stream's sign of life.
         interval = self.cfg.ping_interval_s
         sent_at = None
         while True:
@@ -282,6 +339,8 @@ class VertexSession:
             if sent_at is not None and ep.last_pong_s < sent_at:
                 await ep.abort()
                 raise _Lost(f"no pong within {interval} s on {ep.target}")
+            if send is not None and sent_at is not None:
+                await self._emit(send, VenueAlive(self.name, self._clock.monotonic_s()))
             sent_at = trio.current_time()
             await ep.ping()
 
@@ -335,9 +394,10 @@ class VertexSession:
                 data = await self._query(gw, "subaccount_info", subaccount=self._sender_hex)
                 info = wire.parse_subaccount_info(data)
             except VenueRejected as exc:
-                self._log.warning("venue.equity_query_rejected", code=exc.code, error=str(exc))
+                self._log.warning("venue_equity_query_rejected", code=exc.code, error=str(exc))
                 continue
             self._tracker.oracle_x18.update(info.oracle_x18)
+            await self._emit_positions(send, info)
             await send.send(EquityObserved(self.name, info.equity, "USD", self._clock.wall_ms(),
                                            self._clock.monotonic_s()))
 
@@ -382,10 +442,12 @@ class VertexSession:
         return await self._fetch_open_orders(self._gw)
 
     async def _fetch_open_orders(self, gw: GatewayConn | None) -> tuple[OrderInfo, ...]:
-        if not self._products:
-            self._products = tuple(p for p in wire.parse_all_products(await self._query(gw, "all_products")) if p)
+        if not self._all_products:
+            await self._refresh_products(gw)
+        # Every product, not only the configured ones: an order on an unlisted product is open too.
+        pids = sorted(set(self._all_products) | set(self.cfg.products))
         try:
-            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=list(self._products))
+            data = await self._query(gw, "orders", sender=self._sender_hex, product_ids=pids)
             engine = [o.to_info(self.name) for o in wire.parse_orders_query(data)]
         except wire.WireError as exc:
             raise OutcomeUnknown(f"orders reply malformed: {exc}", venue=self.name) from None
@@ -564,7 +626,7 @@ class VertexSession:
             code = resp.error_code
             scode = str(code) if code is not None else ""
             if code in wire.LATE_EARLY_CODES and attempt < MAX_TIME_RETRIES:
-                self._log.warning("venue.cancel_recv_time", code=code, verb=verb, attempt=attempt)
+                self._log.warning("venue_cancel_recv_time", code=code, verb=verb, attempt=attempt)
                 out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode,
                                            message=f"{resp.error} (retried with a fresh nonce)", t0=t0))
                 continue
@@ -584,7 +646,7 @@ class VertexSession:
                                            gone=gone, t0=t0))
                 return out
             if code in wire.AUTH_CODES:
-                self._log.error("venue.cancel_auth", code=code, verb=verb)
+                self._log.error("venue_cancel_auth", code=code, verb=verb)
                 out.append(self._completed(trip_id, verb, request_id, "auth", code=scode, message=resp.error, t0=t0))
                 return out
             if code in wire.MAINTENANCE_CODES:

@@ -253,7 +253,7 @@ class HyperliquidSim:
                 except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
                 except Exception:  # a sim bug must not take the whole sim down
-                    log.exception("sim.ws_error")
+                    log.exception("sim_ws_error")
                 finally:
                     nursery.cancel_scope.cancel()
         except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -29,6 +29,11 @@ log = structlog.get_logger("killswitch.venue.vertex.sim")
 OUTBOX_FRAMES = 10_000
 
 
+# position_change reason when a test or the admin API sets balances without one: a PnL change
+# (never a cash flow), so a lower balance is a loss the drawdown rule sees.
+DEFAULT_BALANCE_REASON = "settle_pnl"
+
+
 @dataclass(slots=True)
 class Faults:
     delay_s: float = 0.0
@@ -39,6 +44,7 @@ class Faults:
     maintenance_code: int = 1004
     maintenance_count: int = 0
     ignore_pings: bool = False
+    mute_pushes: bool = False  # a stalled stream: sockets open, pings answered, no account pushes
 
 
 @dataclass(slots=True, eq=False)
@@ -163,7 +169,7 @@ class VertexSim:
                 except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
                 except Exception:  # a sim bug must not take the whole sim down
-                    log.exception("sim.connection_error", target=ep.target)
+                    log.exception("sim_connection_error", target=ep.target)
                 finally:
                     nursery.cancel_scope.cancel()
         except (wsmod.WsClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -180,7 +186,7 @@ class VertexSim:
         while not ep.closed:
             deadline = ep.last_recv_s + self.idle_timeout_s
             if trio.current_time() >= deadline:
-                log.info("sim.idle_drop", target=ep.target)
+                log.info("sim_idle_drop", target=ep.target)
                 await ep.abort()
                 scope.cancel()
                 return
@@ -313,6 +319,8 @@ class VertexSim:
         return {"result": None, "error": f"unknown method {method!r}", "id": rid}
 
     def _publish(self, pushes: list[Push]) -> None:
+        if self.faults.mute_pushes:
+            return
         for p in pushes:
             frame = orjson.dumps(p.event)
             for conn in list(self._sub_conns):
@@ -367,8 +375,14 @@ class VertexSim:
             self.core.oracle_x18[int(pid)] = _to_x18(px)
 
     def set_balances(self, sender: str, *, spot: dict | None = None, perp: dict | None = None,
-                     reason: str = "deposit_collateral") -> None:
-        """Set balances (human units); emits position_change with ``reason`` for each product."""
+                     reason: str = DEFAULT_BALANCE_REASON) -> None:
+        """Set balances (human units); emits position_change with ``reason`` for each product.
+
+        The default reason is a PnL change (``settle_pnl``), as on the OX.FUN simulator: a
+        lower balance reads as a loss, so a drawdown rehearsal trips. Pass
+        ``reason="deposit_collateral"`` / ``"withdraw_collateral"`` to model a cash flow,
+        which the session reports as ``CashFlowObserved`` and the drawdown rule discounts.
+        """
         sub = self.core.subaccount(sender)
         now_ms, _ = self._now()
         pushes = []
@@ -551,7 +565,7 @@ class VertexSim:
     async def _admin_balances(self, req: Request) -> Response:
         b = req.json() or {}
         return await self._admin(lambda: (self.set_balances(b["sender"], spot=b.get("spot"), perp=b.get("perp"),
-                                                            reason=b.get("reason", "deposit_collateral")),
+                                                            reason=b.get("reason", DEFAULT_BALANCE_REASON)),
                                           {"ok": True})[1])
 
     async def _admin_faults(self, req: Request) -> Response:
