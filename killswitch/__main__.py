@@ -1,3 +1,3 @@
-from killswitch.cli import entry
+from killswitch.launch import main
 
-entry()
+main()

@@ -1,4 +1,4 @@
-"""Command line: ``killswitch run | check | status | trip | reset | heartbeat | demo | sim``.
+"""Command line: ``killswitch run | check | status | trip | reset | reopen | heartbeat | demo | sim``.
 
 Wrong usage exits 2 with a message (argparse). ``check`` exits 1 on an invalid config.
 The verbs that talk to a running daemon use its control socket (see killswitch.control).
@@ -13,6 +13,22 @@ from pathlib import Path
 from killswitch import __version__
 
 DEFAULT_SOCKET = "/run/killswitch/control.sock"
+DEFAULT_MAX_CONFIG_BYTES = 1 << 20  # = killswitch.config.reading's; not imported here (start-up cost)
+
+
+def _byte_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return n
+
+
+def _add_max_config_bytes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-config-bytes", type=_byte_count, default=DEFAULT_MAX_CONFIG_BYTES, metavar="N",
+                   help=f"refuse a config file (or include) larger than N bytes (default {DEFAULT_MAX_CONFIG_BYTES})")
 
 
 def _add_socket(p: argparse.ArgumentParser) -> None:
@@ -30,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("-c", "--config", required=True, help="YAML configuration file")
     r.add_argument("--dry-run", action="store_true", help="evaluate and plan, send nothing")
+    _add_max_config_bytes(r)
 
     c = sub.add_parser("check", help="validate a configuration and print what it will do")
     c.add_argument("config", help="YAML configuration file")
     c.add_argument("--no-secrets", action="store_true", help="do not try to resolve secret references")
+    _add_max_config_bytes(c)
 
     s = sub.add_parser("status", help="show the daemon's state")
     _add_socket(s)
@@ -60,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--unlock", action="store_true", help="also restore order entry on locked venues (audited)")
     rs.add_argument("--rebase", action="store_true",
                     help="also restart rule baselines (drawdown peaks) from the current equity (audited)")
+
+    ro = sub.add_parser("reopen", help="reopen the audit log and latch intent (after logrotate)")
+    _add_socket(ro)
 
     h = sub.add_parser("heartbeat", help="send a strategy heartbeat")
     _add_socket(h)
@@ -97,7 +118,7 @@ def cmd_check(args) -> int:
     from killswitch.config import ConfigError, check_secrets, load_config, summarize
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print(f"\n{args.config}: INVALID", file=sys.stderr)
@@ -119,7 +140,22 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, signals=None) -> int:
+    """``signals``: the handlers ``killswitch.launch`` installed first thing; installed here
+    when called another way."""
+    from killswitch.signals import StartupSignals, StopBeforeStart
+
+    if signals is None:
+        signals = StartupSignals()
+        signals.install()
+    try:
+        return _run(args, signals)
+    except StopBeforeStart as stop:
+        print(stop.describe(), file=sys.stderr)
+        return 0
+
+
+def _run(args, signals) -> int:
     import dataclasses
 
     import trio
@@ -129,7 +165,7 @@ def cmd_run(args) -> int:
     from killswitch.logs import configure_logging
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, max_bytes=args.max_config_bytes)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -144,7 +180,10 @@ def cmd_run(args) -> int:
         default_services = None
     if default_services is not None:
         services = default_services(cfg)
-    return trio.run(lambda: Daemon(cfg, redactor=redactor, services=services, freeze_gc=True).run())
+    daemon = Daemon(cfg, redactor=redactor, services=services, freeze_gc=True, signals=signals,
+                    config_max_bytes=args.max_config_bytes)
+    signals.exit_on_stop = False  # from here a stop is the daemon's graceful stop
+    return trio.run(daemon.run)
 
 
 def _check_fd_budget(cfg) -> None:
@@ -170,13 +209,13 @@ def cmd_control(args) -> int:
     return control.run_cli(args, _socket_path(args))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, signals=None) -> int:
     args = build_parser().parse_args(argv)
     if args.verb == "check":
         return cmd_check(args)
     if args.verb == "run":
-        return cmd_run(args)
-    if args.verb in ("status", "trip", "reset", "heartbeat"):
+        return cmd_run(args, signals)
+    if args.verb in ("status", "trip", "reset", "heartbeat", "reopen"):
         return cmd_control(args)
     if args.verb == "demo":
         from killswitch.demo.run import main as demo_main
@@ -189,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse requires a verb
 
 
-def entry() -> None:
-    """Console-script entry: a closed stdout (``killswitch check x | head``) is not an error."""
+def entry(signals=None) -> None:
+    """Process entry (via :mod:`killswitch.launch`): a closed stdout (``killswitch check x | head``)
+    is not an error."""
     try:
-        code = main()
+        code = main(signals=signals)
         sys.stdout.flush()
     except BrokenPipeError:
         import os
@@ -202,5 +242,5 @@ def entry() -> None:
     sys.exit(code)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - ``killswitch`` / ``python -m killswitch`` go via launch
     entry()

@@ -187,6 +187,9 @@ class OpenOrdersSnapshot:
     purpose: str = "reconcile"
     ts_event_ms: int = 0
     ts_recv_s: float = 0.0
+    # Products whose orders the account stream reports (None: all). Stream drift is judged
+    # only on these: an order on an unsubscribed product is no evidence of a broken stream.
+    stream_products: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +277,18 @@ class StreamDriftDetected:
 
     venue: str
     order_ids: tuple[str, ...]
+    ts_recv_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VenueDegraded:
+    """The session runs in a degraded mode named by ``condition`` (e.g. its stream
+    authentication was refused and open orders are polled); ``active=False`` ends it."""
+
+    venue: str
+    condition: str
+    message: str = ""
+    active: bool = True
     ts_recv_s: float = 0.0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES, ConfigReadError, read_config_text
 from killswitch.secrets import SecretRef
 from killswitch.venues.base import BackoffConfig, HyperliquidConfig, OxfunConfig, VertexConfig
 
@@ -108,6 +109,9 @@ class DaemonConfig:
     cancel_on_shutdown: bool = False
     # Largest |amount| an operator may declare as a cash flow (besides the venue's equity).
     max_cash_flow: Decimal | None = None
+    # A venue refusing the credentials at start-up: False keeps guarding the others (READY,
+    # STATUS=degraded, alarm, retried); True makes it fatal (exit 3).
+    require_all_venues: bool = False
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: str = "auto"  # auto | json | console
 
@@ -179,6 +183,7 @@ def _parse_daemon(r: MapReader) -> DaemonConfig:
         startup_timeout_s=r.duration("startup_timeout", d.startup_timeout_s),
         cancel_on_shutdown=r.bool("cancel_on_shutdown", False),
         max_cash_flow=r.decimal("max_cash_flow", None, positive=True),
+        require_all_venues=r.bool("require_all_venues", False),
         metrics=metrics,
         log_format=r.str("log_format", "auto", choices=("auto", "json", "console")),
     )
@@ -237,9 +242,14 @@ def _check_url(value: str, field_name: str) -> str:
 def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[SecretSite], venue: str) -> Any:
     name, ftype = f.name, f.type
     key = name[:-2] if name.endswith("_s") else name
-    if ftype == "SecretRef | None" and not r.has(key):
-        return None
-    if ftype in ("SecretRef", "SecretRef | None"):
+    if ftype == "SecretRef":
+        ref = _parse_secret(r, key)
+        if isinstance(ref, SecretRef):
+            sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
+        return ref
+    if ftype == "SecretRef | None":
+        if not r.has(key):
+            return None
         ref = _parse_secret(r, key)
         if isinstance(ref, SecretRef):
             sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
@@ -360,6 +370,7 @@ class _Collected:
     """Mutable accumulator for one load (never escapes this module)."""
 
     root_display: str
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES  # per file, includes too
     daemon: DaemonConfig | None = None
     venues: list[tuple[OxfunConfig | VertexConfig, Mark, str]] = field(default_factory=list)
     # Names as written, valid entry or not, so duplicates and references are always checked.
@@ -452,9 +463,9 @@ def _include(ctx: Ctx, acc: _Collected, rel: str, mark: Mark, path: str, real: P
         ctx.error(mark, path, f"include cycle: {' -> '.join(p.name for p in stack)} -> {target.name}")
         return
     try:
-        text = target.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        ctx.error(mark, path, f"cannot read included file {rel!r}: {type(exc).__name__}")
+        text = read_config_text(target, acc.max_bytes)
+    except ConfigReadError as exc:
+        ctx.error(mark, path, f"cannot read included file {rel!r}: {exc}")
         return
     sub_display = os.path.normpath(os.path.join(os.path.dirname(display), rel))
     _load_file(ctx, acc, text, sub_display, target, target.parent, stack + (target,), is_root=False)
@@ -557,9 +568,10 @@ def _check_products(ctx: Ctx, r: MapReader, path: str, rule: RuleConfig, covered
                      f"product {product!r} is not watched by venue(s) {', '.join(v.name for v in covered)}")
 
 
-def _load(text: str, display: str, real: Path | None, base_dir: Path, source: Path) -> Config:
+def _load(text: str, display: str, real: Path | None, base_dir: Path, source: Path,
+          max_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> Config:
     ctx = Ctx()
-    acc = _Collected(display)
+    acc = _Collected(display, max_bytes)
     stack = (real.resolve(),) if real is not None else ()
     _load_file(ctx, acc, text, display, real, base_dir, stack, is_root=True)
     heartbeat_files = _cross_check(ctx, acc)
@@ -582,16 +594,17 @@ def _default_daemon() -> DaemonConfig:
     return DaemonConfig()
 
 
-def load_config(path: str | Path) -> Config:
-    """Load and validate a configuration file (raises :class:`ConfigError`)."""
+def load_config(path: str | Path, *, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> Config:
+    """Load and validate a configuration file (raises :class:`ConfigError`); every file read
+    (this one and its includes) must be a regular file of at most ``max_bytes``."""
     p = Path(path)
     display = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(display, 1, 1, "", f"cannot read config file: {type(exc).__name__}")]) from None
+        text = read_config_text(p, max_bytes)
+    except ConfigReadError as exc:
+        raise ConfigError([ConfigIssue(display, 1, 1, "", f"cannot read config file: {exc}")]) from None
     base_dir = p.parent.resolve() if p.parent != Path("") else Path.cwd()
-    return _load(text, display, p, base_dir, p.resolve())
+    return _load(text, display, p, base_dir, p.resolve(), max_bytes)
 
 
 def load_config_text(text: str, filename: str = "<string>") -> Config:

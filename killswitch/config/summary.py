@@ -71,7 +71,9 @@ def _describe_venue(v: OxfunConfig | VertexConfig) -> list[str]:
             f"    subaccount {v.subaccount_name!r}"
             + (f" of wallet {v.wallet_address}" if v.wallet_address else "")
             + f"; products: {', '.join(map(str, v.products)) if v.products else 'all'}",
-            f"    recv_window {format_duration(v.recv_window_s)}; secrets: private_key {v.private_key.describe()}",
+            f"    recv_window {format_duration(v.recv_window_s)}; secrets: private_key {v.private_key.describe()}"
+            + (f", owner_private_key {v.owner_private_key.describe()} (stream authentication)"
+               if v.owner_private_key is not None else ""),
         ]
     return lines
 

@@ -10,6 +10,7 @@ request may carry ``"id"``, echoed back.
     {"op":"reset","operator":"..","reason":".."}
     {"op":"heartbeat","source":".."}
     {"op":"cash_flow","venue":"..","amount":"-250.5","operator":".."}
+    {"op":"reopen"}   (audit log + latch intent, e.g. logrotate's postrotate)
 
 Who may talk: root, the daemon's own uid, and members of ``control_socket_group`` (checked
 with SO_PEERCRED on every connection, behind the socket's file mode). Everyone else gets

@@ -230,6 +230,8 @@ def build_cli_request(args) -> dict:
         if getattr(args, "unlock", False):
             req["unlock"] = True
         return req
+    if verb == "reopen":
+        return {"op": "reopen"}
     raise ValueError(f"not a control verb: {verb}")
 
 

@@ -176,4 +176,5 @@ def error_reply(message: str, code: str = "bad_request") -> dict:
     return {"ok": False, "error": message, "code": code}
 
 
-OPS = frozenset({"status", "trip", "reset", "heartbeat", "cash_flow", "debug_wedge"})
+
+OPS = frozenset({"status", "trip", "reset", "heartbeat", "cash_flow", "reopen", "debug_wedge"})

@@ -146,4 +146,6 @@ def render_command_reply(verb: str, reply: Mapping[str, Any]) -> str:
             return f"{state}: nothing to reset (was not tripped)"
         r = reply.get("last_reset") or {}
         return f"{state}: re-armed by {r.get('operator')} ({r.get('reason')})"
+    if verb == "reopen":
+        return f"reopened {reply.get('audit_log')} and {reply.get('intent')}"
     return orjson.dumps(reply, default=str).decode()

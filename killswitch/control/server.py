@@ -365,9 +365,22 @@ class ControlServer:
                                 amount=str(cmd.amount), **self._peer_fields(peer))
             await daemon.send.send(cmd)
             return {"ok": True, "venue": cmd.venue, "amount": str(cmd.amount)}
+        if op == "reopen":
+            return await self._reopen(peer)
         if op == "debug_wedge":
             return self._debug_wedge(req, peer)
         raise RequestError(f"unknown op {op!r}", "unknown_op")  # pragma: no cover - parse_request guards
+
+    async def _reopen(self, peer: PeerCred) -> dict:
+        """Reopen the audit log and the trip intent at their paths (logrotate's postrotate)."""
+        self.daemon.audit.record("control_command", op="reopen", peer_uid=peer.uid, peer_pid=peer.pid)
+        result = await self.daemon.reopen_state_files()
+        ok = bool(result["audit_ok"] and result["intent_ok"])
+        reply = {"ok": ok, **result}
+        if not ok:
+            reply.update(error="; ".join(str(result.get(k)) for k in ("audit_problem", "intent_problem")
+                                         if result.get(k)), code="reopen_failed")
+        return reply
 
     def _command_reply(self, acted: bool, what: str, **extra: Any) -> dict:
         st = self.daemon.status()

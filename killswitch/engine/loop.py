@@ -13,7 +13,8 @@ thread)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 import structlog
@@ -21,7 +22,7 @@ import trio
 
 from killswitch.audit import AuditLog
 from killswitch.clock import Clock
-from killswitch.engine.latch import Latch, LatchStore, TripRecord, latch_to_bytes, scope_to_dict
+from killswitch.engine.latch import Latch, LatchStore, TripRecord, scope_to_dict
 from killswitch.engine.plan import CancelPlan, plan_cancels
 from killswitch.engine import rule_state
 from killswitch.engine.drift import DriftTracker
@@ -49,6 +50,7 @@ from killswitch.model import (
     Tick,
     TripCommand,
     VenueAuthFailed,
+    VenueDegraded,
     VenueConnected,
     VenueDisconnected,
     VerifyFailed,
@@ -64,7 +66,9 @@ FIRST_SEND_WAIT_S = 0.05  # bound on how long trip bookkeeping waits for the fir
 DRAIN_MAX = 256  # events handled per engine wake-up before it yields to other tasks
 VERIFY_ALARM_AFTER = 3  # consecutive failed verifications before a venue is in alarm
 UNFLAT_ALARM_AFTER_ROUNDS = 5  # cancel rounds that leave orders open (per snapshot) before an alarm
+EQUITY_ALARM_AFTER_S = 5.0  # an account that cannot be valued this long (an asset with no price) alarms
 RULE_STATE_SAVE_MIN_S = 0.1  # baselines are written at most this often (and on every tick when changed)
+RULE_STATE_MAX_SHARE = 0.05  # snapshotting baselines takes at most this share of the engine's time
 
 
 def manual_scope_of(rules: Iterable[Rule]) -> CancelScope:
@@ -173,8 +177,13 @@ class Engine:
         self.rule_store = rule_store
         self.reconnect = reconnect  # asks a venue session to drop and re-establish its stream
         self.drift = DriftTracker()
+        self._equity_unavailable: dict[str, tuple[float, tuple[str, ...]]] = {}  # venue -> (since, assets)
         self._rule_state_saved: tuple = ()
         self._rule_state_saved_s = float("-inf")
+        self._rule_state_cache: dict = {}  # per-rule exports, reused while a baseline is unchanged
+        self._rule_state_seq = 0
+        self._rule_state_min_s = RULE_STATE_SAVE_MIN_S  # grows when snapshots get expensive
+        self._rule_state_failed: str | None = None  # a background write's outcome: "" ok, else the error
         self.counters = EngineCounters()
         self.observations = Observations()  # histograms for the metrics endpoint
         self.progress: dict[str, VenueProgress] = {}
@@ -261,6 +270,8 @@ class Engine:
         self.audit.record("startup_tripped", reason=reason, trips=[t.trip_id for t in self.latch.trips],
                           scope=scope_to_dict(scope))
         log.warning("startup_tripped", reason=reason, venues=sorted(self.progress))
+        if self.latch.problems:
+            self._alarm("latch_file", "; ".join(self.latch.problems))
 
     def handle(self, ev: object) -> None:
         now = self.clock.monotonic_s()
@@ -288,11 +299,13 @@ class Engine:
             self._apply_rules(ev)
             return
         if t is EquityUnavailable:
-            self._alarm(f"equity:{ev.venue}", f"{ev.venue}: equity unknown, no price for {', '.join(ev.missing)} "
-                                              f"(drawdown rules count it as missing)")
-        elif t is EquityObserved and f"equity:{ev.venue}" in self.alarms:
-            del self.alarms[f"equity:{ev.venue}"]
-            self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
+            # Alarmed on a tick once it lasts (a start-up waits a moment for its conversion marks).
+            since = self._equity_unavailable.get(ev.venue)
+            self._equity_unavailable[ev.venue] = (since[0] if since else now, ev.missing)
+        elif t is EquityObserved and ev.venue in self._equity_unavailable:
+            del self._equity_unavailable[ev.venue]
+            if self.alarms.pop(f"equity:{ev.venue}", None) is not None:
+                self.audit.record("alarm_cleared", key=f"equity:{ev.venue}")
         if t is DeclareCashFlow:
             self.audit.record("cash_flow_declared", venue=ev.venue, amount=str(ev.amount), operator=ev.operator)
             # In the venue's equity currency, so drawdown rules shift the right series.
@@ -320,6 +333,11 @@ class Engine:
             log.warning("bad_frame", venue=ev.venue, error=ev.error, sample=ev.sample[:120])
         elif t is VenueAuthFailed:
             self._alarm(f"auth:{ev.venue}", f"{ev.venue}: credentials rejected ({ev.code} {ev.message})")
+        elif t is VenueDegraded:
+            if ev.active:
+                self._alarm(f"{ev.condition}:{ev.venue}", f"{ev.venue}: {ev.message}")
+            elif self.alarms.pop(f"{ev.condition}:{ev.venue}", None) is not None:
+                self.audit.record("alarm_cleared", key=f"{ev.condition}:{ev.venue}")
         elif t is VenueConnected:
             self.alarms.pop(f"auth:{ev.venue}", None)
             if self.alarms.pop(f"stream_drift:{ev.venue}", None) is not None:  # reconnected and reconciled
@@ -331,9 +349,13 @@ class Engine:
 
         drifted: tuple[str, ...] = ()
         if t is OrderOpened:
-            self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id)
+            self.drift.stream_reported(ev.order.venue, ev.order.venue_order_id, now)
         elif t is OpenOrdersSnapshot and ev.purpose == "poll" and not self.latch.tripped:
-            drifted = self.drift.on_poll(ev.venue, ev.orders, self.state.book(ev.venue).orders, ev.ts_event_ms)
+            streamed = ev.orders if ev.stream_products is None else \
+                [o for o in ev.orders if o.product in ev.stream_products]
+            book = self.state.book(ev.venue).orders
+            drifted = self.drift.on_poll(ev.venue, streamed, book, ev.ts_event_ms)
+            ev = self._keep_recent_pushes(ev, book, now)
         elif t is VenueConnected or t is VenueDisconnected:
             self.drift.forget(ev.venue)
         is_new = self.state.apply(ev, now) if t is not HeartbeatReceived else False
@@ -358,6 +380,14 @@ class Engine:
                 self._after_snapshot(ev, now)
         if drifted:
             self._on_stream_drift(ev.venue, drifted, now)
+
+    def _keep_recent_pushes(self, ev: OpenOrdersSnapshot, book: dict[str, OrderInfo], now: float) -> OpenOrdersSnapshot:
+        """A push can overtake a poll reply computed before its order existed: orders the stream
+        reported within the drift grace stay in the book (their close event or the next poll
+        settles them), so count rules never lose a fresh order to a stale poll."""
+        present = {o.venue_order_id for o in ev.orders}
+        keep = [book[oid] for oid in self.drift.recently_reported(ev.venue, now) if oid in book and oid not in present]
+        return replace(ev, orders=ev.orders + tuple(keep)) if keep else ev
 
     def _on_stream_drift(self, venue: str, order_ids: tuple[str, ...], now: float) -> None:
         """The poll saw orders the stream never pushed: alarm, count, reconnect, let rules judge."""
@@ -498,9 +528,11 @@ class Engine:
                      threshold=rec.threshold, reason=rec.reason, source=rec.source,
                      venues=sorted(v for v, p in self.progress.items() if p.trip_id == rec.trip_id),
                      dry_run=self.dry_run)
-        if persisted:
-            data = latch_to_bytes(self.latch)  # serialised now, written in a worker thread
-            self.executor.spawn_sync(lambda: self.store.save_bytes(data, durable=True))
+        # Saved even when the intent write failed: the full record is then the only trace.
+        # A failed save stays pending in the store and is retried until it succeeds.
+        del persisted
+        snap = self.store.snapshot(self.latch)  # serialised now, written in a worker thread
+        self.executor.spawn_sync(lambda: self.store.write_snapshot(snap))
 
     # ------------------------------------------------------------------ cancelling
     def _next_job_id(self) -> int:
@@ -688,6 +720,10 @@ class Engine:
 
     def _on_tick(self, now: float) -> None:
         self._check_feeds(now)
+        for venue, (since, missing) in self._equity_unavailable.items():
+            if now - since >= EQUITY_ALARM_AFTER_S:
+                self._alarm(f"equity:{venue}", f"{venue}: equity unknown, no price for {', '.join(missing)} "
+                                               f"(drawdown rules count it as missing)")
         self.save_rule_state()
         for rule in self._tick_rules:
             try:
@@ -725,7 +761,7 @@ class Engine:
         unflat = [v for v, p in self.progress.items() if not p.flat]
         self.progress.clear()
         self.alerting.clear()
-        for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:"))]:
+        for key in [k for k in self.alarms if k.startswith(("unverified:", "unflat:", "latch_file"))]:
             del self.alarms[key]
         if self.rule_factory is not None:
             # Fresh rule objects (debounce counters, alerts), but the baselines carry over:
@@ -773,6 +809,11 @@ class Engine:
             self._alarm("rule_state", f"stored rule baselines unusable ({exc}): every drawdown peak restarts "
                                       f"from the current equity")
             return
+        if not stored and self._baseline_rules and not self.rule_store.path.exists():
+            # First start, or the file was lost: either way the peaks start from the current
+            # equity. Loud until a baseline has been written.
+            self._alarm("rule_state_missing", f"no stored rule baselines in {self.rule_store.path} (first start, "
+                                              f"or the file was lost): drawdown peaks start from the current equity")
         restore, rebases = rule_state.plan_restore(self.rules, stored)
         offset = self._wall_offset_s()
         for rule, data in restore:
@@ -814,24 +855,63 @@ class Engine:
     def save_rule_state(self, *, force: bool = False, durable: bool = False) -> None:
         """Write baselines when they changed (at most every RULE_STATE_SAVE_MIN_S unless forced).
 
-        Plain writes land in the page cache (they survive a crash of the process);
-        ``durable`` adds fsync (reset, shutdown). Failure is an alarm, never a crash.
+        The engine only snapshots them (per-rule exports cached while unchanged); encoding
+        and the atomic replace run in a worker thread, landing in the page cache (they
+        survive a crash of the process). ``durable`` (reset, shutdown) writes here, with
+        fsync. A failed write is an alarm, never a crash.
         """
         if self.rule_store is None:
             return
+        outcome, self._rule_state_failed = self._rule_state_failed, None
+        if outcome:
+            self._alarm("rule_state_persist", f"cannot write rule baselines: {outcome}")
+            self._rule_state_saved = ()  # try again
+        elif outcome == "":
+            for key in ("rule_state_persist", "rule_state_missing"):
+                if self.alarms.pop(key, None) is not None:
+                    self.audit.record("alarm_cleared", key=key)
         version = self._rule_state_version()
         now = self.clock.monotonic_s()
-        if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < RULE_STATE_SAVE_MIN_S):
+        if not force and (version == self._rule_state_saved or now - self._rule_state_saved_s < self._rule_state_min_s):
             return
-        try:
-            self.rule_store.save(rule_state.collect(self._baseline_rules, self._wall_offset_s()),
-                                 self.clock.wall_ms(), durable=durable)
-        except OSError as exc:
-            self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
-            return
-        if self.alarms.pop("rule_state_persist", None) is not None:
-            self.audit.record("alarm_cleared", key="rule_state_persist")
+        t0 = time.perf_counter()
+        data = rule_state.collect(self._baseline_rules, self._wall_offset_s(), self._rule_state_cache)
+        # Many long rolling windows make a snapshot cost milliseconds: space them out so the
+        # engine spends at most RULE_STATE_MAX_SHARE of its time on them.
+        self._rule_state_min_s = max(RULE_STATE_SAVE_MIN_S, (time.perf_counter() - t0) / RULE_STATE_MAX_SHARE)
+        self._rule_state_seq += 1
+        seq, wall_ms, store = self._rule_state_seq, self.clock.wall_ms(), self.rule_store
         self._rule_state_saved, self._rule_state_saved_s = version, now
+        if durable:
+            try:
+                store.save(data, wall_ms, durable=True, seq=seq)
+            except OSError as exc:
+                self._alarm("rule_state_persist", f"cannot write rule baselines: {exc}")
+                self._rule_state_saved = ()
+                return
+            for key in ("rule_state_persist", "rule_state_missing"):
+                if self.alarms.pop(key, None) is not None:
+                    self.audit.record("alarm_cleared", key=key)
+            return
+
+        def write() -> None:  # worker thread: it only hands its outcome back
+            try:
+                store.save(data, wall_ms, seq=seq)
+            except OSError as exc:
+                self._rule_state_failed = str(exc)
+            else:
+                self._rule_state_failed = ""
+
+        self.executor.spawn_sync(write)
+
+    def raise_alarm(self, key: str, message: str) -> None:
+        """For the daemon's own machinery (audit log, state files): log, audit, status, metrics."""
+        self._alarm(key, message)
+
+    def clear_alarm(self, key: str) -> None:
+        if self.alarms.pop(key, None) is not None:
+            self.audit.record("alarm_cleared", key=key)
+            log.info("alarm_cleared", key=key)
 
     def _alarm(self, key: str, message: str) -> None:
         if self.alarms.get(key) != message:

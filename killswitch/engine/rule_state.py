@@ -16,11 +16,13 @@ the current equity and the caller raises an alarm.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+import orjson
 
 FILE_NAME = "rule_state.json"
 FORMAT_VERSION = 1
@@ -29,6 +31,10 @@ MAX_BYTES = 4 * 1024 * 1024  # far above 100 rules x 100 venues x 512 window ent
 
 class RuleStateError(Exception):
     """The stored rule state cannot be used (the message says why)."""
+
+
+class RuleStateUnreadable(RuleStateError):
+    """The file exists but this process may not read it (permissions, I/O)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +60,25 @@ def key_diff(old: dict, new: dict) -> str:
 # ---------------------------------------------------------------- pure core
 
 
-def collect(rules: Iterable[object], wall_offset_s: float) -> dict:
-    """What to store: rule name -> {key, baseline}."""
+def collect(rules: Iterable[object], wall_offset_s: float, cache: dict | None = None) -> dict:
+    """What to store: rule name -> {key, baseline}.
+
+    ``cache`` (name -> (rule id, baseline_version, entry)) skips re-exporting rules whose
+    baseline has not changed since the last call; the caller keeps it between calls.
+    """
     out = {}
     for r in rules:
-        if has_baseline(r):
-            out[r.name] = {"key": r.baseline_key(), "baseline": r.export_baseline(wall_offset_s)}
+        if not has_baseline(r):
+            continue
+        version = getattr(r, "baseline_version", None)
+        hit = cache.get(r.name) if cache is not None else None
+        if hit is not None and hit[0] == id(r) and hit[1] == version and version is not None:
+            out[r.name] = hit[2]
+            continue
+        entry = {"key": r.baseline_key(), "baseline": r.export_baseline(wall_offset_s)}
+        out[r.name] = entry
+        if cache is not None:
+            cache[r.name] = (id(r), version, entry)
     return out
 
 
@@ -102,8 +121,8 @@ def carry(old_rules: Iterable[object], new_rules: Iterable[object]) -> list[Reba
 
 
 def encode(rules_state: dict, saved_wall_ms: int) -> bytes:
-    body = json.dumps({"version": FORMAT_VERSION, "saved_wall_ms": saved_wall_ms, "rules": rules_state},
-                      sort_keys=True, separators=(",", ":")).encode()
+    body = orjson.dumps({"version": FORMAT_VERSION, "saved_wall_ms": saved_wall_ms, "rules": rules_state},
+                        option=orjson.OPT_SORT_KEYS)
     return body + b"\nsha256:" + hashlib.sha256(body).hexdigest().encode() + b"\n"
 
 
@@ -117,8 +136,8 @@ def decode(data: bytes) -> dict:
     if hashlib.sha256(body).hexdigest().encode() != tail.strip():
         raise RuleStateError("checksum mismatch (torn or edited file)")
     try:
-        doc = json.loads(body)
-    except ValueError as exc:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise RuleStateError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION or not isinstance(doc.get("rules"), dict):
         raise RuleStateError(f"unknown format (version {doc.get('version') if isinstance(doc, dict) else '?'})")
@@ -129,9 +148,14 @@ def decode(data: bytes) -> dict:
 
 
 class RuleStateStore:
+    """The file. ``save`` may run in a worker thread: writes are serialised by a lock, and a
+    write older (lower ``seq``) than one already on disk is dropped."""
+
     def __init__(self, state_dir: Path | str) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / FILE_NAME
+        self._lock = threading.Lock()
+        self._written_seq = -1
 
     def load(self) -> dict:
         """Stored entries ({} when there is no file); RuleStateError when it is unusable."""
@@ -141,14 +165,22 @@ class RuleStateStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise RuleStateError(f"cannot read {self.path}: {exc}") from None
+            raise RuleStateUnreadable(f"cannot read {self.path}: {exc.strerror or exc}") from None
         return decode(data)
 
-    def save(self, rules_state: dict, saved_wall_ms: int, *, durable: bool = False) -> None:
+    def save(self, rules_state: dict, saved_wall_ms: int, *, durable: bool = False, seq: int | None = None) -> None:
         """Atomic replace. ``durable`` adds fsync of file and directory (reset, shutdown)."""
         data = encode(rules_state, saved_wall_ms)
         if len(data) > MAX_BYTES:
             raise OSError(f"rule state is {len(data)} bytes, above the {MAX_BYTES} byte cap")
+        with self._lock:
+            if seq is not None:
+                if seq <= self._written_seq:
+                    return  # a newer state is already on disk
+                self._written_seq = seq
+            self._write(data, durable)
+
+    def _write(self, data: bytes, durable: bool) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(FILE_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -174,6 +206,8 @@ def describe_rebases(config_rules: Iterable[object], state_dir: Path | str) -> l
     store = RuleStateStore(state_dir)
     try:
         stored = store.load()
+    except RuleStateUnreadable as exc:
+        return [f"{exc}: run check as the daemon's user to see which rules would rebase"]
     except RuleStateError as exc:
         return [f"stored rule state in {store.path} is unusable ({exc}): every baseline restarts"]
     _, rebases = plan_restore(config_rules, stored)

@@ -48,7 +48,7 @@ from killswitch.units import Amount, UnitError, format_decimal, format_duration,
 
 THRESHOLD_HINT = "must be a percentage like 5% or an amount like 2000 USD (with its currency)"
 PRECISION_DIGITS = 96  # wide enough that equity +- any accepted flow is exact
-MAX_PERSISTED_WINDOW = 512  # rolling-window entries kept in the state file (coalesced, conservatively)
+MAX_PERSISTED_WINDOW = 256  # rolling-window entries kept in the state file (coalesced, conservatively)
 ON_MISSING = ("trip", "alarm")
 HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 AGGREGATE = "<aggregate>"

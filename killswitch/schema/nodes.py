@@ -91,6 +91,12 @@ class LineLoader(yaml.SafeLoader):
         self.display_name = display_name
         self.issues = issues
         self._n_nodes = 0
+        self.aliases_seen = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1  # so "too large" blames aliases only when there are some
+        return super().compose_node(parent, index)
 
     def located_document(self) -> YNode | None:
         node = self.get_single_node()
@@ -192,8 +198,9 @@ def parse_yaml(text: str, display_name: str, issues: list[ConfigIssue]) -> YNode
     except yaml.YAMLError as exc:
         issues.append(yaml_issue(exc, display_name))
     except _TooLarge as exc:
+        why = f" once its {loader.aliases_seen} YAML alias(es) are expanded" if loader.aliases_seen else ""
         issues.append(ConfigIssue(exc.mark.file, exc.mark.line, exc.mark.column, "",
-                                  "document too large (alias expansion?)"))
+                                  f"document too large: more than {MAX_NODES} YAML nodes{why}"))
     except RecursionError:
         issues.append(ConfigIssue(display_name, 1, 1, "", "document nested too deeply"))
     finally:

@@ -293,6 +293,12 @@ class VertexConfig:
     # when the key is a linked signer ("1-click trading").
     wallet_address: str | None = None
     subaccount_name: str = "default"
+    # The wallet owner's key, when private_key is a linked signer: stream authentication
+    # must be signed by the wallet itself (the docs), so the daemon signs it with this key.
+    # Without it, a refused stream authentication is alarmed and open orders are polled
+    # every open_orders_poll_s instead of streamed (order_update needs authentication).
+    owner_private_key: SecretRef | None = None
+    open_orders_poll_s: float = 1.0
     products: tuple[int, ...] = ()
     recv_window_s: float = 30.0  # cancel nonces carry recv_time = now + this, in (0, 100]
     equity_poll_interval_s: float = 1.0

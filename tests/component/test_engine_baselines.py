@@ -8,7 +8,7 @@ from killswitch.config import build_rules, load_config_text
 from killswitch.engine.loop import ApplyRules
 from killswitch.engine.rule_state import RuleStateStore
 from killswitch.model import (
-    EVERYTHING, EquityObserved, OpenOrdersSnapshot, OrderInfo, ResetCommand, TripCommand, VenueAlive,
+    EVERYTHING, EquityObserved, OpenOrdersSnapshot, OrderInfo, OrderOpened, ResetCommand, TripCommand, VenueAlive,
 )
 from tests.unit.test_rules_helpers import VENUES_YAML
 
@@ -163,3 +163,61 @@ async def test_drift_poll_with_orders_the_stream_never_reported_alarms_reconnect
             assert asked == [("ox", "stream drift")]
             assert "stream_drift:ox" in h.engine.alarms and h.engine.counters.stream_drift == 1
             assert h.engine.latch.trips[-1].rule == "drift"
+
+
+async def test_orders_on_products_the_stream_does_not_cover_are_not_stream_drift(tmp_path, autojump_clock):
+    with trio.fail_after(30):
+        asked: list = []
+        async with running(tmp_path, [FakeSession("ox")], [], reconnect=lambda v, why: asked.append(v)) as h:
+            orders = tuple(OrderInfo("ox", "3", f"o{i}") for i in range(5))
+            for _ in range(3):
+                await h.send.send(OpenOrdersSnapshot("ox", orders, None, "poll", stream_products=frozenset({"2"})))
+            await h.until(lambda: h.engine.state.open_count("ox") == 5)  # still reach the book
+            await trio.sleep(0.1)
+            assert h.engine.counters.stream_drift == 0 and not asked
+
+
+async def test_a_failing_baseline_write_alarms_and_clears_once_writes_work_again(tmp_path, autojump_clock):
+    class FlakyStore(RuleStateStore):
+        fail = True
+
+        def _write(self, data, durable):
+            if self.fail:
+                raise OSError("disk full")
+            super()._write(data, durable)
+
+    with trio.fail_after(30):
+        store = FlakyStore(tmp_path / "state")
+        async with running(tmp_path, [FakeSession("ox")], rules_of(), rule_store=store) as h:
+            await equity(h, 1000)
+            await h.until(lambda: "rule_state_persist" in h.engine.alarms)
+            assert not h.engine.latch.tripped  # an alarm, never a crash or a silent loss
+            store.fail = False
+            await equity(h, 1001)
+            await h.until(lambda: "rule_state_persist" not in h.engine.alarms)
+        assert '"peak":"1001"' in (tmp_path / "state" / "rule_state.json").read_text()
+
+
+async def test_missing_rule_state_alarms_until_a_baseline_is_written(tmp_path, autojump_clock):
+    with trio.fail_after(30):
+        store = RuleStateStore(tmp_path / "state")
+        async with running(tmp_path, [FakeSession("ox")], rules_of(), rule_store=store) as h:
+            assert "rule_state_missing" in h.engine.alarms
+            await equity(h, 1000)
+            await h.until(lambda: "rule_state_missing" not in h.engine.alarms)
+            recs = await h.audit_records()
+        assert any(r["event"] == "alarm" and r["key"] == "rule_state_missing" for r in recs)
+
+
+async def test_a_push_that_overtakes_a_stale_poll_keeps_its_order_in_the_book(tmp_path, autojump_clock):
+    with trio.fail_after(30):
+        async with running(tmp_path, [FakeSession("ox")], []) as h:
+            await h.send.send(OrderOpened(OrderInfo("ox", "BTC", "fresh")))
+            await h.until(lambda: h.engine.state.open_count("ox") == 1)
+            await h.send.send(OpenOrdersSnapshot("ox", (), None, "poll"))  # computed before the order existed
+            await trio.sleep(0.1)
+            assert h.engine.state.open_count("ox") == 1
+            await trio.sleep(3)
+            await h.send.send(OpenOrdersSnapshot("ox", (), None, "poll"))  # a later poll: really gone
+            await h.until(lambda: h.engine.state.open_count("ox") == 0)
+            assert h.engine.counters.stream_drift == 0

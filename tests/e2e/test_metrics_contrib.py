@@ -3,7 +3,8 @@
 A real ``killswitch run`` child process guards one OX.FUN and one Nado account on the
 simulators (127.0.0.1), is tripped with orders resting on both, and is scraped over HTTP; every
 metric name in ``contrib/prometheus/alerts.yml`` and ``contrib/grafana/killswitch.json`` must
-be in that scrape. ``promtool check rules`` validates the alert file where promtool is installed.
+be in that scrape. ``promtool check rules`` validates the alert file and ``promtool test rules``
+runs its unit tests (contrib/prometheus/alerts_test.yml) where promtool is installed.
 """
 
 from __future__ import annotations
@@ -90,11 +91,16 @@ def test_contrib_files_reference_metrics_and_parse():
             "killswitch_rule_usage_ratio"} <= referenced_names(panels)
 
 
-def test_promtool_accepts_the_alert_rules():
+def test_promtool_accepts_the_alert_rules_and_their_unit_tests():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
     out = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # Alert semantics on synthetic series (contrib/prometheus/alerts_test.yml): fires when, and
+    # only when, it should (e.g. a trip not proven flat alerts after 10 s, not at 10 s).
+    out = subprocess.run([promtool, "test", "rules", str(ALERTS.with_name("alerts_test.yml"))],
+                         capture_output=True, text=True, timeout=60, cwd=ALERTS.parent)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -145,7 +145,10 @@ async def test_wrong_secret_is_a_clear_startup_error(tmp_path, capsys):
             from killswitch.config import load_config_text
             from killswitch.daemon import Daemon
 
-            text = daemon_yaml(tmp_path, venue_yaml(sim), RULES)
+            # require_all_venues: without it the daemon keeps guarding the other venues and
+            # retries this one (tests/reliability/test_startup_venue_refused.py).
+            text = daemon_yaml(tmp_path, venue_yaml(sim), RULES).replace(
+                "daemon:\n", "daemon:\n  require_all_venues: true\n", 1)
             d = Daemon(load_config_text(text, "t.yaml"), environ={"OX_KEY": key, "OX_SECRET": "wrong-secret"},
                        handle_signals=False)
             code = await d.run()

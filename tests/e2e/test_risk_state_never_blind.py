@@ -120,6 +120,7 @@ async def test_an_unpriced_asset_makes_equity_missing_so_drawdown_trips_and_the_
                 await wait_for(lambda: d.engine.latch.tripped)
                 trip = d.engine.latch.trips[-1]
                 assert trip.rule == "dd" and "no price for BTC" in trip.observed
+                await wait_for(lambda: "equity:ox-main" in d.engine.alarms)  # once it has lasted 5 s
                 assert "BTC" in d.engine.alarms["equity:ox-main"]
                 assert d.engine.state.book("ox-main").equity is None  # never a smaller number
             nursery.cancel_scope.cancel()

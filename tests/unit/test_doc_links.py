@@ -20,6 +20,8 @@ _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 _MD_PATH = re.compile(r"^[\w.-]+(?:/[\w.-]+)*\.md$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# A repository path written in backticks (`tests/e2e/test_demo.py`, `killswitch/net/ws.py::Frames`).
+_REPO_PATH = re.compile(r"^(?:killswitch|tests|bench|rules|systemd|contrib|docs)/[\w./-]+\.(?:py|ya?ml|json|service|md)$")
 
 
 def _doc_files() -> list[Path]:
@@ -87,6 +89,10 @@ def _problems_in(path: Path) -> list[str]:
     for n, line in _prose_lines(path):
         for m in _CODE_SPAN.finditer(line):
             token = m.group(1).strip()
+            repo_path = token.split("::")[0]
+            if _REPO_PATH.match(repo_path) and not (ROOT / repo_path).exists():
+                problems.append(f"{rel}:{n}: `{token}` names a file that does not exist")
+                continue
             if not _MD_PATH.match(token):
                 continue
             if not ((ROOT / token).exists() or (path.parent / token).exists()):
@@ -106,12 +112,14 @@ def test_the_link_checker_finds_a_dead_link_and_a_dead_anchor(tmp_path, monkeypa
     (tmp_path / "other.md").write_text("# Other\n\n## A section\n")
     page.write_text(
         "# Page\n\n[ok](other.md#a-section) [gone](docs/oxfun.md) [bad](other.md#nope) `missing.md`\n"
+        "`tests/unit/test_gone.py::test_x`\n"
         "```\n[in a fence](nowhere.md)\n```\n"
     )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     problems = _problems_in(page)
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
     assert "docs/oxfun.md" in problems[0] and "#nope" in problems[1] and "missing.md" in problems[2]
+    assert "tests/unit/test_gone.py" in problems[3]
 
 
 def test_readme_is_short_and_has_a_table_of_contents():
@@ -138,3 +146,34 @@ def test_unit_documentation_points_at_an_installed_page(unit):
         assert (ROOT / "docs" / page).exists(), f"{url}: docs/{page} is not in the repository"
         # The install steps must put it where the unit says.
         assert f"/usr/share/doc/killswitch/{page}" in install, url
+
+
+def test_the_readme_walkthrough_config_passes_check():
+    """The config the five-minute walk-through writes is valid as printed (it is copied verbatim)."""
+    from killswitch.config import check_secrets, load_config_text
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"cat > /tmp/guard/guard\.yaml <<'EOF'\n(.*?)\nEOF\n", text, re.S)
+    assert m, "walk-through config block not found"
+    cfg = load_config_text(m.group(1), "/tmp/guard/guard.yaml")
+    assert [v.name for v in cfg.venues] == ["ox-sim"]
+    assert {r.kind for r in cfg.rules} == {"drawdown", "max_open_orders", "manual"}
+    env = {"KILLSWITCH_SIM_OX_KEY": "k", "KILLSWITCH_SIM_OX_SECRET": "s"}
+    assert not [i for i in check_secrets(cfg, env, strict_env=True) if i.severity == "error"]
+
+
+def test_every_test_the_docs_name_exists():
+    """A docs table that cites ``test_x`` (or ``file.py::test_x[param]``) cites a real test."""
+    defined = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^(?:async )?def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
+    missing = []
+    for doc in _doc_files():
+        for n, line in _prose_lines(doc):
+            for m in _CODE_SPAN.finditer(line):
+                token = m.group(1).strip()
+                names = re.findall(r"::(test_\w+)", token)
+                if not names and re.fullmatch(r"test_\w+", token):
+                    names = [token]
+                missing += [f"{doc.relative_to(ROOT)}:{n}: {name}" for name in names if name not in defined]
+    assert not missing, "the docs cite tests that do not exist:\n" + "\n".join(missing)

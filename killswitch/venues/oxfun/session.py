@@ -847,8 +847,11 @@ class OxfunSession:
         results: list[CancelCompleted | None] = [None] * len(chunks)
 
         async def one(k: int, refs: list[OrderRef]) -> None:
-            wall_ms = self._clock.wall_ms()
+            wall_ms = self._venue_wall_ms()
             request_id = f"rest-cancel-{wall_ms}-{next(self._nonce_seq)}"
+            # timestamp and responseType are required; the venue refuses the cancel once
+            # recvWindow has passed (100015), so a request stuck longer than our own
+            # timeout is not acted on after we have given up on it.
             body = {"recvWindow": int(self.cfg.request_timeout_s * 1000), "responseType": "FULL", "timestamp": wall_ms,
                     "orders": [{"marketCode": r.product, "orderId": r.venue_order_id} for r in refs]}
             t0 = self._clock.monotonic_s()
@@ -874,6 +877,11 @@ class OxfunSession:
             for k, refs in enumerate(chunks):
                 nursery.start_soon(one, k, refs)
         return [r for r in results if r is not None]
+
+    def _venue_wall_ms(self) -> int:
+        # The venue's time for request timestamps. This branch has no clock-offset estimate
+        # (issue #13 item 1 adds one), so the session clock stands in for it.
+        return self._clock.wall_ms()
 
     async def _rest_cancel_all(self, product: str | None, trip_id: int, verb: str, on_sent: OnSent) -> CancelCompleted:
         request_id = f"rest-cancel-all-{product or 'ALL'}-{self._clock.wall_ms()}-{next(self._nonce_seq)}"

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import ctypes
+import importlib.machinery
+import os
 import threading
 
 from Crypto.Hash import keccak as _keccak_mod
@@ -25,6 +27,21 @@ def _keccak256_reference(data: bytes) -> bytes:
     return _keccak_mod.new(digest_bits=256, data=data).digest()
 
 
+def _keccak_lib_path() -> str:
+    # pycryptodome loads its C library through ctypes, or through cffi when cffi is
+    # installed (e.g. pulled in by cryptography); only the ctypes handle carries the path,
+    # so with cffi find the same extension file next to the module.
+    name = getattr(_keccak_mod._raw_keccak_lib, "_name", None)
+    if name:
+        return name
+    folder = os.path.dirname(_keccak_mod.__file__)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "_keccak" + suffix)
+        if os.path.exists(path):
+            return path
+    raise OSError("pycryptodome's _keccak library not found")
+
+
 def _direct_keccak256():
     """The same C keccak, called directly (~1.7 us): one reusable state per thread.
 
@@ -33,7 +50,7 @@ def _direct_keccak256():
     boundary, a long input).
     """
     try:
-        lib = ctypes.CDLL(_keccak_mod._raw_keccak_lib._name)
+        lib = ctypes.CDLL(_keccak_lib_path())
         vp = ctypes.c_void_p
         lib.keccak_init.argtypes = [ctypes.POINTER(vp), ctypes.c_size_t, ctypes.c_uint8]
         lib.keccak_reset.argtypes = [vp]

@@ -31,6 +31,7 @@ from killswitch.model import (
     VenueAlive,
     VenueAuthFailed,
     VenueConnected,
+    VenueDegraded,
     VenueDisconnected,
 )
 from killswitch.secrets import Secret
@@ -60,6 +61,7 @@ STREAM_AUTH_AHEAD_MS = 50_000  # middle of (now, now+100 s]: tolerates +/-50 s o
 ALIVE_MIN_INTERVAL_S = 0.5
 EQUITY_MIN_SPACING_S = 0.25
 STREAMS = ("order_update", "fill", "position_change")
+STREAM_AUTH_REFUSED = "stream_auth_refused"  # VenueDegraded condition
 _HEX_DIGEST = re.compile(r"0x[0-9a-fA-F]{64}")
 
 CAPABILITIES = VenueCapabilities(
@@ -84,7 +86,7 @@ class _Lost(Exception):
 
 
 class VertexSession:
-    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock) -> None:
+    def __init__(self, cfg: VertexConfig, *, private_key: Secret, clock: Clock, owner_key: Secret | None = None) -> None:
         if cfg.kind not in ("nado", "vertex"):
             raise ValueError(f"venue {cfg.name}: kind must be 'nado' or 'vertex', not {cfg.kind!r}")
         self.cfg = cfg
@@ -95,6 +97,16 @@ class VertexSession:
         wallet = (cfg.wallet_address or self._signer.address).lower()
         self._sender = eip712.sender_bytes(wallet, cfg.subaccount_name)
         self._sender_hex = wire.hex0x(self._sender)
+        # Stream authentication must be signed by the wallet in `sender` (the docs): with a
+        # linked-signer key, the owner's key if we have it, else try the signer's own.
+        self._stream_signer = self._signer
+        if owner_key is not None:
+            owner = FastSigner(owner_key)
+            if owner.address.lower() != wallet:
+                raise ValueError(f"venue {cfg.name}: owner_private_key is the key of {owner.address}, "
+                                 f"not of the wallet {wallet}")
+            self._stream_signer = owner
+        self._degraded = False
         self._domain = eip712.Domain("Nado" if cfg.kind == "nado" else "Vertex", cfg.chain_id, cfg.endpoint_address)
         self._nonces = NonceSource(recv_offset_ms=round(cfg.recv_window_s * 1000))
         self._budget = RateBudget(WALLET_LIMITS, reserve=cfg.budget_reserve)
@@ -205,14 +217,14 @@ class VertexSession:
                     code="contracts", venue=self.name,
                 )
         await self._refresh_products(gw)
-        if not self._products:
-            self._products = self._all_products
+        # Without `products:`, every product the venue lists now (a reconnect picks up new ones).
+        self._products = tuple(cfg.products) or self._all_products
 
         sep = await wsmod.connect(cfg.subscribe_ws_url, deflate=True, timeout_s=t)
         nursery.start_soon(guard, self._pinger, sep, send)
         buffered: list = []
-        await self._authenticate(sep, buffered)
-        await self._subscribe_all(sep, buffered)
+        authed = await self._authenticate(sep, buffered, gw)
+        await self._subscribe_all(sep, buffered, authed)
 
         # Reconcile after subscribing, so nothing falls between the snapshot and the stream.
         orders = await self._fetch_open_orders(gw)
@@ -229,6 +241,17 @@ class VertexSession:
                                        self._clock.monotonic_s()))
         for ts, raw in buffered:
             await self._forward(raw, ts, send)
+        if authed and self._degraded:
+            self._degraded = False
+            await send.send(VenueDegraded(self.name, STREAM_AUTH_REFUSED, active=False, ts_recv_s=self._clock.monotonic_s()))
+        elif not authed:
+            self._degraded = True
+            await send.send(VenueDegraded(
+                self.name, STREAM_AUTH_REFUSED,
+                f"stream authentication by linked signer {self._signer.address} refused (it must be signed by the "
+                f"wallet {self._stream_wallet()}; set owner_private_key); order_update not streamed, open orders "
+                f"polled every {self.cfg.open_orders_poll_s:g} s", ts_recv_s=self._clock.monotonic_s()))
+            nursery.start_soon(guard, self._open_orders_poll, gw, send)
         await send.send(VenueConnected(self.name, self._clock.monotonic_s()))
         self._log.info("venue_connected", products=len(self._products), open_orders=len(orders))
         if not self._started:
@@ -270,7 +293,8 @@ class VertexSession:
                 self._log.warning("venue_orders_poll_failed", error=str(exc))
                 continue
             await send.send(OpenOrdersSnapshot(self.name, orders, None, "poll", self._clock.wall_ms(),
-                                               self._clock.monotonic_s()))
+                                               self._clock.monotonic_s(),
+                                               stream_products=frozenset(str(p) for p in self._products)))
 
     async def _emit_positions(self, send, info: wire.SubaccountInfo) -> None:
         """Positions as the gateway reports them, when they differ from the last poll's."""
@@ -302,20 +326,51 @@ class VertexSession:
                     return msg
                 buffered.append((ts, raw))
 
-    async def _authenticate(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+    def _stream_wallet(self) -> str:
+        return wire.hex0x(self._sender[:20])
+
+    async def _authenticate(self, ep: wsmod.WsEndpoint, buffered: list, gw: GatewayConn | None = None) -> bool:
+        """True when authenticated; False when a linked signer's authentication was refused
+        and no owner key is configured (run degraded); raises AuthError otherwise."""
         expiration = self._clock.wall_ms() + STREAM_AUTH_AHEAD_MS
         digest = self._domain.digest(eip712.hash_stream_authentication(self._sender, expiration))
         rid = self._take_id()
-        await ep.send_text(wire.encode_authenticate(self._sender, expiration, self._signer.sign_digest(digest), rid))
+        signer = self._stream_signer
+        await ep.send_text(wire.encode_authenticate(self._sender, expiration, signer.sign_digest(digest), rid))
         reply = await self._await_reply(ep, rid, buffered)
-        if reply.error is not None:
-            raise AuthError(f"venue {self.name}: stream authentication refused: {reply.error}",
-                            code="stream_auth", venue=self.name)
+        if reply.error is None:
+            return True
+        if signer.address.lower() != self._stream_wallet() and await self._is_linked_signer(gw, signer.address):
+            # A linked signer may trade and cancel, but the venue may refuse it here: the
+            # cancel path still works, only the order_update stream is lost.
+            self._log.error("venue_stream_auth_refused", signer=signer.address, error=reply.error)
+            return False
+        raise AuthError(f"venue {self.name}: stream authentication refused: {reply.error}",
+                        code="stream_auth", venue=self.name)
 
-    async def _subscribe_all(self, ep: wsmod.WsEndpoint, buffered: list) -> None:
+    async def _is_linked_signer(self, gw: GatewayConn | None, address: str) -> bool:
+        data = await self._query(gw, "linked_signer", subaccount=self._sender_hex)
+        linked = data.get("linked_signer") if isinstance(data, dict) else None
+        return isinstance(linked, str) and linked.lower() == address.lower()
+
+    async def _open_orders_poll(self, gw: GatewayConn, send) -> None:
+        """Without order_update: the venue's open orders every open_orders_poll_s."""
+        while True:
+            await trio.sleep(self.cfg.open_orders_poll_s)
+            try:
+                orders = await self._fetch_open_orders(gw)
+            except VenueRejected as exc:
+                self._log.warning("venue_open_orders_poll_failed", code=exc.code, error=str(exc))
+                continue
+            products = None if not self.cfg.products else frozenset(str(p) for p in self.cfg.products)
+            await send.send(OpenOrdersSnapshot(self.name, orders, products, "poll", self._clock.wall_ms(),
+                                               self._clock.monotonic_s()))
+
+    async def _subscribe_all(self, ep: wsmod.WsEndpoint, buffered: list, authed: bool = True) -> None:
         ids = []
         # Deposits and withdrawals show up as position_change on the quote product (0).
-        wanted = [(s, p) for p in self._products for s in STREAMS] + [("position_change", 0)]
+        streams = STREAMS if authed else tuple(s for s in STREAMS if s != "order_update")
+        wanted = [(s, p) for p in self._products for s in streams] + [("position_change", 0)]
         for stream, pid in dict.fromkeys(wanted):
             if True:
                 rid = self._take_id()

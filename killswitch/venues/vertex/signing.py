@@ -45,7 +45,11 @@ class FastSigner:
     __slots__ = ("_key", "address")
 
     def __init__(self, private_key: Secret | str | bytes) -> None:
-        self._key = coincurve.PrivateKey(_key_bytes(private_key))
+        try:
+            self._key = coincurve.PrivateKey(_key_bytes(private_key))
+        except ValueError as exc:  # our own words only: a third-party message might quote the key
+            reason = str(exc) if str(exc).startswith("private key ") else "private key is not a valid secp256k1 key"
+            raise ValueError(reason) from None
         self.address = pubkey_address(self._key.public_key)  # lowercase 0x-hex
 
     def sign_digest(self, digest: bytes) -> bytes:

@@ -38,6 +38,7 @@ from wsproto.events import TextMessage
 from killswitch.clock import Clock
 from killswitch.venues.base import RateBudget
 from killswitch.venues.oxfun import wire
+from killswitch.venues.oxfun.sim.envelope import check_order_envelope
 from killswitch.venues.oxfun.sim.book import (
     ORDER_ID_BASE,
     SimAccount,
@@ -81,6 +82,11 @@ class SimOptions:
     unknown_cancel_mode: str = "reject"  # reject: immediate 100005 | race: ack true + async CANCEL 100004
     push_before_ack: bool = False
     cancel_all_order_pushes: bool = True
+    # REST order commands: recvWindow when the request has none (the docs, as quoted by
+    # ccxt: "a default recvWindow of 1000ms is used"); how far ahead of the server a
+    # timestamp may be (undocumented; see sim/envelope.py).
+    rest_default_recv_window_ms: int = 1_000
+    rest_future_tolerance_ms: int = 1_000
     marks: dict = field(default_factory=lambda: dict(DEFAULT_MARKS))
 
 
@@ -735,9 +741,13 @@ class OxfunSim:
             await self._reply(conn, self._error("cancelorder", "20002", "Unexpected error", tag, order_op=True), is_ack=True)
             return
         market, raw_id = item.get("marketCode"), item.get("orderId")
-        echo = {"marketCode": market, "orderId": str(raw_id)}
+        echo = {"marketCode": market} if raw_id is None else {"marketCode": market, "orderId": str(raw_id)}
         if not market:
             await self._reply(conn, reply(False, echo, "20011", "marketCode is required"), is_ack=True)
+            return
+        if raw_id is None:
+            # The WS cancel is by orderId only; the docs' code for a missing id.
+            await self._reply(conn, reply(False, echo, "20010", "Either clientOrderId or orderId is required"), is_ack=True)
             return
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or not str(raw_id).isdigit():
             await self._reply(conn, reply(False, echo, "20019", "orderId is invalid"), is_ack=True)
@@ -846,6 +856,9 @@ class OxfunSim:
         r("GET", "/v3/positions", self._rest_guard(self._r_positions))
         r("GET", "/v3/account", self._rest_guard(self._r_account))
         r("GET", "/v3/tickers", self._rest_guard(self._r_tickers, auth=False))
+        r("GET", "/v3/markets", self._rest_guard(self._r_markets, auth=False))
+        r("GET", "/v3/assets", self._rest_guard(self._r_assets, auth=False))
+        r("POST", "/v3/orders/place", self._rest_guard(self._r_place))
         r("DELETE", "/v3/orders/cancel-all", self._rest_guard(self._r_cancel_all))
         r("DELETE", "/v3/orders/cancel", self._rest_guard(self._r_cancel))
         r("POST", "/admin/accounts", self._admin(self._a_accounts))
@@ -950,6 +963,70 @@ class OxfunSim:
             {"marketCode": m, "markPrice": fmt(p), "lastTradedPrice": fmt(p), "timestamp": self._ts()}
             for m, p in self.marks.items() if not mc or m == mc]})
 
+    # -- REST market data and order placement (what SDK-based tools such as ccxt load) ------
+
+    async def _r_markets(self, req: Request, acct: SimAccount | None) -> Response:
+        """``GET /v3/markets``, shaped as the capture in ccxt's oxfun.fetch_markets."""
+        mc = req.query.get("marketCode")
+        ts = self._ts()
+        data = []
+        for m, p in self.marks.items():
+            if mc and m != mc:
+                continue
+            parts = m.split("-")
+            perp = m.endswith("-SWAP-LIN")
+            data.append({"marketCode": m, "name": f"{parts[0]}/{parts[1]}{' Perp' if perp else ''}",
+                         "referencePair": f"{parts[0]}/USDT" if perp else f"{parts[0]}/{parts[1]}",
+                         "base": parts[0], "counter": parts[1], "type": "FUTURE" if perp else "SPOT",
+                         "tickSize": fmt(_tick(p)), "minSize": "0.0001", "listedAt": "1704686640000",
+                         "upperPriceBound": fmt(p * Decimal("1.1")), "lowerPriceBound": fmt(p * Decimal("0.9")),
+                         "markPrice": fmt(p), "indexPrice": fmt(p), "lastUpdatedAt": ts})
+        return Response.json({"success": True, "data": data})
+
+    async def _r_assets(self, req: Request, acct: SimAccount | None) -> Response:
+        """``GET /v3/assets``, shaped as the capture in ccxt's oxfun.fetch_currencies."""
+        assets = sorted({"OX", "USDT"} | {m.split("-")[0] for m in self.marks})
+        return Response.json({"success": True, "data": [
+            {"asset": a, "isCollateral": True, "loanToValue": "1.000000000" if a == "OX" else "0.950000000",
+             "loanToValueFactor": "0.000000000", "networkList": []} for a in assets]})
+
+    async def _r_place(self, req: Request, acct: SimAccount) -> Response:
+        """``POST /v3/orders/place``: up to 8 orders; FULL answers OrderOpened / OrderMatched
+        entries, ACK only the acceptance; per-order refusals are ``submitted: false``."""
+        try:
+            body = req.json() or {}
+        except orjson.JSONDecodeError:
+            return Response.json({"success": False, "code": "20009", "message": "JSON data format is invalid"}, 400)
+        if not isinstance(body, dict):
+            return Response.json({"success": False, "code": "20001", "message": "Invalid parameter"}, 400)
+        refused = self._check_envelope(body)
+        if refused is not None:
+            return refused
+        items = body.get("orders")
+        if not isinstance(items, list) or not items or len(items) > 8:
+            return Response.json({"success": False, "code": "20001", "message": "orders must hold 1 to 8 entries"}, 400)
+        budget = self._order_rate.setdefault(acct.api_key, RateBudget([(1.0, self.options.order_rate)]))
+        results = []
+        for item in items:
+            if not budget.try_charge(1, self.clock.monotonic_s()):
+                results.append({"submitted": False, "code": "20007", "message": "You are accessing server too rapidly"})
+                continue
+            order, (code, message) = self._validate_place(item)
+            if order is None:
+                results.append({"submitted": False, "code": code, "message": message,
+                                "marketCode": item.get("marketCode") if isinstance(item, dict) else None})
+                continue
+            order.source = 11  # REST
+            await self._book_order(acct, order)
+            if body["responseType"] == "ACK":
+                results.append({"submitted": True, "orderId": order.order_id, "marketCode": order.market})
+                continue
+            filled = order.order_id not in acct.orders
+            results.append({**order_payload(acct, order, "OrderMatched" if filled else "OrderOpened",
+                                            "FILLED" if filled else "OPEN", self.clock.wall_ms()),
+                            "submitted": True, "createdAt": str(order.created_ms), "isTriggered": order.is_triggered})
+        return Response.json({"success": True, "data": results})
+
     async def _r_cancel_all(self, req: Request, acct: SimAccount) -> Response:
         acct.counters.rest_cancel_all += 1
         try:
@@ -970,13 +1047,26 @@ class OxfunSim:
         await self._fanout(acct, {"event": "CANCEL", "submitted": True, "timestamp": self._ts()})
         return Response.json({"success": True, "data": {"notice": "Orders queued for cancelation"}})
 
+    def _check_envelope(self, body: dict) -> Response | None:
+        o = self.options
+        refusal = check_order_envelope(body, now_ms=self.clock.wall_ms(), default_recv_window_ms=o.rest_default_recv_window_ms,
+                                       future_tolerance_ms=o.rest_future_tolerance_ms)
+        if refusal is None:
+            return None
+        return Response.json({"success": False, "code": refusal[0], "message": refusal[1]}, 400)
+
     async def _r_cancel(self, req: Request, acct: SimAccount) -> Response:
         acct.counters.rest_cancel += 1
         try:
             body = req.json() or {}
         except orjson.JSONDecodeError:
             return Response.json({"success": False, "code": "20009", "message": "JSON data format is invalid"}, 400)
-        items = body.get("orders") if isinstance(body, dict) and "orders" in body else [body]
+        if not isinstance(body, dict):
+            return Response.json({"success": False, "code": "20001", "message": "Invalid parameter"}, 400)
+        refused = self._check_envelope(body)
+        if refused is not None:
+            return refused
+        items = body.get("orders") if "orders" in body else [body]
         if not isinstance(items, list) or not items or len(items) > 8:
             return Response.json({"success": False, "code": "20001", "message": "orders must hold 1 to 8 entries"}, 400)
         results = []
@@ -1056,6 +1146,11 @@ def _dec(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return d if d.is_finite() else None
+
+
+def _tick(price: Decimal) -> Decimal:
+    # About five significant digits, as the captured markets have (BTC 1, OX 0.00001).
+    return Decimal(1).scaleb(max(price.adjusted() - 4, -8))
 
 
 def _consteq(a: str, b: str) -> bool:

@@ -18,10 +18,13 @@ from killswitch.venues.vertex import eip712
 from killswitch.venues.vertex.eip712 import Domain, product_address
 from killswitch.venues.vertex.nonce import MAX_RECV_AHEAD_MS, split_nonce
 from killswitch.venues.vertex.signing import FastSigner, SignatureError, recover_address
+from killswitch.venues.vertex.sim.catalogue import market_price, perp_product, spot_product, symbol_entry
 
 X18 = 10**18
 WALLET_LIMITS = ((60, 600), (10, 100))
 SUBSCRIPTION_CAP_PER_WALLET = 5
+MAX_PLACE_ORDERS = 50  # per place_orders request (2111)
+_TH_LINK_SIGNER = eip712.keccak256(b"LinkSigner(bytes32 sender,bytes32 signer,uint64 nonce)")
 VERTEX_ENDPOINT = "0xbbEE07B3e8121227AfCFe1E2B82772246226128e"
 NADO_ENDPOINT = "0x05ec92D78ED421f3D3Ada77FFdE167106565974E"
 
@@ -46,6 +49,7 @@ class SimOrder:
     unfilled_amount: int
     appendix: int | None = None
     signature: str = ""
+    trigger: dict | None = None  # trigger service: the order's TriggerCriteria as sent
 
     def to_json(self) -> dict:
         d = {
@@ -64,7 +68,9 @@ class SimOrder:
             d["appendix"] = str(self.appendix)
         return d
 
-    def to_trigger_json(self) -> dict:
+    def to_trigger_json(self, status: str = "waiting_price") -> dict:
+        """One ``list_trigger_orders`` item, shaped as nado-protocol's / vertex-protocol's
+        ``TriggerOrder`` (Vertex's status for a pending trigger is ``pending``)."""
         order = {
             "sender": self.sender,
             "priceX18": str(self.price_x18),
@@ -75,11 +81,10 @@ class SimOrder:
         if self.appendix is not None:
             order["appendix"] = str(self.appendix)
         return {
-            "product_id": self.product_id,
-            "digest": self.digest,
-            "order": {"order": order, "signature": self.signature, "product_id": self.product_id, "digest": self.digest},
-            "trigger": {"price_below": str(self.price_x18)},
-            "status": "pending",
+            "order": {"product_id": self.product_id, "order": order, "signature": self.signature,
+                      "digest": self.digest, "trigger": self.trigger},
+            "status": status,
+            "placed_at": self.placed_at,
             "updated_at": self.placed_at,
         }
 
@@ -149,6 +154,7 @@ class SimCore:
         endpoint_address: str | None = None,
         spot_products: tuple[int, ...] = (0, 1, 3, 5),
         perp_products: tuple[int, ...] = (2, 4, 6),
+        allow_linked_signer_stream_auth: bool = False,
     ) -> None:
         if flavour not in ("nado", "vertex"):
             raise ValueError("flavour is 'nado' or 'vertex'")
@@ -166,6 +172,10 @@ class SimCore:
         self.subaccounts: dict[str, Subaccount] = {}
         self.budgets: dict[str, RateBudget] = {}
         self.seen_cancel_nonces: set[tuple[str, int]] = set()
+        self.tx_nonces: dict[str, int] = {}  # wallet address -> next tx_nonce (link_signer)
+        # The docs: StreamAuthentication "must be signed by the wallet address specified by
+        # sender"; whether a linked signer may is undocumented, so it is refused unless asked.
+        self.allow_linked_signer_stream_auth = allow_linked_signer_stream_auth
 
     # -- setup --------------------------------------------------------------------------
 
@@ -204,7 +214,8 @@ class SimCore:
 
     # -- validation helpers ---------------------------------------------------------------
 
-    def _check_signer(self, digest: bytes, signature: Any, sender: bytes) -> None:
+    def _check_signer(self, digest: bytes, signature: Any, sender: bytes, *, owner_only: bool = False) -> str:
+        """The recovered signer (lowercase address); raises unless it may act for ``sender``."""
         sig = _hex_bytes(signature, 0, "signature")
         try:
             signer = recover_address(digest, sig)
@@ -212,9 +223,10 @@ class SimCore:
             raise ExecError(exc.code, str(exc)) from None
         owner = "0x" + sender[:20].hex()
         sub = self.subaccounts.get("0x" + sender.hex())
-        linked = sub.linked_signer if sub else None
+        linked = None if owner_only or sub is None else sub.linked_signer
         if signer != owner and signer != linked:
-            raise ExecError(2028, "invalid signer")
+            raise ExecError(2028, "invalid signer" + (": must be signed by the sender's wallet" if owner_only else ""))
+        return signer
 
     @staticmethod
     def _check_recv_time(nonce: int, now_ms: int) -> None:
@@ -250,7 +262,12 @@ class SimCore:
                 "cancel_product_orders": self._cancel_product_orders,
                 "cancel_orders": self._cancel_orders,
                 "place_order": self._place_order,
+                "place_orders": self._place_orders,
+                "cancel_and_place": self._cancel_and_place,
+                "link_signer": self._link_signer,
             }.get(name)
+            if trigger and name in ("place_orders", "cancel_and_place", "link_signer"):
+                handler = None
             if handler is None:
                 raise ExecError(2038, f"unsupported execute {name}")
             data, pushes = handler(_obj(payload, name), now_ms, now_s, trigger, charge_weight)
@@ -311,6 +328,7 @@ class SimCore:
         sub = self.subaccount("0x" + sender.hex())
         if charge and not trigger:
             self._charge(sub.address, max(1, len(digests)), now_s)
+        required = _required_unfilled(payload, len(digests), trigger)
         book = sub.trigger_orders if trigger else sub.orders
         removed, missing = [], []
         for pid, d in zip(pids, digests):
@@ -323,6 +341,8 @@ class SimCore:
             # The whole request fails; the message names every missing digest so a client
             # can tell which ones are gone and re-cancel the rest.
             raise ExecError(2020, "Order not found: " + ",".join(missing))
+        if required is not None and abs(removed[0].unfilled_amount) != abs(required):
+            raise ExecError(2124, f"unfilled amount {removed[0].unfilled_amount} != required {required}")
         return self._remove(sub, removed, trigger, now_ms)
 
     def _check_replay(self, sender: bytes, nonce: int) -> None:
@@ -363,13 +383,14 @@ class SimCore:
         dh = "0x" + digest.hex()
         if dh in sub.orders or dh in sub.trigger_orders:
             raise ExecError(2013, "digest already exists")
+        criteria = _trigger_criteria(payload.get("trigger"), self.flavour) if trigger else None
         book = sub.trigger_orders if trigger else sub.orders
         if sum(1 for x in book.values() if x.product_id == pid) >= 500:
             raise ExecError(2005, "too many open orders")
         if charge and not trigger:
             self._charge(sub.address, 1 if payload.get("spot_leverage", True) is not False else 20, now_s)
         order = SimOrder(pid, sub.sender, price, amount, expiration, nonce, dh, now_ms // 1000, amount, appendix,
-                         str(payload.get("signature")))
+                         str(payload.get("signature")), criteria)
         book[dh] = order
         pushes = []
         if not trigger:
@@ -379,8 +400,76 @@ class SimCore:
             }))
         return {"digest": dh}, pushes
 
+    def _place_orders(self, payload, now_ms, now_s, trigger, charge):
+        """Nado batch: one result per order (digest or error); stop_on_failure stops at the first error."""
+        orders = payload.get("orders")
+        if not isinstance(orders, list) or not orders:
+            raise ExecError(2038, "invalid orders")
+        if len(orders) > MAX_PLACE_ORDERS:
+            raise ExecError(2111, f"at most {MAX_PLACE_ORDERS} orders per place_orders")
+        results, pushes = [], []
+        for item in orders:
+            try:
+                data, p = self._place_order(_obj(item, "orders[]"), now_ms, now_s, trigger, charge)
+            except ExecError as exc:
+                results.append({"digest": None, "error": exc.message})
+                if payload.get("stop_on_failure"):
+                    break
+                continue
+            results.append({"digest": data["digest"], "error": None})
+            pushes += p
+        return {"place_orders": results}, pushes
+
+    def _cancel_and_place(self, payload, now_ms, now_s, trigger, charge):
+        cancel_tx = _obj(payload.get("cancel_tx"), "cancel_tx")
+        place = _obj(payload.get("place_order"), "place_order")
+        sender, pids, digests, nonce = self._parse_cancel_tx({"tx": cancel_tx}, True)
+        cancel_signer = self._check_signer(self.domain.digest(eip712.hash_cancellation(sender, pids, digests, nonce)),
+                                           payload.get("cancel_signature"), sender)
+        order = _obj(place.get("order"), "order")
+        if _hex_bytes(order.get("sender"), 32, "sender") != sender:
+            raise ExecError(2066, "cancel and place have different senders")
+        pid = _uint(place.get("product_id"), 32, "product_id")
+        appendix = _uint(order.get("appendix", 1), 128, "appendix") if self.flavour == "nado" else None
+        place_digest = self.order_domain(pid).digest(eip712.hash_order(
+            sender, _uint(order.get("priceX18"), 128, "priceX18", signed=True),
+            _uint(order.get("amount"), 128, "amount", signed=True), _uint(order.get("expiration"), 64, "expiration"),
+            _uint(order.get("nonce"), 64, "nonce"), appendix))
+        if self._check_signer(place_digest, place.get("signature"), sender) != cancel_signer:
+            raise ExecError(2066, "cancel and place are signed by different signers")
+        cancel_payload = {"tx": cancel_tx, "signature": payload.get("cancel_signature")}
+        if payload.get("required_unfilled_amount") is not None:
+            cancel_payload["required_unfilled_amount"] = payload["required_unfilled_amount"]
+        try:
+            _, cancel_pushes = self._cancel_orders(cancel_payload, now_ms, now_s, trigger, charge)
+        except ExecError as exc:
+            if payload.get("place_requires_unfilled"):
+                raise ExecError(2121, f"place aborted: the cancel failed ({exc.code} {exc.message})") from None
+            raise
+        data, place_pushes = self._place_order(place, now_ms, now_s, trigger, charge)
+        return data, cancel_pushes + place_pushes
+
+    def _link_signer(self, payload, now_ms, now_s, trigger, charge):
+        tx = _obj(payload.get("tx"), "tx")
+        sender = _hex_bytes(tx.get("sender"), 32, "sender")
+        signer = _hex_bytes(tx.get("signer"), 32, "signer")
+        if "nonce" not in tx:
+            raise ExecError(2033, "nonce missing in payload")
+        nonce = _uint(tx.get("nonce"), 64, "nonce")
+        struct = eip712.keccak256(_TH_LINK_SIGNER + sender + signer + nonce.to_bytes(32, "big"))
+        self._check_signer(self.domain.digest(struct), payload.get("signature"), sender)
+        sub = self.subaccount("0x" + sender.hex())
+        if nonce != self.tx_nonces.get(sub.address, 0):
+            raise ExecError(2022, f"invalid nonce: expected tx_nonce {self.tx_nonces.get(sub.address, 0)}")
+        if charge:
+            self._charge(sub.address, 30, now_s)
+        self.tx_nonces[sub.address] = nonce + 1
+        linked = "0x" + signer[:20].hex()
+        sub.linked_signer = None if linked == "0x" + "00" * 20 else linked
+        return None, []
+
     def sign_order_body(self, sub: Subaccount, *, product_id: int, price_x18: int, amount: int, nonce: int,
-                        expiration: int = 4_294_967_295) -> dict:
+                        expiration: int = 4_294_967_295, trigger: dict | None = None) -> dict:
         """A ``place_order`` execute signed with the subaccount's own key (admin helper)."""
         if sub.private_key_hex is None:
             raise ExecError(2028, "the sim does not hold this subaccount's key")
@@ -393,7 +482,10 @@ class SimCore:
                  "expiration": str(expiration), "nonce": str(nonce)}
         if appendix is not None:
             order["appendix"] = str(appendix)
-        return {"place_order": {"product_id": product_id, "order": order, "signature": "0x" + sig.hex()}}
+        body: dict = {"product_id": product_id, "order": order, "signature": "0x" + sig.hex()}
+        if trigger is not None:
+            body["trigger"] = trigger
+        return {"place_order": body}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -418,12 +510,25 @@ class SimCore:
                                                          if p in self.book_addrs]
             return d
         if t == "all_products":
-            return {"spot_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])}
-                                      for p in self.spot_products],
-                    "perp_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])}
-                                      for p in self.perp_products]}
+            vx = self.flavour == "vertex"
+            return {"spot_products": [spot_product(p, self.oracle_x18[p], vx) for p in self.spot_products],
+                    "perp_products": [perp_product(p, self.oracle_x18[p], vx) for p in self.perp_products]}
+        if t == "symbols":
+            return {"symbols": self._symbols(body)}
+        if t == "market_price":
+            pid = _uint(body.get("product_id"), 32, "product_id")
+            self._check_products([pid])
+            return market_price(pid, self.oracle_x18[pid])
+        if t == "market_prices":
+            pids = body.get("product_ids")
+            if not isinstance(pids, list):
+                raise ExecError(2038, "invalid product_ids")
+            pids = [_uint(p, 32, "product_id") for p in pids]
+            self._check_products(pids)
+            return {"market_prices": [market_price(p, self.oracle_x18[p]) for p in pids]}
         if t == "nonces":
-            return {"tx_nonce": "0", "order_nonce": str((now_ms + 100_000) << 20)}
+            addr = str(body.get("address", "")).lower()[:42]
+            return {"tx_nonce": str(self.tx_nonces.get(addr, 0)), "order_nonce": str((now_ms + 100_000) << 20)}
         if t == "subaccount_info":
             return self._subaccount_info(str(body.get("subaccount", "")).lower())
         if t == "subaccount_orders":
@@ -451,21 +556,57 @@ class SimCore:
             return {"linked_signer": sub.linked_signer or "0x" + "00" * 20}
         raise ExecError(2038, f"unsupported query {t}")
 
+    def _spot_balance(self, pid: int, amount: int) -> dict:
+        if self.flavour == "vertex":
+            return {"product_id": pid, "lp_balance": {"amount": "0"},
+                    "balance": {"amount": str(amount), "last_cumulative_multiplier_x18": str(X18)}}
+        return {"product_id": pid, "balance": {"amount": str(amount)}}
+
+    def _perp_balance(self, pid: int, amount: int, v_quote: int) -> dict:
+        d = {"product_id": pid, "balance": {"amount": str(amount), "v_quote_balance": str(v_quote),
+                                            "last_cumulative_funding_x18": "0"}}
+        if self.flavour == "vertex":
+            d["lp_balance"] = {"amount": "0", "last_cumulative_funding_x18": "0"}
+        return d
+
+    def _symbols(self, body: dict) -> dict:
+        kind = body.get("product_type")
+        wanted = body.get("product_ids")
+        out = {}
+        for pid in self.products:
+            is_perp = pid in self.perp_products
+            if kind not in (None, "perp" if is_perp else "spot") or (isinstance(wanted, list) and pid not in wanted):
+                continue
+            entry = symbol_entry(pid, is_perp, self.oracle_x18[pid], self.flavour == "vertex")
+            out[entry["symbol"]] = entry
+        return out
+
     def _subaccount_info(self, sender: str) -> dict:
+        # Shaped as the docs' example (§6.1) and nado-protocol's SubaccountInfoData; the sim
+        # does no margining, so all three healths are the unweighted one.
         sub = self.subaccounts.get(sender)
         if sub is None:
             zero = {"assets": "0", "liabilities": "0", "health": "0"}
-            return {"subaccount": sender, "exists": False, "healths": [zero, zero, zero],
-                    "spot_balances": [], "perp_balances": [], "spot_products": [], "perp_products": []}
+            return {"subaccount": sender, "exists": False, "healths": [zero, zero, zero], "health_contributions": [],
+                    "spot_count": 0, "perp_count": 0, "spot_balances": [], "perp_balances": [],
+                    "spot_products": [], "perp_products": []}
         h = self.health_x18(sub)
+        vx = self.flavour == "vertex"
         health = {"assets": str(max(h, 0)), "liabilities": str(max(-h, 0)), "health": str(h)}
+        contributions = [["0", "0", "0"] for _ in range(max(self.products) + 1)]
+        for p, a in sub.spot_x18.items():
+            contributions[p] = [str(a * self.oracle_x18.get(p, 0) // X18)] * 3
+        for p, (a, vq) in sub.perp_x18.items():
+            contributions[p] = [str(a * self.oracle_x18.get(p, 0) // X18 + vq)] * 3
+        spot = sorted(sub.spot_x18.items())
+        perp = sorted(sub.perp_x18.items())
         return {
             "subaccount": sub.sender, "exists": True, "healths": [health, health, health],
-            "spot_balances": [{"product_id": p, "balance": {"amount": str(a)}} for p, a in sorted(sub.spot_x18.items())],
-            "perp_balances": [{"product_id": p, "balance": {"amount": str(a), "v_quote_balance": str(vq)}}
-                              for p, (a, vq) in sorted(sub.perp_x18.items())],
-            "spot_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])} for p in self.spot_products],
-            "perp_products": [{"product_id": p, "oracle_price_x18": str(self.oracle_x18[p])} for p in self.perp_products],
+            "health_contributions": contributions, "spot_count": len(spot), "perp_count": len(perp),
+            "spot_balances": [self._spot_balance(p, a) for p, a in spot],
+            "perp_balances": [self._perp_balance(p, a, vq) for p, (a, vq) in perp],
+            "spot_products": [spot_product(p, self.oracle_x18[p], vx) for p in self.spot_products],
+            "perp_products": [perp_product(p, self.oracle_x18[p], vx) for p in self.perp_products],
         }
 
     def trigger_query(self, body: Any, *, now_ms: int) -> dict:
@@ -484,7 +625,10 @@ class SimCore:
                 raise ExecError(2012, "recvTime too far ahead")
             sub = self.subaccount("0x" + sender.hex())
             pid = body.get("product_id")
-            orders = [o.to_trigger_json() for o in sub.trigger_orders.values() if pid is None or o.product_id == pid]
+            pids = body.get("product_ids")  # nado-protocol's filter
+            status = "pending" if self.flavour == "vertex" else "waiting_price"
+            orders = [o.to_trigger_json(status) for o in sub.trigger_orders.values()
+                      if (pid is None or o.product_id == pid) and (not isinstance(pids, list) or o.product_id in pids)]
         except ExecError as exc:
             return _failure(rt, exc.code, exc.message)
         return {"status": "success", "data": {"orders": orders}, "request_type": rt}
@@ -499,8 +643,50 @@ class SimCore:
         if not now_ms < expiration <= now_ms + MAX_RECV_AHEAD_MS:
             raise ExecError(2011, "expiration outside (now, now + 100 s]")
         digest = self.domain.digest(eip712.hash_stream_authentication(sender, expiration))
-        self._check_signer(digest, msg.get("signature"), sender)
+        self._check_signer(digest, msg.get("signature"), sender, owner_only=not self.allow_linked_signer_stream_auth)
         return "0x" + sender[:20].hex()
+
+
+_PRICE_REQUIREMENTS = frozenset(f"{src}_price_{side}" for src in ("oracle", "last", "mid") for side in ("above", "below"))
+
+
+_VERTEX_TRIGGERS = frozenset(("price_above", "price_below", "last_price_above", "last_price_below"))
+
+
+def _trigger_criteria(v: Any, flavour: str = "nado") -> dict:
+    """A trigger service order's ``trigger``: on Nado a price trigger (one price requirement)
+    or a TWAP time trigger, as nado-protocol's ``TriggerCriteria``; on Vertex one of
+    vertex-protocol's ``{price_above|price_below|last_price_above|last_price_below: x18}``.
+    Anything else is refused."""
+    if v is None:
+        raise ExecError(2038, "missing field `trigger`: a trigger order needs a trigger condition")
+    if flavour == "vertex":
+        if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in _VERTEX_TRIGGERS:
+            _uint(next(iter(v.values())), 128, "trigger price", signed=True)
+            return v
+        raise ExecError(2038, "invalid trigger: expected price_above, price_below, last_price_above or last_price_below")
+    if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("price_trigger"), dict):
+        req = v["price_trigger"].get("price_requirement")
+        if isinstance(req, dict) and len(req) == 1:
+            ((kind, price),) = req.items()
+            if kind in _PRICE_REQUIREMENTS:
+                _uint(price, 128, kind, signed=True)
+                return v
+    if isinstance(v, dict) and len(v) == 1 and isinstance(v.get("time_trigger"), dict):
+        _uint(v["time_trigger"].get("interval"), 64, "time_trigger.interval")
+        return v
+    raise ExecError(2038, "invalid trigger: expected price_trigger.price_requirement or time_trigger")
+
+
+def _required_unfilled(payload: dict, n_digests: int, trigger: bool) -> int | None:
+    """Nado ``cancel_orders.required_unfilled_amount`` (x18, unsigned field next to tx)."""
+    v = payload.get("required_unfilled_amount")
+    if v is None or trigger:
+        return None
+    amount = _uint(v, 128, "required_unfilled_amount", signed=True)
+    if n_digests != 1:
+        raise ExecError(2123, "required_unfilled_amount needs exactly one digest")
+    return amount
 
 
 def _failure(rt: str, code: int, message: str, signature: Any = None) -> dict:

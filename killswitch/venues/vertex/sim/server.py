@@ -65,12 +65,14 @@ class VertexSim:
         endpoint_address: str | None = None,
         idle_timeout_s: float = 30.0,
         require_deflate: bool = True,
+        require_accept_encoding: bool = True,
         **options: Any,
     ) -> None:
         self.core = SimCore(flavour=flavour, chain_id=chain_id, endpoint_address=endpoint_address, **options)
         self.clock = clock or Clock()
         self.idle_timeout_s = idle_timeout_s
         self.require_deflate = require_deflate
+        self.require_accept_encoding = require_accept_encoding
         self.faults = Faults()
         self.http = HttpServer()
         self.ws_host = ""
@@ -297,26 +299,44 @@ class VertexSim:
             conn.wallet = wallet
             return {"result": None, "id": rid}
         if method in ("subscribe", "unsubscribe"):
-            stream = msg.get("stream")
-            if not isinstance(stream, dict) or not isinstance(stream.get("type"), str):
-                return {"result": None, "error": "error parsing request: missing field `stream`", "id": rid}
-            st = stream["type"]
-            sub = str(stream.get("subaccount", "")).lower()
-            pid = stream.get("product_id")
-            key = (st, sub, pid if isinstance(pid, int) else None)
-            if method == "unsubscribe":
-                conn.streams.discard(key)
-                return {"result": None, "id": rid}
-            if st == "order_update" and (conn.wallet is None or sub[:42] != conn.wallet):
-                return {"result": None, "error": "Auth is needed.", "id": rid}
-            conn.streams.add(key)
+            error = self._subscription(conn, method, msg.get("stream"))
+            return {"result": None, "id": rid} if error is None else {"result": None, "error": error, "id": rid}
+        if method in ("subscribe_multi", "unsubscribe_multi"):
+            # nado-protocol 2.0 only; the reply is undocumented: all or nothing, one ack.
+            streams = msg.get("streams")
+            if not isinstance(streams, list) or not streams:
+                return {"result": None, "error": "error parsing request: missing field `streams`", "id": rid}
+            single = method.removesuffix("_multi")
+            for stream in streams:
+                error = self._subscription(conn, single, stream, check_only=True)
+                if error is not None:
+                    return {"result": None, "error": error, "id": rid}
+            for stream in streams:
+                self._subscription(conn, single, stream)
             return {"result": None, "id": rid}
+        if method == "time":
+            return {"result": {"method": "time", "server_time": str(now_ms)}, "id": rid}
         if method == "list":
             return {"result": [{"type": t, "subaccount": s, "product_id": p} for t, s, p in conn.streams], "id": rid}
         if method == "ping":
             return {"result": {"method": "pong", "server_time": str(now_ms), "client_time": msg.get("client_time")},
                     "id": rid}
         return {"result": None, "error": f"unknown method {method!r}", "id": rid}
+
+    @staticmethod
+    def _subscription(conn: _SubConn, method: str, stream: Any, *, check_only: bool = False) -> str | None:
+        """Apply one subscribe/unsubscribe; the error text, or None."""
+        if not isinstance(stream, dict) or not isinstance(stream.get("type"), str):
+            return "error parsing request: missing field `stream`"
+        st = stream["type"]
+        sub = str(stream.get("subaccount", "")).lower()
+        pid = stream.get("product_id")
+        key = (st, sub, pid if isinstance(pid, int) else None)
+        if method == "subscribe" and st == "order_update" and (conn.wallet is None or sub[:42] != conn.wallet):
+            return "Auth is needed."
+        if not check_only:
+            (conn.streams.discard if method == "unsubscribe" else conn.streams.add)(key)
+        return None
 
     def _publish(self, pushes: list[Push]) -> None:
         if self.faults.mute_pushes:
@@ -347,7 +367,8 @@ class VertexSim:
 
     def place_orders(self, sender: str, *, product_id: int, price: str | int, qty: str | int, side: str = "buy",
                      count: int = 1, trigger: bool = False, price_step: str | int = 0) -> list[str]:
-        """Place ``count`` orders signed by the subaccount's key (no wallet weight charged)."""
+        """Place ``count`` orders signed by the subaccount's key (no wallet weight charged).
+        Trigger orders get a price trigger at their own price (below for a buy, above for a sell)."""
         sub = self.core.subaccount(sender)
         price_x18 = _to_x18(price)
         step_x18 = _to_x18(price_step)
@@ -356,8 +377,16 @@ class VertexSim:
         for i in range(count):
             now_ms, now_s = self._now()
             px = price_x18 - i * step_x18 if side == "buy" else price_x18 + i * step_x18
+            criteria = None
+            if trigger:
+                below = side == "buy"
+                if self.core.flavour == "vertex":
+                    criteria = {"price_below" if below else "price_above": str(px)}
+                else:
+                    kind = "oracle_price_below" if below else "oracle_price_above"
+                    criteria = {"price_trigger": {"price_requirement": {kind: str(px)}}}
             body = self.core.sign_order_body(sub, product_id=product_id, price_x18=px, amount=amount,
-                                             nonce=self._admin_nonce(now_ms))
+                                             nonce=self._admin_nonce(now_ms), trigger=criteria)
             resp, pushes = self.core.execute(body, now_ms=now_ms, now_s=now_s, trigger=trigger, charge_weight=False)
             if resp["status"] != "success":
                 raise ExecError(resp["error_code"], resp["error"])
@@ -498,8 +527,20 @@ class VertexSim:
         r("POST", "/admin/burn_weight", self._admin_burn)
         r("POST", "/admin/fill", self._admin_fill)
         r("GET", "/admin/state", self._admin_state)
+        r("POST", "/admin/options", self._admin_options)
+        r("POST", "/admin/linked_signer", self._admin_linked_signer)
+
+    def _refuse_encoding(self, req: Request) -> Response | None:
+        # The docs: gateway HTTP requests must send Accept-Encoding with gzip, br or deflate.
+        # The refusal's code and status are undocumented: HTTP 400, failure envelope, no code.
+        if not self.require_accept_encoding or accepts_compression(req.headers.get("accept-encoding", "")):
+            return None
+        return Response.json({"status": "failure", "error": "Accept-Encoding must include gzip, br or deflate"}, 400)
 
     async def _rest_execute(self, req: Request) -> Response:
+        refused = self._refuse_encoding(req)
+        if refused is not None:
+            return refused
         try:
             body = req.json()
         except orjson.JSONDecodeError:
@@ -508,6 +549,9 @@ class VertexSim:
         return Response(status=-1) if resp is None else Response.json(resp)
 
     async def _rest_query(self, req: Request) -> Response:
+        refused = self._refuse_encoding(req)
+        if refused is not None:
+            return refused
         if req.method == "GET":
             body: Any = dict(req.query)
             for k in ("product_id",):
@@ -586,8 +630,40 @@ class VertexSim:
         b = req.json() or {}
         return await self._admin(lambda: (self.fill_order(b["digest"], b["qty"]), {"ok": True})[1])
 
+    def set_options(self, **changes: Any) -> dict:
+        """Strictness knobs: require_accept_encoding, require_deflate (for new handshakes),
+        allow_linked_signer_stream_auth."""
+        for k, v in changes.items():
+            if k == "allow_linked_signer_stream_auth":
+                self.core.allow_linked_signer_stream_auth = bool(v)
+            elif k in ("require_accept_encoding", "require_deflate"):
+                setattr(self, k, bool(v))
+            else:
+                raise ValueError(f"unknown option {k!r}")
+        return {"require_accept_encoding": self.require_accept_encoding, "require_deflate": self.require_deflate,
+                "allow_linked_signer_stream_auth": self.core.allow_linked_signer_stream_auth}
+
+    async def _admin_options(self, req: Request) -> Response:
+        b = req.json() or {}
+        return await self._admin(lambda: {"ok": True, "options": self.set_options(**b)})
+
+    async def _admin_linked_signer(self, req: Request) -> Response:
+        b = req.json() or {}
+        return await self._admin(lambda: (self.link_signer(b["sender"], b.get("signer")), {"ok": True})[1])
+
     async def _admin_state(self, req: Request) -> Response:
         return await self._admin(self.state)
+
+
+def accepts_compression(header: str) -> bool:
+    """Does an Accept-Encoding value accept gzip, br or deflate (q=0 excluded)?"""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "br", "deflate"):
+            q = params.strip().lower()
+            if not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000")):
+                return True
+    return False
 
 
 def _to_x18(v: str | int) -> int:
