@@ -246,9 +246,7 @@ def _check_url(value: str, field_name: str) -> str:
 def _venue_field(r: MapReader, f: dataclasses.Field, default: Any, sites: list[SecretSite], venue: str) -> Any:
     name, ftype = f.name, f.type
     key = name[:-2] if name.endswith("_s") else name
-    if ftype == "SecretRef | None" and not r.has(key):
-        return None
-    if ftype in ("SecretRef", "SecretRef | None"):
+    if ftype == "SecretRef":
         ref = _parse_secret(r, key)
         if isinstance(ref, SecretRef):
             sites.append(SecretSite(venue, ref, r.mark_of(key), r.key_path(key)))
