@@ -375,7 +375,12 @@ class HyperliquidConfig:
     cancel_batch_size: int = 39  # up to 39 keeps the IP weight of one /exchange at 1
     # The venue's per-IP REST weight per minute; lower it when other processes share the IP.
     ip_weight_per_min: int = 1200
-    ping_interval_s: float = 20.0  # the venue closes a socket idle for 60 s
+    # Application pings (the venue closes a socket idle for 60 s); a socket with no pong
+    # within pong_timeout_s of a ping is dead (see OxfunConfig for the arithmetic: gone
+    # within 7.5 s by default, alarmed disconnect_alarm_after_s later).
+    ping_interval_s: float = 2.5
+    pong_timeout_s: float = 5.0
+    disconnect_alarm_after_s: float = 5.0
     request_timeout_s: float = 5.0
     poll_interval_s: float = 10.0  # drift poll over POST /info: 44 IP weight each (of 1200/min)
     # Dead-man's switch (scheduleCancel): armed at now + dms_after, refreshed every third of

@@ -130,6 +130,7 @@ class HyperliquidSession:
         self._ws: wsmod.WsEndpoint | None = None
         self._pending_posts: dict[int, _PostSlot] = {}
         self._last_pong_s = float("-inf")
+        self._pong = trio.Event()  # set by the reader on each pong (the pinger waits on it)
         self._twap_rows: Any = []
         self._twap_listed_s = float("-inf")
         self._lock_mem: dict | None = None  # lock state when there is no state_dir
@@ -287,13 +288,16 @@ class HyperliquidSession:
 
     async def _pinger(self, ep: wsmod.WsEndpoint) -> None:
         # Application pings: the pong is server traffic, which keeps the 60 s idle close away.
-        interval = self.cfg.ping_interval_s
+        interval, timeout = self.cfg.ping_interval_s, self.cfg.pong_timeout_s
         while True:
+            self._pong = trio.Event()  # before the send: a fast pong must not be missed
             sent_at = self._clock.monotonic_s()
             await ep.send_text(wire.PING)
-            await trio.sleep(interval)
+            with trio.move_on_after(timeout):
+                await self._pong.wait()
             if self._last_pong_s < sent_at:
-                raise _Lost(f"no pong within {interval} s")
+                raise _Lost(f"no pong within {timeout} s")
+            await trio.sleep(max(0.0, interval - (self._clock.monotonic_s() - sent_at)))
 
     async def _reader(self, ep: wsmod.WsEndpoint, send) -> None:
         while True:
@@ -307,6 +311,7 @@ class HyperliquidSession:
                 return
             if f.channel == "pong":
                 self._last_pong_s = ts
+                self._pong.set()
                 events: list = []
             elif f.channel == "post":
                 self._resolve_post(f.data)
