@@ -1,14 +1,19 @@
 """`killswitch demo`: the real daemon against the built-in simulated exchanges, in under a
 minute, with no credentials and no network beyond 127.0.0.1.
 
-A scripted strategy trades on a simulated OX.FUN and a simulated Nado account while the
-daemon watches them, in three acts, each ending with a latched trip, the daemon cancelling
+A scripted strategy trades on a simulated OX.FUN, Nado and Hyperliquid account while the
+daemon watches them, in four acts, each ending with a latched trip, the daemon cancelling
 everything and the simulators' own books showing zero open orders:
 
 1. the strategy loses money (marks / oracle prices fall) until the drawdown rule trips;
 2. the strategy goes silent (its heartbeat stops) until the stale-heartbeat rule trips;
 3. the strategy runs away (floods orders) until the order-rate rule trips; orders it keeps
-   sending after the trip are swept.
+   sending after the trip are swept;
+4. the strategy runs away on Hyperliquid alone (after resting a stop trigger there) until
+   the order-rate rule trips on that venue; resting and trigger orders are cancelled.
+
+Before the acts the demo waits for the Hyperliquid venue's own dead-man's switch
+(scheduleCancel, `dms_after`) to be armed and shows when it would fire.
 
 Between acts the latch is reset through the engine's audited ResetCommand (operator "demo").
 Exit status 0 only if every act ended flat by the simulators' own open-order lists.
@@ -32,21 +37,24 @@ from killswitch.audit import read_audit
 from killswitch.daemon import Daemon
 from killswitch.demo.report import PeakTracker, Printer, TripFigures, figures_from_audit, progress_line, trip_block
 from killswitch.demo.world import (
+    HL_COIN,
+    HL_MARK,
+    HL_VENUE,
     NADO_ENTRY_PRICE,
     NADO_PRODUCT,
     OX_ENTRY_PRICE,
     OX_MARKET,
     DemoAccounts,
     DemoPaths,
+    DemoSims,
     create_accounts,
+    sim_backstop_ms,
     sim_open_orders,
     start_sims,
     write_config,
 )
 from killswitch.logs import SecretRedactor, configure_logging
 from killswitch.model import HeartbeatReceived, ResetCommand
-from killswitch.venues.oxfun.sim import OxfunSim
-from killswitch.venues.vertex.sim import VertexSim
 
 STRATEGY = "demo-strategy"  # heartbeat source named in the demo rules
 HEARTBEAT_INTERVAL_S = 0.3
@@ -61,6 +69,9 @@ FLOOD_INTERVAL_S = 0.025
 FLOOD_AFTER_TRIP_S = 0.4  # a runaway does not notice the trip at once: show the sweep
 BOOK_LEVELS = 3  # bids and asks per venue, well away from the marks so nothing fills
 TOTAL_TIMEOUT_S = 90.0
+BACKSTOP_TIMEOUT_S = 10.0
+HL_QTY = "0.01"  # ETH: about $27 a quote, over the venue's $10 minimum
+HL_STOP_PX = HL_MARK * Decimal("0.8")  # a resting stop-loss trigger, far from the mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,7 @@ class Act:
     title: str
     focus_rules: tuple[str, ...]
     expected_rule: str
+    expected_venue: str | None = None  # the venue the trip must name (its observed text)
 
 
 ACTS = (
@@ -76,15 +88,19 @@ ACTS = (
     Act("silent", "Act 2 - the strategy goes silent", ("demo-strategy-alive",), "demo-strategy-alive"),
     Act("runaway", "Act 3 - the strategy floods orders", ("demo-order-rate", "demo-open-orders"),
         "demo-order-rate"),
+    Act("hl-runaway", "Act 4 - the strategy runs away on Hyperliquid", ("demo-order-rate", "demo-open-orders"),
+        "demo-order-rate", HL_VENUE),
 )
+RUNAWAY_ACTS = ("runaway", "hl-runaway")
 
 
 class Strategy:
-    """The scripted 'trading strategy': quotes on both venues and heartbeats to the daemon."""
+    """The scripted 'trading strategy': quotes on every venue and heartbeats to the daemon."""
 
-    def __init__(self, ox: OxfunSim, nado: VertexSim, accounts: DemoAccounts, daemon: Daemon) -> None:
-        self.ox = ox
-        self.nado = nado
+    def __init__(self, sims: DemoSims, accounts: DemoAccounts, daemon: Daemon) -> None:
+        self.ox = sims.ox
+        self.nado = sims.nado
+        self.hl = sims.hl
         self.accounts = accounts
         self.daemon = daemon
         self.alive = True
@@ -109,7 +125,21 @@ class Strategy:
                                    price=self.ox_mark * Decimal("0.9") - level * 10, qty="0.01")
         self.nado.place_orders(self.accounts.nado_sender, product_id=NADO_PRODUCT,
                                price=str(self.nado_oracle * Decimal("1.1") + level), qty="0.1", side="sell")
-        self.placed += 2
+        self.place_hl(i)
+        self.placed += 3
+
+    def place_hl(self, i: int) -> None:
+        # Rested on the simulator's book as if the strategy's own agent had placed it (the
+        # orderUpdates push reaches the daemon like any other).
+        level = Decimal(i % 50 + 1)
+        self.hl.place(self.accounts.hl_address, HL_COIN, is_buy=True, price=str(HL_MARK * Decimal("0.9") - level),
+                      size=HL_QTY)
+        self.placed += 1
+
+    def place_hl_stop(self) -> None:
+        self.hl.place(self.accounts.hl_address, HL_COIN, is_buy=False, price=str(HL_STOP_PX), size=HL_QTY,
+                      trigger={"isMarket": True, "triggerPx": str(HL_STOP_PX), "tpsl": "sl"}, reduce_only=False)
+        self.placed += 1
 
     async def lose_step(self) -> None:
         self.ox_mark -= OX_MARK_STEP
@@ -126,8 +156,9 @@ class DemoRun:
         self.peaks = PeakTracker()
         self.focus: tuple[str, ...] = ()
         self.figures: list[TripFigures] = []
-        self.ox: OxfunSim | None = None
-        self.nado: VertexSim | None = None
+        self.sims: DemoSims | None = None
+        self.backstop: dict | None = None  # as armed before the acts
+        self.backstop_after: dict | None = None
         self.accounts: DemoAccounts | None = None
         self.daemon: Daemon | None = None
         self.daemon_exit: int | None = None
@@ -135,8 +166,8 @@ class DemoRun:
 
     # -------------------------------------------------------------- observation
     def sim_orders(self) -> dict[str, int]:
-        assert self.ox is not None and self.nado is not None and self.accounts is not None
-        return sim_open_orders(self.ox, self.nado, self.accounts)
+        assert self.sims is not None and self.accounts is not None
+        return sim_open_orders(self.sims, self.accounts)
 
     def engine(self):
         assert self.daemon is not None and self.daemon.engine is not None
@@ -179,7 +210,7 @@ class DemoRun:
             if not tripped:
                 error = f"no trip within {ACT_TIMEOUT_S:.0f}s"
             else:
-                await self.wait_for(lambda: False, 0 if act.name != "runaway" else FLOOD_AFTER_TRIP_S)
+                await self.wait_for(lambda: False, FLOOD_AFTER_TRIP_S if act.name in RUNAWAY_ACTS else 0)
             n.cancel_scope.cancel()
         flat = False
         if tripped:
@@ -211,6 +242,8 @@ class DemoRun:
         complete = len(flats) == len(status["venues"])
         if trip["rule"] != act.expected_rule and error is None:
             error = f"expected {act.expected_rule} to trip first, got {trip['rule']}"
+        if act.expected_venue and act.expected_venue not in str(trip["observed"]) and error is None:
+            error = f"expected the trip to name {act.expected_venue}, got {trip['observed']}"
         return TripFigures(
             act=act.name, title=act.title, trip_id=trip["trip_id"], rule=trip["rule"], rule_kind=trip["kind"],
             observed=trip["observed"], threshold=trip["threshold"], cancelled=cancelled, cancel_requests=requests,
@@ -233,10 +266,11 @@ class DemoRun:
     # -------------------------------------------------------------- main
     async def main(self, redactor: SecretRedactor) -> None:
         async with trio.open_nursery() as nursery:
-            self.ox, self.nado = await start_sims(nursery)
-            self.accounts = await create_accounts(self.ox, self.nado)
-            self.p.line(f"simulated OX.FUN on {self.ox.ws_url}; simulated Nado on {self.nado.gateway_ws_url}")
-            config = write_config(self.paths, self.ox, self.nado)
+            self.sims = sims = await start_sims(nursery)
+            self.accounts = await create_accounts(sims)
+            self.p.line(f"simulated OX.FUN on {sims.ox.ws_url}; simulated Nado on {sims.nado.gateway_ws_url}; "
+                        f"simulated Hyperliquid on {sims.hl.ws_url}")
+            config = write_config(self.paths, sims, self.accounts)
             self.daemon = Daemon(config, handle_signals=False, environ=self.accounts.env, redactor=redactor)
             self.p.line(f"daemon starting with {self.paths.config} (logs: {self.paths.daemon_log})")
             try:
@@ -249,14 +283,45 @@ class DemoRun:
                 self.startup_error = "venues did not connect within 10s"
             self.p.line(f"daemon READY: venues {', '.join(self.daemon.status()['venues'])}; "
                         f"rules {', '.join(r['name'] for r in self.daemon.status()['rules'])}")
-            strategy = Strategy(self.ox, self.nado, self.accounts, self.daemon)
+            if self.startup_error is None and not await self.wait_backstop():
+                self.startup_error = f"the {HL_VENUE} backstop was not armed within {BACKSTOP_TIMEOUT_S:.0f}s"
+            strategy = Strategy(sims, self.accounts, self.daemon)
             nursery.start_soon(strategy.heartbeat)
             nursery.start_soon(self.monitor)
             if self.startup_error is None:
                 await self.acts(strategy)
+                # Trips cancel orders, not the backstop: the daemon keeps refreshing it throughout.
+                self.backstop_after = view = self.backstop_view()
+                self.p.line()
+                self.p.line(f"{HL_VENUE} backstop after the acts: "
+                            + (f"still ARMED, would fire in {view['fires_in_s']:.0f}s" if view["armed"]
+                               else "NOT armed"))
             self.daemon.request_stop()
             await self.wait_for(lambda: self.daemon_exit is not None, 10.0)
             nursery.cancel_scope.cancel()
+
+    def backstop_view(self) -> dict:
+        """The daemon's view of the Hyperliquid backstop next to the simulator's own."""
+        bs = self.daemon.status()["venues"].get(HL_VENUE, {}).get("backstop") or {}
+        fires_at_ms = bs.get("fires_at_ms")
+        now_ms = self.daemon.clock.wall_ms()
+        return {"venue": HL_VENUE, "armed": bool(bs.get("armed")), "fires_at_ms": fires_at_ms,
+                "fires_in_s": None if fires_at_ms is None else round((fires_at_ms - now_ms) / 1000, 1),
+                "sim_fires_at_ms": sim_backstop_ms(self.sims, self.accounts),
+                "unavailable_reason": bs.get("unavailable_reason")}
+
+    async def wait_backstop(self) -> bool:
+        armed = await self.wait_for(lambda: self.backstop_view()["armed"], BACKSTOP_TIMEOUT_S)
+        self.backstop = view = self.backstop_view()
+        if armed and view["sim_fires_at_ms"] == view["fires_at_ms"]:
+            at = time.strftime("%H:%M:%S", time.gmtime(view["fires_at_ms"] / 1000))
+            self.p.line(f"{HL_VENUE} backstop ARMED: the venue's own dead-man's switch (scheduleCancel) would "
+                        f"cancel everything at {at} UTC (in {view['fires_in_s']:.0f}s) unless the daemon keeps "
+                        "refreshing it")
+            return True
+        self.p.line(f"{HL_VENUE} backstop NOT armed: {view['unavailable_reason'] or 'no confirmation'} "
+                    f"(simulator: {view['sim_fires_at_ms']})")
+        return False
 
     async def acts(self, strategy: Strategy) -> None:
         async def losing() -> None:
@@ -285,7 +350,19 @@ class DemoRun:
                 await strategy.place_one(i)
                 await trio.sleep(FLOOD_INTERVAL_S)
 
-        drives = {"drawdown": losing, "silent": silent, "runaway": runaway}
+        async def hl_runaway() -> None:
+            strategy.alive = True
+            await strategy.quote()
+            strategy.place_hl_stop()
+            await trio.sleep(0.5)
+            self.p.line(f"  the strategy rests a stop trigger on {HL_VENUE}, then floods orders there...")
+            i = BOOK_LEVELS
+            while True:
+                i += 1
+                strategy.place_hl(i)
+                await trio.sleep(FLOOD_INTERVAL_S)
+
+        drives = {"drawdown": losing, "silent": silent, "runaway": runaway, "hl-runaway": hl_runaway}
         for n, act in enumerate(ACTS):
             if n:
                 strategy.alive = True  # heartbeats resume before the reset, so act 2 does not re-trip
@@ -306,6 +383,8 @@ def summary(run: DemoRun, kept: bool, elapsed_s: float) -> dict:
     return {
         "ok": acts_ok and run.startup_error is None,
         "acts": [f.as_dict() for f in run.figures],
+        "backstop": run.backstop,
+        "backstop_after_acts": run.backstop_after,
         "startup_error": run.startup_error,
         "daemon_exit": run.daemon_exit,
         "elapsed_s": round(elapsed_s, 3),
@@ -328,7 +407,7 @@ def main(args) -> int:
     try:
         with open(paths.daemon_log, "a", encoding="utf-8") as log_file:
             redactor = configure_logging("json", stream=log_file)
-            printer.line("killswitch demo: the real daemon against simulated OX.FUN and Nado on 127.0.0.1")
+            printer.line("killswitch demo: the real daemon against simulated OX.FUN, Nado and Hyperliquid on 127.0.0.1")
 
             async def bounded() -> None:
                 with trio.move_on_after(TOTAL_TIMEOUT_S):
