@@ -34,3 +34,21 @@ def test_streamed_clearinghouse_positions_are_not_polled():
     events = FeedState("hl").clearinghouse(_state(wire.Position("ETH", Decimal("-2"), None)), Decimal(0), 1, 5.0)
     positions = [ev for ev in events if isinstance(ev, PositionObserved)]
     assert positions and not any(ev.polled for ev in positions)
+
+
+SPOT = {"balances": [{"coin": "USDC", "total": "250.5"}, {"coin": "PURR", "total": "1000"},
+                     {"coin": "HYPE", "total": "0"}]}
+
+
+def test_a_spot_coin_held_without_a_price_makes_equity_missing_naming_it():
+    """Incomplete valuation is missing equity, never a smaller number (the drawdown rule then
+    applies its missing-data policy instead of seeing a loss-free, smaller account)."""
+    from killswitch.model import EquityObserved, EquityUnavailable
+
+    assert wire.unpriced_spot(SPOT) == ("PURR",)  # HYPE is zero: nothing unvalued
+    assert wire.unpriced_spot(SPOT, {"PURR": Decimal("0.2")}) == ()
+    events = FeedState("hl").clearinghouse(_state(), wire.parse_spot_usd(SPOT), 1, 5.0,
+                                           unpriced=wire.unpriced_spot(SPOT))
+    assert [type(e) for e in events] == [EquityUnavailable] and events[0].missing == ("PURR",)
+    priced = FeedState("hl").clearinghouse(_state(), wire.parse_spot_usd(SPOT, {"PURR": Decimal("0.2")}), 1, 5.0)
+    assert isinstance(priced[0], EquityObserved) and priced[0].equity == Decimal("1000") + Decimal("250.5") + 200

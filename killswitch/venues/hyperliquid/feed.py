@@ -14,6 +14,7 @@ from typing import Any
 from killswitch.model import (
     CloseReason,
     EquityObserved,
+    EquityUnavailable,
     OrderClosed,
     OrderFilled,
     OrderInfo,
@@ -54,9 +55,11 @@ class FeedState:
         self._position_coins: set[str] = set()
 
     def clearinghouse(self, state: wire.ClearinghouseState, spot_usd: Decimal, ts_ms: int, ts_s: float,
-                      *, polled: bool = False) -> list:
-        """``polled``: from POST /info, not the stream (a poll is no proof the stream is alive)."""
-        out: list = [EquityObserved(self.venue, state.account_value + spot_usd, "USD", ts_ms, ts_s)]
+                      *, polled: bool = False, unpriced: tuple[str, ...] = ()) -> list:
+        """``polled``: from POST /info, not the stream (a poll is no proof the stream is alive).
+        ``unpriced``: spot coins held with no price: the equity is missing, not smaller."""
+        out: list = [EquityUnavailable(self.venue, unpriced, ts_ms, ts_s) if unpriced
+                     else EquityObserved(self.venue, state.account_value + spot_usd, "USD", ts_ms, ts_s)]
         seen = set()
         for p in state.positions:
             seen.add(p.coin)
@@ -66,7 +69,8 @@ class FeedState:
         self._position_coins = seen
         return out
 
-    def frame(self, f: wire.WsFrame, *, spot_usd: Decimal, now_ms: int, ts_s: float) -> list:
+    def frame(self, f: wire.WsFrame, *, spot_usd: Decimal, now_ms: int, ts_s: float,
+              unpriced: tuple[str, ...] = ()) -> list:
         """Events for one frame; raises WireError on a malformed one."""
         ch, data = f.channel, f.data
         v = self.venue
@@ -104,7 +108,7 @@ class FeedState:
             if not isinstance(data, dict):
                 raise wire.WireError("clearinghouseState: data is not an object")
             state = wire.parse_clearinghouse_state(data.get("clearinghouseState"))
-            return self.clearinghouse(state, spot_usd, state.time_ms or now_ms, ts_s)
+            return self.clearinghouse(state, spot_usd, state.time_ms or now_ms, ts_s, unpriced=unpriced)
         return []
 
     def _fill(self, x: Any, ts_s: float) -> OrderFilled:

@@ -130,6 +130,8 @@ class HyperliquidSession:
         self._ws: wsmod.WsEndpoint | None = None
         self._pending_posts: dict[int, _PostSlot] = {}
         self._last_pong_s = float("-inf")
+        self._spot_usd = Decimal(0)  # the last poll's spot valuation (the stream carries none)
+        self._spot_unpriced: tuple[str, ...] = ()
         self._pong = trio.Event()  # set by the reader on each pong (the pinger waits on it)
         self._twap_rows: Any = []
         self._twap_listed_s = float("-inf")
@@ -319,7 +321,10 @@ class HyperliquidSession:
             elif f.channel == "error":
                 raise wire.WireError(f"venue error frame: {f.data!s:.200}")
             else:
-                events = self._feed.frame(f, spot_usd=Decimal(0), now_ms=self._clock.wall_ms(), ts_s=ts)
+                # The stream's account state has no spot balances: the last poll's valuation
+                # of them is added, so stream and poll report the same equity.
+                events = self._feed.frame(f, spot_usd=self._spot_usd, now_ms=self._clock.wall_ms(), ts_s=ts,
+                                          unpriced=self._spot_unpriced)
                 if f.channel == "orderUpdates" and any(isinstance(u, dict) and u.get("status") == "scheduledCancel"
                                                        for u in f.data):
                     self._dms_fired()
@@ -442,8 +447,9 @@ class HyperliquidSession:
             cap, used = limits["nRequestsCap"], int(limits.get("nRequestsUsed") or 0)
             self._budget_left = max(0, min(cap + 100_000, 2 * cap) - used)
         state = wire.parse_clearinghouse_state(data)
-        return self._feed.clearinghouse(state, wire.parse_spot_usd(spot), state.time_ms or self._clock.wall_ms(),
-                                        self._clock.monotonic_s(), polled=True)
+        self._spot_usd, self._spot_unpriced = wire.parse_spot_usd(spot), wire.unpriced_spot(spot)
+        return self._feed.clearinghouse(state, self._spot_usd, state.time_ms or self._clock.wall_ms(),
+                                        self._clock.monotonic_s(), polled=True, unpriced=self._spot_unpriced)
 
     # =====================================================================================
     # signed actions

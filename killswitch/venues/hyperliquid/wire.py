@@ -388,6 +388,20 @@ def parse_spot_usd(data: Any, marks: dict[str, Decimal] | None = None) -> Decima
     return total
 
 
+def unpriced_spot(data: Any, marks: dict[str, Decimal] | None = None) -> tuple[str, ...]:
+    """Spot coins held (non-zero) that :func:`parse_spot_usd` cannot value: their presence
+    makes the account's equity *missing*, never a smaller number."""
+    data = _map(data, "spotClearinghouseState")
+    out = []
+    for i, b in enumerate(_list(data.get("balances", []), "balances")):
+        b = _map(b, f"balances[{i}]")
+        coin = _str(b.get("coin"), f"balances[{i}].coin")
+        amount = decimal_of(b.get("total"), f"balances[{i}].total")
+        if amount and coin not in ("USDC", "USDH", "USDT0") and not (marks and coin in marks):
+            out.append(coin)
+    return tuple(sorted(set(out)))
+
+
 def parse_asset_map(meta: Any, spot_meta: Any | None = None) -> dict[str, int]:
     """coin -> asset id: perp index in ``universe``; spot 10000 + index (by pair name)."""
     out: dict[str, int] = {}
