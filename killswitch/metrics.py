@@ -243,17 +243,6 @@ class DaemonCollector(Collector):
                                   value=getattr(control, "requests", 0))
         yield CounterMetricFamily(f"{PREFIX}_control_refused", "Control connections refused (peer credentials)",
                                   value=getattr(control, "refused", 0))
-        audit, store = d.audit, d.store
-        yield GaugeMetricFamily(f"{PREFIX}_audit_unwritable", "1 while the audit log cannot be written",
-                                value=1 if audit.problem else 0)
-        yield GaugeMetricFamily(f"{PREFIX}_audit_queued", "Audit records held in memory, not yet written",
-                                value=audit.queued)
-        yield CounterMetricFamily(f"{PREFIX}_audit_dropped", "Audit records dropped from a full in-memory queue",
-                                  value=audit.dropped)
-        yield CounterMetricFamily(f"{PREFIX}_audit_reopens", "Audit log reopened (rotation, deletion, reopen verb)",
-                                  value=audit.reopens)
-        yield CounterMetricFamily(f"{PREFIX}_latch_save_failures", "Failed latch.json saves (retried)",
-                                  value=store.save_failures)
 
     def _latency(self, engine) -> Iterator[Metric]:
         c, obs = engine.counters, engine.observations

@@ -115,3 +115,14 @@ async def test_metrics_bind_failure_does_not_stop_the_daemon():
             finally:
                 blocker.close()
             assert not daemon.engine.latch.tripped and daemon.ready.is_set()
+
+
+async def test_every_metric_family_is_exposed_once():
+    """A family emitted twice makes the exposition invalid for Prometheus (duplicate # TYPE):
+    the scrape of the whole endpoint would fail, not just the repeated series."""
+    with trio.fail_after(15), short_tmpdir() as root:
+        async with inprocess_daemon(root, [FakeSession("ox-a")], []) as daemon:
+            text = render(make_registry(daemon)).decode()
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    duplicated = sorted({t for t in types if types.count(t) > 1})
+    assert types and not duplicated, duplicated
