@@ -28,6 +28,8 @@ Contract of a session:
 
 from __future__ import annotations
 
+import random
+
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -275,6 +277,11 @@ class BackoffConfig:
     max_s: float = 15.0
     multiplier: float = 2.0
     jitter: float = 0.2  # +/- fraction
+
+    def delay_s(self, attempt: int, rng=random) -> float:
+        """The wait before retry number ``attempt`` (0-based): capped exponential, +/- jitter."""
+        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, attempt))
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
 
 
 @dataclass(frozen=True, slots=True)

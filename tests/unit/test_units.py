@@ -110,3 +110,16 @@ def test_duration_parser_never_crashes(text):
 def test_duration_roundtrip_units(n, unit):
     factor = {"ms": Decimal("0.001"), "s": 1, "m": 60, "h": 3600}[unit]
     assert parse_duration_decimal(f"{n}{unit}") == n * factor
+
+
+def test_backoff_delay_is_capped_exponential_with_bounded_jitter():
+    import random
+
+    from killswitch.venues.base import BackoffConfig
+
+    b = BackoffConfig(initial_s=0.25, max_s=15.0, multiplier=2.0, jitter=0.2)
+    rng = random.Random(7)
+    for attempt, base in ((0, 0.25), (1, 0.5), (3, 2.0), (10, 15.0), (60, 15.0)):
+        for _ in range(50):
+            assert base * 0.8 <= b.delay_s(attempt, rng) <= base * 1.2
+    assert BackoffConfig(jitter=0.0).delay_s(-1) == BackoffConfig().initial_s  # a negative attempt is the first

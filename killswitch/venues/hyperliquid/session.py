@@ -14,7 +14,6 @@ docs/venues/hyperliquid.md.
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -195,8 +194,7 @@ class HyperliquidSession:
             self._ws = None
             if self._clock.monotonic_s() - up_since > b.max_s:
                 attempt = 0
-            delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
-            delay *= 1 + random.uniform(-b.jitter, b.jitter)
+            delay = b.delay_s(attempt)
             attempt += 1
             self._log.warning("venue_disconnected", reason=reason, retry_in_s=round(delay, 3))
             await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))

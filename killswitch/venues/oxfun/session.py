@@ -370,9 +370,7 @@ class OxfunSession:
                 self._http = None
 
     def _backoff_s(self, failures: int) -> float:
-        b = self.cfg.backoff
-        base = min(b.max_s, b.initial_s * (b.multiplier ** max(0, failures - 1)))
-        return max(0.0, base * (1 + self._rng.uniform(-b.jitter, b.jitter)))
+        return self.cfg.backoff.delay_s(failures - 1, self._rng)
 
     async def _connect_once(self, send: trio.MemorySendChannel, on_up: Callable[[], None]) -> bool:
         """One connection's life. Returns/raises when it is over; the bool says it was up."""

@@ -13,7 +13,6 @@ so a wrong or stepped host clock does not stop cancels.
 
 from __future__ import annotations
 
-import random
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -190,8 +189,7 @@ class VertexSession:
                     self._gw = None
                     if self._clock.monotonic_s() - up_since > b.max_s:
                         attempt = 0
-                    delay = min(b.max_s, b.initial_s * b.multiplier**attempt)
-                    delay *= 1 + random.uniform(-b.jitter, b.jitter)
+                    delay = b.delay_s(attempt)
                     attempt += 1
                     self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
                     await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
