@@ -18,6 +18,7 @@ import msgpack
 from Crypto.Hash import keccak as _keccak_mod
 
 from killswitch.secrets import Secret
+from killswitch.venues.evm_keys import key_bytes
 
 MAINNET = "mainnet"
 TESTNET = "testnet"
@@ -133,20 +134,6 @@ def address_bytes(address: str) -> bytes:
     return raw
 
 
-def _key_bytes(private_key: Secret | str | bytes) -> bytes:
-    raw = private_key.reveal() if isinstance(private_key, Secret) else private_key
-    if isinstance(raw, str):
-        text = raw.strip()
-        text = text[2:] if text[:2] in ("0x", "0X") else text
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raise ValueError("private key is not hex") from None
-    if len(raw) != 32:
-        raise ValueError("private key must be 32 bytes")
-    return raw
-
-
 def pubkey_address(pub: coincurve.PublicKey) -> str:
     return "0x" + keccak256(pub.format(compressed=False)[1:])[-20:].hex()
 
@@ -188,7 +175,7 @@ class FastSigner:
     __slots__ = ("_key", "address")
 
     def __init__(self, private_key: Secret | str | bytes) -> None:
-        self._key = coincurve.PrivateKey(_key_bytes(private_key))
+        self._key = coincurve.PrivateKey(key_bytes(private_key))
         self.address = pubkey_address(self._key.public_key)  # lower-case 0x-hex
 
     def sign_digest(self, digest: bytes) -> Signature:

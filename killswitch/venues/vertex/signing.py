@@ -9,6 +9,7 @@ from __future__ import annotations
 import coincurve
 
 from killswitch.secrets import Secret
+from killswitch.venues.evm_keys import key_bytes
 
 from .eip712 import keccak256
 
@@ -19,20 +20,6 @@ class SignatureError(ValueError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _key_bytes(private_key: Secret | str | bytes) -> bytes:
-    raw = private_key.reveal() if isinstance(private_key, Secret) else private_key
-    if isinstance(raw, str):
-        text = raw.strip()
-        text = text[2:] if text[:2] in ("0x", "0X") else text
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raise ValueError("private key is not hex") from None
-    if len(raw) != 32:
-        raise ValueError("private key must be 32 bytes")
-    return raw
 
 
 def pubkey_address(pub: coincurve.PublicKey) -> str:
@@ -46,7 +33,7 @@ class FastSigner:
 
     def __init__(self, private_key: Secret | str | bytes) -> None:
         try:
-            self._key = coincurve.PrivateKey(_key_bytes(private_key))
+            self._key = coincurve.PrivateKey(key_bytes(private_key))
         except ValueError as exc:  # our own words only: a third-party message might quote the key
             reason = str(exc) if str(exc).startswith("private key ") else "private key is not a valid secp256k1 key"
             raise ValueError(reason) from None
