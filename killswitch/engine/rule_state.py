@@ -24,6 +24,8 @@ from typing import Iterable
 
 import orjson
 
+from killswitch.statefile import StateFileError, open_state_file
+
 FILE_NAME = "rule_state.json"
 FORMAT_VERSION = 1
 MAX_BYTES = 4 * 1024 * 1024  # far above 100 rules x 100 venues x 512 window entries
@@ -160,13 +162,24 @@ class RuleStateStore:
     def load(self) -> dict:
         """Stored entries ({} when there is no file); RuleStateError when it is unusable."""
         try:
-            with open(self.path, "rb") as f:
-                data = f.read(MAX_BYTES + 1)
+            # Like the latch files: never through a symlink, never a FIFO (it would block).
+            fd = open_state_file(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return {}
+        except StateFileError as exc:
+            raise RuleStateUnreadable(str(exc)) from None
         except OSError as exc:
             raise RuleStateUnreadable(f"cannot read {self.path}: {exc.strerror or exc}") from None
-        return decode(data)
+        try:
+            chunks, size = [], 0
+            while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise RuleStateUnreadable(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        return decode(b"".join(chunks))
 
     def save(self, rules_state: dict, saved_wall_ms: int, *, durable: bool = False, seq: int | None = None) -> None:
         """Atomic replace. ``durable`` adds fsync of file and directory (reset, shutdown)."""
@@ -183,7 +196,11 @@ class RuleStateStore:
     def _write(self, data: bytes, durable: bool) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(FILE_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.unlink(tmp)  # a leftover, or something planted there: never written through
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
             while view:

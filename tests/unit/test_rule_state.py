@@ -128,3 +128,26 @@ def test_killswitch_check_on_a_changed_config_says_which_rules_will_rebase(tmp_p
     assert main(["check", write("{rolling: 1h}"), "--no-secrets"]) == 0
     out = capsys.readouterr().out
     assert "note: rule dd: baseline will rebase" in out and "peak" in out
+
+
+def test_rule_state_file_is_never_followed_through_a_symlink_nor_read_from_a_fifo(tmp_path):
+    """Like the latch and audit files: a FIFO planted at the path must not hang start-up and a
+    symlink must not be followed (a write through it would land wherever it points)."""
+    import os
+
+    import pytest
+
+    from killswitch.engine.rule_state import FILE_NAME, RuleStateError, RuleStateStore
+
+    state = tmp_path / "state"
+    state.mkdir()
+    os.mkfifo(state / FILE_NAME)
+    with pytest.raises(RuleStateError, match="refusing state file"):
+        RuleStateStore(state).load()  # before: open() blocked forever on the FIFO
+    (state / FILE_NAME).unlink()
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    (state / (FILE_NAME + ".tmp")).symlink_to(target)
+    RuleStateStore(state).save({}, 1)  # the planted link is removed, not written through
+    assert target.read_bytes() == b"keep"
+    assert not (state / FILE_NAME).is_symlink() and RuleStateStore(state).load() == {}
