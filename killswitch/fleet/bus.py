@@ -43,6 +43,7 @@ OUTBOX_SIZE = 1024
 # backoff): it tries each server this many times, then our loop backs off and tries again.
 INITIAL_TRIES_PER_SERVER = 1
 ERROR_LOG_EVERY_S = 30.0
+STOP_GRACE_S = 1.0  # longest the bus loop waits for its tasks to end on stop
 STATUS_TTL_S = 600.0  # a status entry outlives a silent instance this long, then the bucket drops it
 
 
@@ -277,9 +278,16 @@ class NatsBus:
             asyncio.ensure_future(self._reconciler()),
         ]
         await self._stop.wait()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # nats-py swallows a cancellation in parts of its connect/close path, so one cancel() may
+        # be absorbed and the task carry on: cancel again until every task has ended (bounded).
+        pending = set(tasks)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while pending and time.monotonic() < deadline:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.05)
+        if pending:
+            log.error("fleet_bus_stop_incomplete", tasks=len(pending))
         if self._nc is not None:
             try:
                 await asyncio.wait_for(self._nc.close(), 1.0)
@@ -333,6 +341,8 @@ class NatsBus:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if self._stop.is_set():  # a stop the client swallowed: end here
+                        return
                     delay = reconnect_delay_s(attempt, s.reconnect_min_s, s.reconnect_max_s)
                     attempt += 1
                     log.warning(
@@ -346,6 +356,8 @@ class NatsBus:
             # Connected once: from now on nats-py reconnects for ever, with our backoff (pick).
             nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
+            if self._stop.is_set():  # connected as the stop came: _main closes it
+                return
             self._js = nc.jetstream(timeout=s.request_timeout_s)
             for subject in self.subscribe_to:
                 await nc.subscribe(
