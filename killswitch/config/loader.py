@@ -559,6 +559,7 @@ def _cross_check(ctx: Ctx, acc: _Collected) -> dict[str, Path]:
     for rule, r, path in acc.rules:
         covered = [venues[n] for n in (rule.venues or tuple(venues)) if n in venues]
         _check_products(ctx, r, path, rule, covered)
+        _check_lock(ctx, r, path, rule, covered)
         extra = getattr(rule, "cross_check", None)
         if extra is not None:
             extra(ctx, r, venues, covered)
@@ -572,6 +573,31 @@ def _cross_check(ctx: Ctx, acc: _Collected) -> dict[str, Path]:
             heartbeat_files[src] = hb_file
             heartbeat_marks[src] = r.mark_of("source")
     return heartbeat_files
+
+
+def lock_gap(v: OxfunConfig | VertexConfig | HyperliquidConfig) -> str | None:
+    """Why ``lock: true`` cannot lock order entry on this venue, or None when it can."""
+    if isinstance(v, OxfunConfig):
+        return ("OX.FUN cannot lock order entry: its API has no way to revoke or disable an API key "
+                "(revoke the strategy's key in the OX.FUN web UI); drop lock: true or the venue from this rule")
+    if isinstance(v, VertexConfig) and v.owner_private_key is None:
+        return ("locking order entry on Nado replaces the subaccount's linked signer, which needs the "
+                "wallet owner's key: set owner_private_key on the venue")
+    if isinstance(v, HyperliquidConfig) and (v.master_key is None or not v.strategy_agent_name):
+        return ("locking order entry on Hyperliquid deregisters the strategy's agent, which needs "
+                "master_key and strategy_agent_name on the venue")
+    return None
+
+
+def _check_lock(ctx: Ctx, r: MapReader, path: str, rule: RuleConfig, covered: list) -> None:
+    """A rule asking to lock order entry on a venue that cannot do it is an error: the lock
+    would fail only at the trip (alarm lock_failed), when the operator counted on it."""
+    if not rule.action.lock:
+        return
+    for v in covered:
+        gap = lock_gap(v)
+        if gap is not None:
+            ctx.error(r.mark_of("action"), f"{path}.action.lock", f"venue {v.name!r}: {gap}")
 
 
 def _check_products(ctx: Ctx, r: MapReader, path: str, rule: RuleConfig, covered: list) -> None:
