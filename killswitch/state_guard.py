@@ -7,7 +7,7 @@ A small periodic task, off the trip path:
   cannot be opened, and clears once the latch is on disk again;
 - ``latch.intent`` deleted or replaced while open (inode check) is recreated with the
   current latch's record and alarmed once (``latch_intent_replaced``); a TRIPPED latch whose
-  ``latch.json`` vanished is saved again;
+  ``latch.json`` vanished is saved again and alarmed once (``latch_file_replaced``);
 - ``reopen()`` (SIGHUP, the ``reopen`` control verb, logrotate's postrotate) switches the
   audit log and the intent file to fresh files at their paths and clears the
   "replaced" alarms (the operator asked for it).
@@ -31,6 +31,7 @@ log = structlog.get_logger("killswitch.state_guard")
 CHECK_INTERVAL_S = 1.0  # at most; the daemon's tick interval when that is shorter
 ALARM_PERSIST = "latch_persist"
 ALARM_INTENT_REPLACED = "latch_intent_replaced"
+ALARM_LATCH_REPLACED = "latch_file_replaced"
 
 
 class StateGuard:
@@ -57,10 +58,13 @@ class StateGuard:
                 engine.raise_alarm(ALARM_INTENT_REPLACED,
                                    f"trip intent {store.intent_path} was {why} while open; recreated it")
             self.intent_error = None
-        if latch.tripped and not store.pending and not store.path.exists():
-            # latch.json vanished while TRIPPED: save it again (through the retry path).
+        if latch.tripped and store.on_disk and not store.pending and not store.path.exists():
+            # latch.json vanished while TRIPPED: save it again (through the retry path), alarmed
+            # once. Not before the first save: a first trip's snapshot waits for its first cancel.
             store.snapshot(latch)
             store.save_error = f"{store.path} disappeared while TRIPPED; saving it again"
+            engine.raise_alarm(ALARM_LATCH_REPLACED, f"latch file {store.path} disappeared while TRIPPED; "
+                                                     f"saved it again")
         if store.retry_due(self.clock.monotonic_s()):
             await self._offload(store.retry_pending)
         problem = self.intent_error or (store.save_error if store.pending else None)
@@ -90,7 +94,7 @@ class StateGuard:
         except (OSError, StateFileError) as exc:
             self.intent_error = f"cannot reopen the trip intent {self.store.intent_path}: {exc}"
             result.update(intent_ok=False, intent_problem=self.intent_error)
-        for key in (ALARM_REPLACED, ALARM_INTENT_REPLACED):
+        for key in (ALARM_REPLACED, ALARM_INTENT_REPLACED, ALARM_LATCH_REPLACED):
             self.engine.clear_alarm(key)
         self.audit.record("state_files_reopened", **result)
         log.info("state_files_reopened", **result)

@@ -314,6 +314,9 @@ class LatchStore:
         self._pending: Snapshot | None = None  # newest snapshot not yet on disk (under _lock)
         self.save_error: str | None = None
         self.save_failures = 0
+        # latch.json is known to be on disk (read at load, or written by this process): only
+        # then is a missing file a file that disappeared, not a first trip's save still to come.
+        self.on_disk = False
         self._retry_delay_s = SAVE_RETRY_INITIAL_S
         self._retry_at_s = 0.0
 
@@ -411,6 +414,7 @@ class LatchStore:
         problems: list[str] = []
         try:
             raw = read_state_file(self.path, max_bytes=MAX_LATCH_BYTES)
+            self.on_disk = raw is not None
             latch = Latch() if raw is None else latch_from_bytes(raw)
         except (OSError, ValueError) as exc:
             problems.append(f"unreadable latch file {self.path}: {exc}")
@@ -462,6 +466,7 @@ class LatchStore:
                 raise
             with self._lock:
                 self._written = snap.generation
+                self.on_disk = True
                 if self._pending is not None and self._pending.generation <= snap.generation:
                     self._pending = None
                     self.save_error = None
