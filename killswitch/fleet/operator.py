@@ -234,9 +234,7 @@ async def fleet_trip(
         t0 = time.monotonic()
         await nc.publish(subjects.trip, data, reply=ack_subject)  # the fast path, first
         await nc.flush(2.0)
-        latched = await _latch_put(
-            js, errors, subjects, cfg, LATCH_TRIP_KEY, data, t0 + deadline_s, on_line
-        )
+        latched = await _latch_put(js, errors, subjects, cfg, LATCH_TRIP_KEY, data, t0 + deadline_s, on_line)
         if not latched:
             on_line("WARNING: the fleet latch was not written; instances that restart will not see this trip")
         try:  # one deadline for the whole command, latch write included

@@ -21,8 +21,14 @@ import nkeys
 
 HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 UNLIMITED_ACCOUNT = {
-    "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
-    "conn": -1, "leaf": -1,
+    "subs": -1,
+    "data": -1,
+    "payload": -1,
+    "imports": -1,
+    "exports": -1,
+    "wildcards": True,
+    "conn": -1,
+    "leaf": -1,
 }
 JETSTREAM_ON = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
 
@@ -36,7 +42,7 @@ class Key:
     seed: bytes
 
     @classmethod
-    def new(cls, prefix: int) -> "Key":
+    def new(cls, prefix: int) -> Key:
         return cls(nkeys.encode_seed(os.urandom(32), prefix))
 
     @property
@@ -51,9 +57,13 @@ def encode_jwt(issuer: Key, subject: str, name: str, nats: dict, *, exp: int | N
     claims: dict = {"iat": int(time.time()), "iss": issuer.public, "name": name, "sub": subject}
     if exp is not None:
         claims["exp"] = exp
-    claims["jti"] = base64.b32encode(
-        hashlib.new("sha512_256", json.dumps(claims, separators=(",", ":")).encode()).digest()
-    ).decode().rstrip("=")
+    claims["jti"] = (
+        base64.b32encode(
+            hashlib.new("sha512_256", json.dumps(claims, separators=(",", ":")).encode()).digest()
+        )
+        .decode()
+        .rstrip("=")
+    )
     claims["nats"] = {**nats, "version": 2}
     head = _b64(json.dumps(HEADER, separators=(",", ":")).encode())
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
@@ -61,7 +71,9 @@ def encode_jwt(issuer: Key, subject: str, name: str, nats: dict, *, exp: int | N
 
 
 def operator_jwt(op: Key, system_account: str) -> str:
-    return encode_jwt(op, op.public, "ks-test-operator", {"type": "operator", "system_account": system_account})
+    return encode_jwt(
+        op, op.public, "ks-test-operator", {"type": "operator", "system_account": system_account}
+    )
 
 
 def account_jwt(op: Key, account: Key, name: str, *, jetstream: bool) -> str:
@@ -69,7 +81,9 @@ def account_jwt(op: Key, account: Key, name: str, *, jetstream: bool) -> str:
     return encode_jwt(op, account.public, name, {"type": "account", "limits": limits})
 
 
-def user_jwt(account: Key, user: Key, name: str, permissions: dict | None = None, exp: int | None = None) -> str:
+def user_jwt(
+    account: Key, user: Key, name: str, permissions: dict | None = None, exp: int | None = None
+) -> str:
     """``permissions`` in the server-config form ({publish: {allow, deny}, subscribe: {...}})."""
     nats: dict = {"type": "user", "subs": -1, "data": -1, "payload": -1}
     if permissions:
@@ -104,7 +118,7 @@ class OperatorMode:
     account: Key
 
     @classmethod
-    def new(cls) -> "OperatorMode":
+    def new(cls) -> OperatorMode:
         return cls(
             Key.new(nkeys.PREFIX_BYTE_OPERATOR),
             Key.new(nkeys.PREFIX_BYTE_ACCOUNT),
@@ -121,6 +135,8 @@ class OperatorMode:
             f"resolver_preload: {{\n  {self.system.public}: {sys_jwt}\n  {self.account.public}: {app_jwt}\n}}\n"
         )
 
-    def user_creds(self, path: Path, name: str, permissions: dict | None = None, exp: int | None = None) -> Path:
+    def user_creds(
+        self, path: Path, name: str, permissions: dict | None = None, exp: int | None = None
+    ) -> Path:
         user = Key.new(nkeys.PREFIX_BYTE_USER)
         return write_creds(path, user_jwt(self.account, user, name, permissions, exp), user)

@@ -75,7 +75,8 @@ async def status_until(cfg: FleetConfig, done) -> list[str]:
     """``status --fleet`` as ``cfg``'s user (exit 0 every time) until its lines satisfy ``done``."""
     while True:
         lines: list[str] = []
-        assert await in_asyncio(lambda: fleet_status(cfg, environ=ENV, on_line=lines.append)) == 0, lines
+        code = await in_asyncio(lambda lines=lines: fleet_status(cfg, environ=ENV, on_line=lines.append))
+        assert code == 0, lines
         if done(lines):
             return lines
         await trio.sleep(0.05)
@@ -115,7 +116,6 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
     url = secured_server.url
     with trio.fail_after(30), short_tmpdir() as root:
         async with sims(1) as (sim,), trio.open_nursery() as nursery:
-
             await in_asyncio(lambda: provision(url))
             a = await start_daemon(nursery, root, sim, url)
 
@@ -144,7 +144,9 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
             # The operator's trip goes through, and the daemon's credentials suffice to ack it.
             op = cli_config(url, "risk", "KS_OP_PW")
             code, board = await in_asyncio(
-                lambda: fleet_trip(op, reason="desk kill", operator="risk", deadline_s=10, environ=ENV, on_line=print)
+                lambda: fleet_trip(
+                    op, reason="desk kill", operator="risk", deadline_s=10, environ=ENV, on_line=print
+                )
             )
             assert code == 0 and board.by_instance["host-a"].verdict == "flat"
             assert a.state == "tripped"
@@ -163,7 +165,9 @@ async def test_a_trip_only_user_trips_the_fleet_and_reads_the_board_but_its_rese
             a = await start_daemon(nursery, root, sim, url)
             oncall = cli_config(url, "oncall", "KS_ONCALL_PW")
             code, board = await in_asyncio(
-                lambda: fleet_trip(oncall, reason="pager", operator="bot", deadline_s=10, environ=ENV, on_line=print)
+                lambda: fleet_trip(
+                    oncall, reason="pager", operator="bot", deadline_s=10, environ=ENV, on_line=print
+                )
             )
             assert code == 0 and board.by_instance["host-a"].verdict == "flat" and a.state == "tripped"
             # The board: the instance's status after the trip lands a status period later.
@@ -175,13 +179,17 @@ async def test_a_trip_only_user_trips_the_fleet_and_reads_the_board_but_its_rese
             lines = []
             t0 = trio.current_time()
             code = await in_asyncio(
-                lambda: fleet_reset(oncall, reason="x", operator="bot", deadline_s=10, environ=ENV, on_line=lines.append)
+                lambda: fleet_reset(
+                    oncall, reason="x", operator="bot", deadline_s=10, environ=ENV, on_line=lines.append
+                )
             )
             assert code == EXIT_BUS and trio.current_time() - t0 < 1.5, lines  # the request timeout is 2 s
             assert any("refused" in line and "permissions violation" in line.lower() for line in lines), lines
             reset = encode(FleetReset("oncall01", "sneaky", "bot", "pager", 1))
             errs = await in_asyncio(
-                lambda: publish_as(url, "oncall", "oncall-pw", [("ks.test.reset", reset), ("$KV.ks_test_latch.reset", reset)])
+                lambda: publish_as(
+                    url, "oncall", "oncall-pw", [("ks.test.reset", reset), ("$KV.ks_test_latch.reset", reset)]
+                )
             )
             assert len(errs) == 2 and all("permissions violation" in e.lower() for e in errs), errs
             sent = a.daemon.fleet.counters.status_sent
@@ -196,24 +204,32 @@ async def test_no_user_can_subscribe_to_another_users_inbox_while_trips_acks_and
         async with sims(1) as (sim,), trio.open_nursery() as nursery:
             await in_asyncio(lambda: provision(url))
             a = await start_daemon(nursery, root, sim, url)
+            others = ("_INBOX.risk.>", "_INBOX.>", "_INBOX.daemon-b.x")
             for user, pw in (("daemon-a", "daemon-a-pw"), ("oncall", "oncall-pw"), ("strat", "strat-pw")):
-                others = ("_INBOX.risk.>", "_INBOX.>", "_INBOX.daemon-b.x")
-                errs = await in_asyncio(lambda: publish_as(url, user, pw, [], subscribe=others))
-                assert len(errs) == 3 and all("permissions violation for subscription" in e.lower() for e in errs), (
+                errs = await in_asyncio(lambda u=user, p=pw: publish_as(url, u, p, [], subscribe=others))
+                assert len(errs) == 3 and all(
+                    "permissions violation for subscription" in e.lower() for e in errs
+                ), (
                     user,
                     errs,
                 )
-            errs = await in_asyncio(lambda: publish_as(url, "risk", "risk-pw", [], subscribe=("_INBOX.oncall.>",)))
+            errs = await in_asyncio(
+                lambda: publish_as(url, "risk", "risk-pw", [], subscribe=("_INBOX.oncall.>",))
+            )
             assert len(errs) == 1 and "permissions violation" in errs[0].lower(), errs
             # Nobody may publish into an inbox either (a forged JetStream answer).
-            errs = await in_asyncio(lambda: publish_as(url, "daemon-a", "daemon-a-pw", [("_INBOX.risk.x", b"{}")]))
+            errs = await in_asyncio(
+                lambda: publish_as(url, "daemon-a", "daemon-a-pw", [("_INBOX.risk.x", b"{}")])
+            )
             assert len(errs) == 1 and "permissions violation" in errs[0].lower(), errs
 
             # Meanwhile every role's own inbox works: the daemon reads the latch, the operator
             # trips (acks on ks.test.ack.<id>, not an inbox) and reads the board.
             op = cli_config(url, "risk", "KS_OP_PW")
             code, board = await in_asyncio(
-                lambda: fleet_trip(op, reason="inbox", operator="risk", deadline_s=10, environ=ENV, on_line=print)
+                lambda: fleet_trip(
+                    op, reason="inbox", operator="risk", deadline_s=10, environ=ENV, on_line=print
+                )
             )
             assert code == 0 and board.by_instance["host-a"].verdict == "flat"
             lines = await status_until(op, lambda ls: any(ln.startswith("host-a  TRIPPED") for ln in ls))
