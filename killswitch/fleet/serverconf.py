@@ -99,7 +99,7 @@ def permissions(role: str, subjects: Subjects, instance: str = "", user: str = "
                 ],
                 "deny": no_reset,
             },
-            "subscribe": {"allow": [subjects.ack_all, subjects.status_all, inbox]},
+            "subscribe": {"allow": [subjects.ack_all, inbox]},
         }
     if role == "operator":
         return {

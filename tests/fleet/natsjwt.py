@@ -53,20 +53,19 @@ class Key:
         return nkeys.from_seed(self.seed).sign(data)
 
 
+def _json(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def encode_jwt(issuer: Key, subject: str, name: str, nats: dict, *, exp: int | None = None) -> str:
-    claims: dict = {"iat": int(time.time()), "iss": issuer.public, "name": name, "sub": subject}
-    if exp is not None:
-        claims["exp"] = exp
-    claims["jti"] = (
-        base64.b32encode(
-            hashlib.new("sha512_256", json.dumps(claims, separators=(",", ":")).encode()).digest()
-        )
-        .decode()
-        .rstrip("=")
-    )
-    claims["nats"] = {**nats, "version": 2}
-    head = _b64(json.dumps(HEADER, separators=(",", ":")).encode())
-    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    # The standard claims in nats-io/jwt's field order; jti hashes them with jti left out.
+    claims: dict = {"exp": exp} if exp is not None else {}
+    claims.update(iat=int(time.time()), iss=issuer.public, name=name, sub=subject)
+    digest = hashlib.new("sha512_256", _json(claims)).digest()
+    claims = {"jti": base64.b32encode(digest).decode().rstrip("="), **claims, "nats": {**nats, "version": 2}}
+    if exp is not None:  # exp goes first, as Go's encoder writes it
+        claims = {"exp": claims.pop("exp"), **claims}
+    head, body = _b64(_json(HEADER)), _b64(_json(claims))
     return f"{head}.{body}.{_b64(issuer.sign(f'{head}.{body}'.encode()))}"
 
 
