@@ -8,7 +8,7 @@ Layout (imports go one way, top to bottom):
 - ``acks``       acknowledgement aggregation for ``trip --fleet`` (pure)
 - ``settings``   connection settings, backoff, ``nats.connect`` arguments (pure)
 - ``config``     the ``fleet:`` YAML section -> FleetConfig
-- ``serverconf`` the reference NATS permissions (daemon / operator / strategy)
+- ``serverconf`` the reference NATS permissions (daemon / trip / operator / strategy)
 - ``bus``        the nats-py client on its own thread and asyncio loop (the daemon's bus I/O)
 - ``service``    the daemon side: bridges bus <-> engine channel, never on the trip path
 - ``operator``   the CLI side: ``trip/reset/status --fleet`` (plain asyncio)

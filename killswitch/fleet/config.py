@@ -8,6 +8,7 @@
         user: daemon-host-a
         password: {env: KS_NATS_PASSWORD}
       tls: {ca: /etc/ks/nats-ca.pem, cert: ..., key: ...}
+      inbox_prefix: _INBOX.daemon-host-a   # replies to this user only (see serverconf)
       status_interval: 1s
       on_bus_loss: {after: 10s, action: alarm}   # or trip
       latch_replicas: 3          # replicas of the buckets, when this daemon creates them
@@ -24,8 +25,8 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from killswitch.fleet.policy import ACTIONS, BusLossPolicy
-from killswitch.fleet.settings import BusSettings, TlsSettings
-from killswitch.fleet.subjects import NAME_RE
+from killswitch.fleet.settings import DEFAULT_INBOX_PREFIX, BusSettings, TlsSettings
+from killswitch.fleet.subjects import NAME_RE, SUBJECT_RE
 from killswitch.schema.reader import INVALID, Invalid, MapReader, item_str
 from killswitch.secrets import SecretRef
 
@@ -48,6 +49,7 @@ class FleetConfig:
     instance: str
     credentials: FleetCredentials = FleetCredentials()
     tls: TlsSettings | None = None
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX
     status_interval_s: float = 1.0
     silent_after_s: float = 5.0  # status --fleet calls an instance silent after this
     on_bus_loss: BusLossPolicy = BusLossPolicy()
@@ -68,6 +70,7 @@ class FleetConfig:
             creds_file=c.creds_file,
             nkey_seed_file=c.nkey_seed_file,
             tls=self.tls,
+            inbox_prefix=self.inbox_prefix,
         )
 
 
@@ -124,6 +127,12 @@ def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> 
             key_file=str(key) if key else None,
             server_name=server_name,
         )
+    inbox_prefix = r.str(
+        "inbox_prefix",
+        DEFAULT_INBOX_PREFIX,
+        pattern=SUBJECT_RE,
+        hint="a literal NATS subject like _INBOX.daemon-host-a (no wildcards)",
+    )
     policy = BusLossPolicy()
     p = r.sub("on_bus_loss")
     if p is not None:
@@ -151,6 +160,7 @@ def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> 
         creds.creds_file,
         creds.nkey_seed_file,
         tls,
+        inbox_prefix,
     )
     if any(v is INVALID or isinstance(v, Invalid) for v in values):
         return None
@@ -160,6 +170,7 @@ def parse_fleet(r: MapReader, parse_secret: Callable[[MapReader, str], Any]) -> 
         instance=instance,
         credentials=creds,
         tls=tls,
+        inbox_prefix=inbox_prefix,
         status_interval_s=status_interval,
         silent_after_s=silent_after if silent_after is not None else max(5.0, 3 * status_interval),
         on_bus_loss=policy,

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from killswitch.config.reading import DEFAULT_MAX_CONFIG_BYTES, ConfigReadError, read_config_text
 from killswitch.fleet.acks import AckBoard
@@ -36,6 +36,7 @@ EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # some instance missing or not flat by the deadline
 EXIT_CONFIG = 2
 EXIT_BUS = 3  # cannot reach the bus, or refused by it
+REFUSAL_POLL_S = 0.05  # how often a latch write looks for the server's permissions refusal
 
 
 class OperatorError(Exception):
@@ -87,25 +88,39 @@ class SeenInstance:
     silent: bool
 
 
-async def _connect(cfg: FleetConfig, environ: Mapping[str, str] | None, client_name: str):
+class ServerErrors(list):
+    """The server's asynchronous errors on one connection (a refused publish is one of these:
+    NATS answers a denied publish with ``-ERR 'Permissions Violation ...'``, not a reply)."""
+
+    def refused(self, subject: str) -> str | None:
+        for e in self:  # nats-py lower-cases the server's text
+            if "permissions violation" in e.lower() and subject.lower() in e.lower():
+                return e
+        return None
+
+
+async def _connect(
+    cfg: FleetConfig, environ: Mapping[str, str] | None, client_name: str
+) -> tuple[Any, ServerErrors]:
     import nats
 
     s = cfg.bus_settings(environ, client_name=client_name)
     opts = connect_options(s)
     # One pass over the servers, bounded; a command reports and exits, it does not retry for ever.
     opts.update(allow_reconnect=False, max_reconnect_attempts=1)
-    errors: list[str] = []
+    errors = ServerErrors()
 
     async def on_error(exc: Exception) -> None:
-        errors.append(f"{type(exc).__name__}: {exc}")
+        errors.append(f"{type(exc).__name__}: {exc}"[:500])
 
     try:
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(**opts, error_cb=on_error), s.connect_timeout_s * (2 * len(s.servers) + 1)
         )
     except Exception as exc:
         why = errors[-1] if errors else f"{type(exc).__name__}: {exc}"
         raise OperatorError(f"cannot connect to {', '.join(cfg.servers)}: {why}") from None
+    return nc, errors
 
 
 async def read_statuses(
@@ -145,18 +160,35 @@ async def _statuses_or_none(js, subjects: Subjects, silent_after_s: float, on_li
 
 
 async def _latch_put(
-    js, subjects: Subjects, cfg: FleetConfig, key: str, data: bytes, deadline: float, on_line
+    js,
+    errors: ServerErrors,
+    subjects: Subjects,
+    cfg: FleetConfig,
+    key: str,
+    data: bytes,
+    deadline: float,
+    on_line,
 ) -> bool:
-    """Write one latch key, retrying (a stream leader may be being elected) until ``deadline``."""
+    """Write one latch key, retrying (a stream leader may be being elected) until ``deadline``;
+    a write the server refused (permissions) ends at once, not at the request timeout."""
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import ServiceUnavailableError
 
+    subject = subjects.kv_subject(subjects.latch_bucket, key)
     delay = 0.1
     while True:
         try:
             await ensure_buckets(js, subjects, cfg.latch_replicas)
-            await js.publish(subjects.kv_subject(subjects.latch_bucket, key), data)
+            put = asyncio.ensure_future(js.publish(subject, data))
+            while not put.done():  # a denied publish gets no reply, only the server's -ERR
+                await asyncio.wait({put}, timeout=REFUSAL_POLL_S)
+                refused = errors.refused(subject)
+                if refused is not None and not put.done():
+                    put.cancel()
+                    on_line(f"latch write refused by the server: {refused}")
+                    return False
+            put.result()
             return True
         except (NatsTimeout, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError) as exc:
             if time.monotonic() + delay > deadline:
@@ -179,7 +211,7 @@ async def fleet_trip(
     on_line=print,
 ) -> tuple[int, AckBoard]:
     subjects = Subjects(cfg.name)
-    nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/trip")
+    nc, errors = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/trip")
     try:
         js = nc.jetstream(timeout=2.0)
         seen = await _statuses_or_none(js, subjects, cfg.silent_after_s, on_line)
@@ -202,7 +234,7 @@ async def fleet_trip(
         t0 = time.monotonic()
         await nc.publish(subjects.trip, data, reply=ack_subject)  # the fast path, first
         await nc.flush(2.0)
-        latched = await _latch_put(js, subjects, cfg, LATCH_TRIP_KEY, data, t0 + deadline_s, on_line)
+        latched = await _latch_put(js, errors, subjects, cfg, LATCH_TRIP_KEY, data, t0 + deadline_s, on_line)
         if not latched:
             on_line("WARNING: the fleet latch was not written; instances that restart will not see this trip")
         try:  # one deadline for the whole command, latch write included
@@ -232,7 +264,7 @@ async def fleet_reset(
     on_line=print,
 ) -> int:
     subjects = Subjects(cfg.name)
-    nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/reset")
+    nc, errors = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/reset")
     try:
         js = nc.jetstream(timeout=2.0)
         seen = await _statuses_or_none(js, subjects, cfg.silent_after_s, on_line)
@@ -255,7 +287,7 @@ async def fleet_reset(
         data = encode(reset)
         # Latch first: a reset the bucket does not hold would be undone by the next reconcile.
         t_end = time.monotonic() + deadline_s
-        if not await _latch_put(js, subjects, cfg, LATCH_RESET_KEY, data, t_end, on_line):
+        if not await _latch_put(js, errors, subjects, cfg, LATCH_RESET_KEY, data, t_end, on_line):
             on_line("RESET NOT DONE: the fleet latch could not be written (nothing was re-armed)")
             return EXIT_BUS
         await nc.publish(subjects.reset, data)
@@ -275,7 +307,7 @@ async def fleet_reset(
 
 async def fleet_status(cfg: FleetConfig, *, environ: Mapping[str, str] | None = None, on_line=print) -> int:
     subjects = Subjects(cfg.name)
-    nc = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/status")
+    nc, _ = await _connect(cfg, environ, f"killswitch-cli/{cfg.name}/status")
     try:
         js = nc.jetstream(timeout=2.0)
         try:

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from killswitch.secrets import Secret
 
+DEFAULT_INBOX_PREFIX = "_INBOX"  # nats-py's own default
+
 
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
@@ -38,6 +40,10 @@ class BusSettings:
     creds_file: str | None = None  # NATS .creds (JWT + nkey seed)
     nkey_seed_file: str | None = None
     tls: TlsSettings | None = None
+    # Replies to this client's requests (JetStream API answers, key-value reads) arrive under
+    # <inbox_prefix>.<id>: a per-user prefix lets the server's permissions keep one user from
+    # subscribing to another's replies (serverconf renders the matching subscribe permission).
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX
     connect_timeout_s: float = 2.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 5.0
@@ -70,6 +76,7 @@ def connect_options(s: BusSettings) -> dict[str, Any]:
         "max_outstanding_pings": s.max_outstanding_pings,
         "pending_size": s.pending_bytes,
         "reconnect_time_wait": s.reconnect_min_s,
+        "inbox_prefix": s.inbox_prefix,
     }
     if s.user is not None:
         opts["user"] = s.user

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a NATS token: no '.', '*', '>' or spaces
+# A literal subject (tokens of NAME_RE joined by '.'; no wildcards), e.g. an inbox prefix.
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")
 
 LATCH_TRIP_KEY = "trip"
 LATCH_RESET_KEY = "reset"
@@ -63,6 +65,11 @@ class Subjects:
     @property
     def status_bucket(self) -> str:
         return f"ks_{self.fleet}_status"
+
+    @staticmethod
+    def user_inbox(user: str) -> str:
+        """The inbox prefix for one NATS user (``inbox_prefix`` in its fleet config)."""
+        return f"_INBOX.{check_name('NATS user', user)}"
 
     def kv_subject(self, bucket: str, key: str) -> str:
         """The subject a key-value put publishes to (what server permissions match)."""

@@ -21,7 +21,7 @@ from killswitch.fleet.messages import (
     encode,
 )
 from killswitch.fleet.policy import BusLossPolicy, BusWatch, Do
-from killswitch.fleet.settings import BusSettings, reconnect_delay_s
+from killswitch.fleet.settings import BusSettings, connect_options, reconnect_delay_s
 from killswitch.schema.nodes import ConfigError
 from killswitch.secrets import Secret
 
@@ -203,6 +203,13 @@ def test_fleet_section_parses_with_defaults_and_rule_fleet_flag():
     assert load_config_text(BASE).fleet is None
 
 
+def test_the_inbox_prefix_reaches_nats_py_and_defaults_to_its_own():
+    cfg = load_config_text("fleet: {servers: [nats://h:4222], name: prod, inbox_prefix: _INBOX.d-a}\n" + BASE)
+    assert connect_options(cfg.fleet.bus_settings({}))["inbox_prefix"] == "_INBOX.d-a"
+    cfg = load_config_text("fleet: {servers: [nats://h:4222], name: prod}\n" + BASE)
+    assert connect_options(cfg.fleet.bus_settings({}))["inbox_prefix"] == "_INBOX"
+
+
 def test_on_bus_loss_defaults_to_alarm_after_10s():
     cfg = load_config_text("fleet: {servers: [nats://h:4222], name: prod}\n" + BASE)
     assert cfg.fleet.on_bus_loss == BusLossPolicy(10.0, "alarm")
@@ -221,6 +228,8 @@ def test_on_bus_loss_defaults_to_alarm_after_10s():
         ),
         ("{servers: [nats://h:4222], name: prod, colour: red}", "fleet.colour"),
         ("{name: prod}", "fleet.servers"),
+        ("{servers: [nats://h:4222], name: prod, inbox_prefix: '_INBOX.*'}", "fleet.inbox_prefix"),
+        ("{servers: [nats://h:4222], name: prod, inbox_prefix: '_INBOX.a.'}", "fleet.inbox_prefix"),
     ],
 )
 def test_a_bad_fleet_section_names_file_line_and_key(fleet, where):

@@ -124,6 +124,13 @@ async def start_instance(nursery: trio.Nursery, inst: Instance) -> Instance:
     return inst
 
 
+async def start_all(nursery: trio.Nursery, *instances: Instance) -> None:
+    """Start several at once: one that cannot reach the bus waits up to 2 s for the latch."""
+    async with trio.open_nursery() as starting:
+        for inst in instances:
+            starting.start_soon(start_instance, nursery, inst)
+
+
 def _services(config) -> list:
     from killswitch.fleet.service import fleet_service
 
