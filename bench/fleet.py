@@ -99,7 +99,7 @@ class Operator:
         fid = uuid.uuid4().hex
         data = encode(FleetTrip(fid, "bench", "bench", "bench", int(time.time() * 1000)))
         t0 = time.perf_counter()
-        self.bus.publish(self.subjects.trip, data, reply=self.subjects.ack(fid))
+        self.bus.publish(self.subjects.trip, data, reply=self.subjects.acks_of_trip(fid))
         self.bus.kv_put(self.subjects.latch_bucket, LATCH_TRIP_KEY, data)
         return fid, t0
 

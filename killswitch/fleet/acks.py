@@ -32,21 +32,29 @@ class AckBoard:
     expected: frozenset[str] = frozenset()
     by_instance: dict[str, InstanceAcks] = field(default_factory=dict)
     ignored: int = 0  # acks for another trip
+    forged: int = 0  # acks whose subject names another instance than the ack (ignored)
 
     def __post_init__(self) -> None:
         for name in self.expected:
             self.by_instance.setdefault(name, InstanceAcks())
 
-    def add(self, ack: TripAck) -> None:
+    def add(self, ack: TripAck, *, sender: str | None = None) -> bool:
+        """Count ``ack``; ``sender`` is the instance its subject names (``Subjects.ack_sender``).
+        False when it is ignored: another trip's, or sent under another instance's subject (the
+        server lets a daemon credential publish only its own, so a mismatch is a forgery)."""
         if ack.fleet_trip_id != self.fleet_trip_id:
             self.ignored += 1
-            return
+            return False
+        if sender is not None and sender != ack.instance:
+            self.forged += 1
+            return False
         slot = self.by_instance.setdefault(ack.instance, InstanceAcks())
         if ack.stage == "tripped":
             slot.tripped = slot.tripped or ack
         else:
             slot.flat = slot.flat or ack
             slot.tripped = slot.tripped or ack  # a flat ack implies it tripped
+        return True
 
     def complete(self) -> bool:
         """Every expected instance is flat (nothing left worth waiting for)."""

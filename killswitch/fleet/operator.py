@@ -222,12 +222,15 @@ async def fleet_trip(
 
         async def on_ack(msg) -> None:
             ack = dec.decode(msg.data, subject=msg.subject, expect=TripAck)
-            if ack is not None:
-                board.add(ack)
-                if board.complete():
-                    done.set()
+            if ack is None:
+                return
+            if not board.add(ack, sender=Subjects.ack_sender(msg.subject)) and board.forged:
+                on_line(f"WARNING: ignored an ack for {ack.instance[:64]!r} sent on {msg.subject[:200]!r}")
+                return
+            if board.complete():
+                done.set()
 
-        ack_subject = subjects.ack(fid)
+        ack_subject = subjects.acks_of_trip(fid)
         await nc.subscribe(ack_subject, cb=on_ack)
         trip = FleetTrip(fid, reason[:500], operator[:128], origin_of(), int(time.time() * 1000))
         data = encode(trip)

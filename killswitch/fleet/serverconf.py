@@ -15,7 +15,8 @@ subject is a permission on an action. Four roles:
 Every user reads replies only under its own inbox prefix ``_INBOX.<user>`` (the fleet
 config's ``inbox_prefix``): no user can subscribe to another's JetStream answers, and no
 role may publish into an inbox. Acks are not replies to an inbox: they travel on
-``ks.<fleet>.ack.<fleet_trip_id>``, which daemons publish and operators and trip users read.
+``ks.<fleet>.ack.<fleet_trip_id>.<instance>``: a daemon may publish only under its own
+instance name, and operators and trip users read them.
 
 :func:`authorization_block` renders the ``authorization { users = [...] }`` block; the
 passwords given here are for tests (production uses nkeys or JWT creds with the same
@@ -74,7 +75,7 @@ def permissions(role: str, subjects: Subjects, instance: str = "", user: str = "
             "publish": {
                 "allow": [
                     subjects.trip,
-                    subjects.ack_all,
+                    subjects.acks_by(instance),
                     subjects.status(instance),
                     subjects.kv_subject(latch, LATCH_TRIP_KEY),
                     subjects.kv_subject(status, instance),

@@ -236,9 +236,9 @@ class FleetService:
             return  # latched on it already (restart with the state dir intact): on_start sweeps
         self.counters.trips_applied += 1
         # Acks go to the trip's ack subject only: a reply subject pointing elsewhere is not obeyed.
-        ack_subject = self.subjects.ack(t.fleet_trip_id)
+        ack_subject = self.subjects.ack(t.fleet_trip_id, self.cfg.instance)
         self.pending[t.fleet_trip_id] = PendingAck(t.fleet_trip_id, ack_subject, trio.current_time())
-        if reply and reply != ack_subject:
+        if reply and reply != self.subjects.acks_of_trip(t.fleet_trip_id):
             log.warning("fleet_trip_reply_ignored", reply=reply[:128], ack_subject=ack_subject)
         # The command first: the engine runs it at its next turn, after this record and log line
         # (so the audit still reads fleet_trip, then trip), but neither costs the cancel any time.
@@ -332,7 +332,7 @@ class FleetService:
             return
         data = encode(t)
         self.bus.publish(
-            self.subjects.trip, data, reply=self.subjects.ack(t.fleet_trip_id)
+            self.subjects.trip, data, reply=self.subjects.acks_of_trip(t.fleet_trip_id)
         )  # fast path first
         self.bus.kv_put(self.subjects.latch_bucket, LATCH_TRIP_KEY, data)  # then the latch
 

@@ -44,8 +44,24 @@ class Subjects:
     def reset(self) -> str:
         return f"{self.prefix}.reset"
 
-    def ack(self, fleet_trip_id: str) -> str:
-        return f"{self.prefix}.ack.{fleet_trip_id}"
+    def ack(self, fleet_trip_id: str, instance: str) -> str:
+        """Where ``instance`` acknowledges a trip: the instance is in the subject, so the
+        server's permissions let a daemon credential publish its own acks only."""
+        return f"{self.prefix}.ack.{fleet_trip_id}.{instance}"
+
+    def acks_of_trip(self, fleet_trip_id: str) -> str:
+        """Every instance's acks of one trip (what ``trip --fleet`` subscribes to); also the
+        trip message's reply subject, naming where the acks go."""
+        return f"{self.prefix}.ack.{fleet_trip_id}.*"
+
+    def acks_by(self, instance: str) -> str:
+        """Every ack ``instance`` may publish (its daemon role's permission)."""
+        return f"{self.prefix}.ack.*.{instance}"
+
+    @staticmethod
+    def ack_sender(subject: str) -> str:
+        """The instance an ack subject names (its last token)."""
+        return subject.rsplit(".", 1)[-1]
 
     @property
     def ack_all(self) -> str:

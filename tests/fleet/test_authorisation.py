@@ -14,7 +14,7 @@ import trio
 
 from killswitch.fleet.bus import ensure_buckets
 from killswitch.fleet.config import FleetConfig, FleetCredentials
-from killswitch.fleet.messages import FleetReset, FleetTrip, encode
+from killswitch.fleet.messages import FleetReset, FleetTrip, TripAck, encode
 from killswitch.fleet.natsserver import NatsServer
 from killswitch.fleet.operator import EXIT_BUS, fleet_reset, fleet_status, fleet_trip
 from killswitch.fleet.serverconf import User, authorization_block
@@ -121,6 +121,7 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
 
             trip = encode(FleetTrip("strat01", "rogue", "strat", "strat-host", 1))
             reset = encode(FleetReset("daemon01", "sneaky", "daemon-a", "host-a", 1))
+            forged = encode(TripAck("fid01", "host-b", "flat", 1, ("ox",), 1.0, 2.0, 1))
             errs = await in_asyncio(
                 lambda: publish_as(
                     url,
@@ -135,10 +136,12 @@ async def test_strategy_and_daemon_credentials_are_refused_what_their_role_may_n
                     url,
                     "daemon-a",
                     "daemon-a-pw",
-                    [("ks.test.reset", reset), ("$KV.ks_test_latch.reset", reset)],
+                    [("ks.test.reset", reset), ("$KV.ks_test_latch.reset", reset),
+                     # an ack in another instance's name: acks carry the instance in the subject
+                     ("ks.test.ack.fid01.host-b", forged), ("ks.test.ack.fid01", forged)],
                 )
             )
-            assert len(errs) == 2 and all("permissions violation" in e.lower() for e in errs), errs
+            assert len(errs) == 4 and all("permissions violation" in e.lower() for e in errs), errs
             assert a.state == "armed" and not (await a.events("fleet_trip", n=0))
 
             # The operator's trip goes through, and the daemon's credentials suffice to ack it.
@@ -224,7 +227,7 @@ async def test_no_user_can_subscribe_to_another_users_inbox_while_trips_acks_and
             assert len(errs) == 1 and "permissions violation" in errs[0].lower(), errs
 
             # Meanwhile every role's own inbox works: the daemon reads the latch, the operator
-            # trips (acks on ks.test.ack.<id>, not an inbox) and reads the board.
+            # trips (acks on ks.test.ack.<id>.<instance>, not an inbox) and reads the board.
             op = cli_config(url, "risk", "KS_OP_PW")
             code, board = await in_asyncio(
                 lambda: fleet_trip(

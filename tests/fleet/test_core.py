@@ -22,6 +22,7 @@ from killswitch.fleet.messages import (
 )
 from killswitch.fleet.policy import BusLossPolicy, BusWatch, Do
 from killswitch.fleet.settings import BusSettings, connect_options, reconnect_delay_s
+from killswitch.fleet.subjects import Subjects
 from killswitch.schema.nodes import ConfigError
 from killswitch.secrets import Secret
 
@@ -146,6 +147,15 @@ def test_ack_board_verdicts_flat_acked_missing_and_unexpected_instances():
     b.add(ack("b", "flat"))
     b.add(ack("c", "flat"))
     assert b.complete()
+
+
+def test_an_ack_sent_under_another_instances_subject_is_ignored_as_forged():
+    subjects = Subjects("f")
+    b = AckBoard("t1", frozenset({"a", "b"}))
+    assert subjects.ack("t1", "a") == "ks.f.ack.t1.a" and Subjects.ack_sender(subjects.ack("t1", "a")) == "a"
+    assert not b.add(ack("b", "flat", flat=1.0), sender=Subjects.ack_sender(subjects.ack("t1", "a")))
+    assert b.forged == 1 and b.counts() == {"flat": 0, "acked": 0, "missing": 2}
+    assert b.add(ack("a", "flat", flat=1.0), sender="a") and b.counts()["flat"] == 1
 
 
 def test_an_empty_board_is_not_complete():
