@@ -482,7 +482,8 @@ class HyperliquidSim:
             a.address: {"open_orders": len(a.orders), "requests_used": a.requests_used,
                         "dms_time_ms": a.dms_time_ms, "dms_fired_today": a.dms_fired_today,
                         "named_agents": {n: v[0] for n, v in a.named_agents.items()}}
-            for a in self.core.accounts.values()}, "ws_connections": len(self._conns), "idle_closes": self.idle_closes}
+            for a in self.core.accounts.values()}, "ws_connections": len(self._conns), "idle_closes": self.idle_closes,
+            "fast_cancels_refused": self.core.fast_cancels_refused}
 
     async def _admin_state(self, req: Request) -> Response:
         return await self._admin_call(self.state)
