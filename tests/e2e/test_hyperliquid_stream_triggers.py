@@ -65,5 +65,9 @@ async def test_trigger_orders_learned_from_the_stream_are_cancelled_without_a_re
     results = [r for r in recs if r["event"] == "cancel_result"]
     assert results and all(r["outcome"] == "ok" and r["code"] == "" for r in results), results
     assert sum(r["n_cancelled"] for r in results) == 8
+    # the resting orders the listing named still go with f:true; the rest (the listed stop, the
+    # stream-only stops and the stream-only limit order) without f
+    sent = {r["verb"]: r["n_orders"] for r in recs if r["event"] == "cancel_sent"}
+    assert sent == {"cancel_orders": 3, "cancel_orders:trigger": 5}, sent
     # one round: nothing was left over for a retry to fix
     assert [r["round"] for r in recs if r["event"] == "cancel_plan"] == [1]
