@@ -121,10 +121,6 @@ class HyperliquidSession:
         self._http: httpx.AsyncClient | None = None
         self._assets: dict[str, int] = {}
         self._feed = FeedState(cfg.name)
-        # oid (and cloid) -> is_trigger, as the venue's last frontendOpenOrders named them. orderUpdates
-        # rows carry no trigger fields (doc §8), so an order seen only on the stream is of
-        # unknown kind: it is cancelled without f (refused for triggers), never guessed.
-        self._listed_kinds: dict[str, bool] = {}
         self._budget_left: int | None = None
         self._limits_at_s = float("-inf")
         self._blocked_until_s = 0.0
@@ -411,9 +407,7 @@ class HyperliquidSession:
             rows = wire.parse_frontend_open_orders(data)
         except wire.WireError as exc:
             raise OutcomeUnknown(f"frontendOpenOrders malformed: {exc}", venue=self.name) from None
-        kinds = {str(o.oid): o.is_trigger for o in rows}  # the current list: bounded by the venue's cap
-        kinds.update((o.cloid, o.is_trigger) for o in rows if o.cloid)
-        self._listed_kinds = kinds
+        self._feed.note_listing(rows)  # which orders are triggers (orderUpdates rows do not say)
         coins = set(self.cfg.coins)
         out = [order_info(self.name, o) for o in rows if not coins or o.coin in coins]
         # Running TWAPs count as open orders ("twap:<id>"): cancelling resting orders does not
@@ -612,7 +606,7 @@ class HyperliquidSession:
                 unknown.append(o)
                 continue
             vid = o.venue_order_id
-            fast = not o.is_trigger and self._listed_kinds.get(vid.lower()) is False
+            fast = not o.is_trigger and self._feed.listed_kind(vid) is False  # unknown kind: no f
             if vid.startswith(TWAP_PREFIX) and vid[len(TWAP_PREFIX):].isdigit():
                 groups["twap"].append((asset, int(vid[len(TWAP_PREFIX):]), vid))
             elif vid.startswith("0x"):
