@@ -16,10 +16,12 @@ from killswitch.model import (
     OrderOpened,
     OrderRef,
     PositionObserved,
+    Side,
     VenueConnected,
 )
 from killswitch.secrets import Secret
 from killswitch.venues.base import AuthError
+from killswitch.venues.hyperliquid import wire
 from killswitch.venues.hyperliquid.session import HyperliquidSession
 from killswitch.venues.hyperliquid.sim.server import HyperliquidSim
 
@@ -109,7 +111,9 @@ async def test_a_batch_that_partly_fails_reports_per_order():
             trig = sim.place(MASTER, "ETH", is_buy=False, price="2000", size="0.1", reduce_only=True,
                              trigger={"isMarket": True, "triggerPx": "1900", "tpsl": "sl"})
             ok = sim.place(MASTER, "ETH", is_buy=True, price="2000", size="0.1")
-            # the trigger is (wrongly) not flagged as one: it lands in the f:true batch
+            # a listing that (wrongly) named the trigger as resting: it lands in the f:true batch
+            session._feed.note_listing([wire.OpenOrder("ETH", oid, Side.BUY, Decimal(2000), Decimal("0.1"))
+                                        for oid in (ok[0], trig[0])])
             refs = [OrderRef("hl-test", "ETH", str(ok[0])), OrderRef("hl-test", "ETH", str(trig[0]))]
             (r,) = await session.cancel_orders(refs, trip_id=1, on_sent=lambda a: None)
             assert r.outcome == "ok" and r.code == "partial"

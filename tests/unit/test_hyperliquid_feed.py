@@ -52,3 +52,28 @@ def test_a_spot_coin_held_without_a_price_makes_equity_missing_naming_it():
     assert [type(e) for e in events] == [EquityUnavailable] and events[0].missing == ("PURR",)
     priced = FeedState("hl").clearinghouse(_state(), wire.parse_spot_usd(SPOT, {"PURR": Decimal("0.2")}), 1, 5.0)
     assert isinstance(priced[0], EquityObserved) and priced[0].equity == Decimal("1000") + Decimal("250.5") + 200
+
+
+def test_stream_orders_carry_the_kind_the_last_listing_named_and_are_unknown_otherwise():
+    """orderUpdates rows have no trigger fields: a trigger the listing named stays one when
+    the stream repeats it (a re-push must not turn it into a resting order); an order seen
+    only on the stream is of unknown kind until a listing names it."""
+    from killswitch.model import OrderOpened, Side
+
+    feed = FeedState("hl")
+    cloid = "0x" + "ab" * 16
+    feed.note_listing([wire.OpenOrder("ETH", 11, Side.SELL, Decimal(2000), Decimal("0.1"), is_trigger=True),
+                       wire.OpenOrder("ETH", 12, Side.BUY, Decimal(2000), Decimal("0.1"), cloid=cloid)])
+
+    def row(oid):
+        return {"order": {"coin": "ETH", "side": "A", "limitPx": "2000", "sz": "0.1", "oid": oid,
+                          "timestamp": 1, "origSz": "0.1"}, "status": "open", "statusTimestamp": 2}
+
+    events = feed.frame(wire.WsFrame("orderUpdates", [row(11), row(12), row(13)]), spot_usd=Decimal(0),
+                        now_ms=3, ts_s=1.0)
+    assert [(e.order.venue_order_id, e.order.is_trigger) for e in events if isinstance(e, OrderOpened)] == \
+        [("11", True), ("12", False), ("13", False)]
+    assert (feed.listed_kind("11"), feed.listed_kind("12"), feed.listed_kind("13")) == (True, False, None)
+    assert feed.listed_kind(cloid.upper().replace("0X", "0x")) is False
+    feed.note_listing([])  # the next listing replaces the last one: nothing is kept for closed orders
+    assert feed.listed_kind("11") is None

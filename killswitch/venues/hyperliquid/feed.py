@@ -4,10 +4,16 @@
 so whatever arrives on them is this account's. ``userFills`` starts with an
 ``isSnapshot`` history that is not replayed as fills. Fills are taken from ``userFills``
 only (``userEvents`` repeats them).
+
+``orderUpdates`` rows carry no trigger fields (venue doc §8), so the kind of an order is
+whatever the last ``frontendOpenOrders`` listing said (:meth:`FeedState.note_listing`);
+an order seen only on the stream is of unknown kind (:meth:`FeedState.listed_kind` is None)
+and is reported as non-trigger until a listing names it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -46,13 +52,25 @@ def close_reason(status: str) -> CloseReason | None:
 
 
 class FeedState:
-    """What the translation remembers: which coins had a position (to report them flat)."""
+    """What the translation remembers: which coins had a position (to report them flat) and
+    which open orders the last listing named as triggers or not."""
 
-    __slots__ = ("venue", "_position_coins")
+    __slots__ = ("venue", "_position_coins", "_listed_kinds")
 
     def __init__(self, venue: str) -> None:
         self.venue = venue
         self._position_coins: set[str] = set()
+        self._listed_kinds: dict[str, bool] = {}  # oid (and cloid) -> is_trigger
+
+    def note_listing(self, rows: list[wire.OpenOrder]) -> None:
+        """The venue's current open orders (``frontendOpenOrders``): bounded by its order cap."""
+        kinds = {str(o.oid): o.is_trigger for o in rows}
+        kinds.update((o.cloid, o.is_trigger) for o in rows if o.cloid)
+        self._listed_kinds = kinds
+
+    def listed_kind(self, venue_order_id: str) -> bool | None:
+        """True / False as the last listing named the order (by oid or cloid); None: unknown."""
+        return self._listed_kinds.get(venue_order_id.lower())
 
     def clearinghouse(self, state: wire.ClearinghouseState, spot_usd: Decimal, ts_ms: int, ts_s: float,
                       *, polled: bool = False, unpriced: tuple[str, ...] = ()) -> list:
@@ -83,7 +101,10 @@ class FeedState:
                 ts = wire.ms_of(upd.get("statusTimestamp"), f"orderUpdates[{i}].statusTimestamp") or now_ms
                 reason = close_reason(upd["status"])
                 if reason is None:
-                    out.append(OrderOpened(order_info(v, o), ts_s, is_new=upd["status"] == "open"))
+                    info = order_info(v, o)
+                    if self._listed_kinds.get(info.venue_order_id):  # a trigger the listing named
+                        info = replace(info, is_trigger=True)
+                    out.append(OrderOpened(info, ts_s, is_new=upd["status"] == "open"))
                 else:
                     out.append(OrderClosed(v, o.coin, str(o.oid), reason, ts, ts_s))
                     if reason is CloseReason.REJECTED:

@@ -407,6 +407,7 @@ class HyperliquidSession:
             rows = wire.parse_frontend_open_orders(data)
         except wire.WireError as exc:
             raise OutcomeUnknown(f"frontendOpenOrders malformed: {exc}", venue=self.name) from None
+        self._feed.note_listing(rows)  # which orders are triggers (orderUpdates rows do not say)
         coins = set(self.cfg.coins)
         out = [order_info(self.name, o) for o in rows if not coins or o.coin in coins]
         # Running TWAPs count as open orders ("twap:<id>"): cancelling resting orders does not
@@ -587,9 +588,12 @@ class HyperliquidSession:
         return self._assets.get(coin)
 
     async def cancel_orders(self, orders: Sequence[OrderRef], *, trip_id: int, on_sent: OnSent) -> list[CancelCompleted]:
-        # Three kinds of request: by oid with f:true (resting), by oid without f (triggers: the
-        # fast flag is refused for them), by cloid (only the client id known: "0x" + 32 hex).
-        groups: dict[str, list[tuple[int, Any, str]]] = {"fast": [], "trigger": [], "cloid": [], "twap": []}
+        # Requests by oid, or by cloid when only the client id is known ("0x" + 32 hex); each
+        # with f:true only for orders a listing named as resting. Without f ("...:trigger"):
+        # triggers (the fast flag is refused for them) and orders known only from
+        # orderUpdates, whose rows do not say which kind they are (without f both kinds go).
+        groups: dict[str, list[tuple[int, Any, str]]] = {"fast": [], "trigger": [], "cloid": [], "cloid_trigger": [],
+                                                          "twap": []}
         unknown = []
         if any(self._asset(o.product) is None for o in orders):
             try:  # a coin listed since start-up: asset ids come from meta/spotMeta
@@ -602,12 +606,13 @@ class HyperliquidSession:
                 unknown.append(o)
                 continue
             vid = o.venue_order_id
+            fast = not o.is_trigger and self._feed.listed_kind(vid) is False  # unknown kind: no f
             if vid.startswith(TWAP_PREFIX) and vid[len(TWAP_PREFIX):].isdigit():
                 groups["twap"].append((asset, int(vid[len(TWAP_PREFIX):]), vid))
             elif vid.startswith("0x"):
-                groups["cloid"].append((asset, vid.lower(), vid))
+                groups["cloid" if fast else "cloid_trigger"].append((asset, vid.lower(), vid))
             elif vid.isdigit():
-                groups["trigger" if o.is_trigger else "fast"].append((asset, int(vid), vid))
+                groups["fast" if fast else "trigger"].append((asset, int(vid), vid))
             else:
                 unknown.append(o)
         results: list[CancelCompleted] = []
@@ -624,11 +629,11 @@ class HyperliquidSession:
                         o_coin = next(o.product for o in orders if o.venue_order_id == v)
                         batches.append(("cancel_twap", wire.twap_cancel_action(a, tid), [v], (o_coin,)))
                     continue
-                if kind == "cloid":
-                    action = wire.cancel_by_cloid_action([(a, c) for a, c, _ in chunk], fast=True)
+                if kind.startswith("cloid"):
+                    action = wire.cancel_by_cloid_action([(a, c) for a, c, _ in chunk], fast=kind == "cloid")
                 else:
                     action = wire.cancel_action([(a, oid) for a, oid, _ in chunk], fast=kind == "fast")
-                verb = "cancel_orders" + (":trigger" if kind == "trigger" else "")
+                verb = "cancel_orders" + (":trigger" if kind.endswith("trigger") else "")
                 coins = tuple(sorted({o.product for o in orders if o.venue_order_id in {v for *_, v in chunk}}))
                 batches.append((verb, action, [v for *_, v in chunk], coins))
         if not batches:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -159,7 +160,8 @@ class SimCore:
         self.nonces: dict[str, list[int]] = {}  # signer -> sorted, at most NONCES_KEPT
         self.next_oid = 1_000_000
         self.next_twap = 3_000
-        self.exchange_log: list[tuple[int, str, str]] = []  # (now_ms, action type, signer) bounded by caller
+        self.exchange_log: deque[tuple[int, str, str]] = deque(maxlen=100_000)  # (now_ms, action type, signer)
+        self.fast_cancels_refused = 0  # cancel elements refused: f:true on a trigger order
 
     # -- setup (admin) -------------------------------------------------------------------------
 
@@ -303,6 +305,7 @@ class SimCore:
             if o is None or o.asset != asset:
                 statuses.append({"error": f"{wire.NOT_FOUND_PREFIX}. asset={asset}"})
             elif fast and o.trigger is not None:
+                self.fast_cancels_refused += 1
                 statuses.append({"error": f"Fast cancel is not supported for trigger orders. asset={asset}"})
             else:
                 self._close(acct, o, "canceled", now_ms, pushes)

@@ -46,7 +46,9 @@ class Faults:
     drop_response_count: int = 0  # next N /exchange are processed (committed) but never answered
     http_500_count: int = 0  # next N /exchange answer 500 without being processed
     ignore_pings: bool = False  # no pong (the socket stays open: a stalled feed)
+    ignore_pings_count: int = 0  # ... for the next N pings only (self-clearing)
     stall_pushes: bool = False  # subscription pushes silently not sent (posts and pongs still are)
+    stall_pushes_count: int = 0  # ... for the next N push frames only (self-clearing)
     reject_text: str = "Action disabled"  # whole-action refusal ({"status":"err"}) ...
     reject_count: int = 0  # ... for the next N actions, without processing them
 
@@ -298,7 +300,11 @@ class HyperliquidSim:
             return [self._frame("error", f"Error parsing JSON into valid websocket request: {raw!s:.200}")]
         method = msg.get("method") if isinstance(msg, dict) else None
         if method == "ping":
-            return [] if self.faults.ignore_pings else [self._frame("pong", None)]
+            f = self.faults
+            if f.ignore_pings_count > 0:
+                f.ignore_pings_count -= 1
+                return []
+            return [] if f.ignore_pings else [self._frame("pong", None)]
         if method in ("subscribe", "unsubscribe"):
             sub = msg.get("subscription")
             if not isinstance(sub, dict) or not isinstance(sub.get("type"), str):
@@ -386,7 +392,7 @@ class HyperliquidSim:
             frame = self._frame(p.channel, p.data)
             for conn in list(self._conns):
                 if any(s["type"] == kind and str(s.get("user", "")).lower() == p.user for s in conn.subs.values()):
-                    if not self.faults.stall_pushes:
+                    if not self._stalled():
                         self._push(conn, frame)
         now_ms = self.clock.wall_ms()
         for user in touched:  # the user-echoing state feeds re-push on change
@@ -394,13 +400,21 @@ class HyperliquidSim:
             for conn in list(self._conns):
                 if any(s["type"] == "clearinghouseState" and str(s.get("user", "")).lower() == user
                        for s in conn.subs.values()):
-                    if self.faults.stall_pushes:
+                    if self._stalled():
                         continue
                     if state is None:
                         state = self._frame("clearinghouseState", {
                             "dex": "", "user": user,
                             "clearinghouseState": self.core.clearinghouse_state(self.core.accounts.get(user), now_ms)})
                     self._push(conn, state)
+
+    def _stalled(self) -> bool:
+        """Is this push frame lost (the stall fault)? Consumes one of ``stall_pushes_count``."""
+        f = self.faults
+        if f.stall_pushes_count > 0:
+            f.stall_pushes_count -= 1
+            return True
+        return f.stall_pushes
 
     def _push(self, conn: _WsConn, frame: bytes) -> None:
         try:
@@ -482,7 +496,8 @@ class HyperliquidSim:
             a.address: {"open_orders": len(a.orders), "requests_used": a.requests_used,
                         "dms_time_ms": a.dms_time_ms, "dms_fired_today": a.dms_fired_today,
                         "named_agents": {n: v[0] for n, v in a.named_agents.items()}}
-            for a in self.core.accounts.values()}, "ws_connections": len(self._conns), "idle_closes": self.idle_closes}
+            for a in self.core.accounts.values()}, "ws_connections": len(self._conns), "idle_closes": self.idle_closes,
+            "fast_cancels_refused": self.core.fast_cancels_refused}
 
     async def _admin_state(self, req: Request) -> Response:
         return await self._admin_call(self.state)
