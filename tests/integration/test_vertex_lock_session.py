@@ -142,3 +142,38 @@ def test_lock_state_is_written_atomically_and_never_through_a_link(tmp_path):
     assert victim.read_text() == "keep"
     store.clear()
     assert not path.exists() and LockStore(path).load() is None
+
+
+async def test_a_lock_held_across_a_restart_is_reported_to_the_engine(tmp_path):
+    from killswitch.model import OrderEntryLockChanged
+
+    with trio.fail_after(15):
+        async with _world(tmp_path, run=False) as (sim, acct, session, _):
+            await session.lock_order_entry(trip_id=9)
+            restarted = _session(sim, acct, tmp_path, lock_verify_interval_s=0.1)
+            log = EventLog()
+            async with trio.open_nursery() as n:
+                send, recv = trio.open_memory_channel(1000)
+                n.start_soon(log.drain, recv)
+                await n.start(restarted.run, send)
+                (ev,) = await log.wait_for(lambda evs: [e for e in evs if isinstance(e, OrderEntryLockChanged)])
+                assert ev.locked and ev.ok and ev.trip_id == 9 and "across a restart" in ev.message
+                n.cancel_scope.cancel()
+
+
+async def test_a_breach_with_the_weekly_budget_used_up_alarms_the_wait_and_does_not_retry_at_once(tmp_path):
+    from killswitch.model import VenueDegraded
+
+    with trio.fail_after(15):
+        async with _world(tmp_path, lock_verify_interval_s=0.05) as (sim, acct, session, log):
+            await session.lock_order_entry(trip_id=1)
+            sim.link_signer(acct["sender"], STRATEGY.address)  # re-linked behind our back ...
+            wait_s = sim.spend_link_signer_budget(acct["sender"], 49)  # ... and the budget burnt
+            failed = await log.wait_for(lambda evs: [e for e in evs if isinstance(e, VenueDegraded)
+                                                     and e.condition == "lock_breached" and "re-lock failed" in e.message])
+            assert f"wait for {wait_s} seconds" in failed[0].message and session.name == failed[0].venue
+            # Three more checks: each alarms the wait, none sends a link_signer.
+            await log.wait_for(lambda evs: sum(1 for e in evs if isinstance(e, VenueDegraded)
+                                               and "next re-lock in" in e.message) >= 3)
+            assert _links(sim) == 1  # the lock only: the budget check spared the venue a 2030
+            assert sim.core.subaccount(acct["sender"]).linked_signer == STRATEGY.address.lower()

@@ -200,22 +200,53 @@ class SignerLock:
 
     async def watch(self, send: trio.MemorySendChannel, on_relocked: Callable[[], Awaitable[None]]) -> None:
         """While a lock is held: confirm the signer is still zero; re-lock and alarm if not.
-        Never raises (a failed check is logged and retried at the next interval)."""
+        The first check runs at once (a lock held across a restart is reported to the engine,
+        whose lock table starts empty). Never raises: a failed check is logged and retried."""
+        first = True
         while True:
-            await trio.sleep(self._interval_s)
-            if not self.held or self._owner is None:
-                continue
+            if not first:
+                await trio.sleep(self._interval_s)
+            first = False
+            if not self.held or self._owner is None or self._mutex.locked():
+                continue  # a lock or unlock in progress verifies itself
             try:
                 current = await self._linked_signer()
             except VenueError as exc:
                 self._log.warning("venue_lock_verify_failed", error=str(exc))
                 continue
             if current == wire.ZERO_ADDRESS:
+                if self._confirmed is None:
+                    state = self._store.load()
+                    await send.send(OrderEntryLockChanged(
+                        self.venue, True, True, f"lock held across a restart: subaccount {self._sender_hex} has no "
+                                                f"linked signer (restores {state.strategy_signer or 'unknown'})",
+                        state.trip_id if state else None, "", self._clock.monotonic_s()))
                 self._confirmed = True
                 continue
             await self._on_breach(current, send, on_relocked)
 
-    async def _on_breach(self, current: str, send, on_relocked) -> None:
+    async def _on_breach(self, seen: str, send, on_relocked) -> None:
+        async with self._mutex:  # a lock or unlock that finished meanwhile is not a breach
+            if not self.held:
+                return
+            current = await self._linked_signer()
+            if current == wire.ZERO_ADDRESS:
+                self._confirmed = True
+                return
+            relocked = await self._relock(current, send)
+        if relocked is not None:
+            await send.send(OrderEntryLockChanged(self.venue, True, True, f"re-locked: {relocked}",
+                                                  self._trip_id(), "", self._clock.monotonic_s()))
+            try:
+                await on_relocked()  # the venue's open orders: a tripped engine cancels what was placed
+            except VenueError as exc:
+                self._log.warning("venue_lock_snapshot_failed", error=str(exc))
+
+    def _trip_id(self) -> int | None:
+        state = self._store.load()
+        return state.trip_id if state else None
+
+    async def _relock(self, current: str, send) -> str | None:
         now_s = self._clock.monotonic_s()
         # A lock that never took (its failure is alarmed as lock_failed) is retried quietly.
         breached = self._confirmed is not False
@@ -223,18 +254,13 @@ class SignerLock:
         if now_s < self._next_relock_s:
             if breached:
                 await self._alarm(send, f"{what}; next re-lock in {self._next_relock_s - now_s:.0f} s")
-            return
+            return None
         self._breaches += 1
         if breached:
             self._log.critical("venue_lock_breached", signer=current, breaches=self._breaches)
             await self._alarm(send, f"{what}; re-locking (breach {self._breaches})")
-        state = self._store.load()
         try:
-            async with self._mutex:
-                if not self.held:
-                    return  # unlocked meanwhile
-                message = await self._lock_locked(state.trip_id if state else 0)
-                self._confirmed = True
+            message = await self._lock_locked(self._trip_id() or 0)
         except VenueError as exc:
             m = _WAIT_RE.search(str(exc))
             delay_s = float(m.group(1)) if m else self._backoff_s()
@@ -242,17 +268,12 @@ class SignerLock:
             self._log.error("venue_relock_failed", error=str(exc), retry_in_s=delay_s)
             if breached:
                 await self._alarm(send, f"{what}; re-lock failed: {exc}; next attempt in {delay_s:.0f} s")
-            return
+            return None
+        self._confirmed = True
         self._next_relock_s = self._clock.monotonic_s() + self._backoff_s()
         if breached:
             await self._alarm(send, f"{what} (breach {self._breaches}); re-locked: {message}")
-        await send.send(OrderEntryLockChanged(self.venue, True, True, f"re-locked after a breach: {message}",
-                                              state.trip_id if state else None, "",
-                                              self._clock.monotonic_s()))
-        try:
-            await on_relocked()  # the venue's open orders: a tripped engine cancels what was placed
-        except VenueError as exc:
-            self._log.warning("venue_lock_snapshot_failed", error=str(exc))
+        return message
 
     def _backoff_s(self) -> float:
         return min(RELOCK_BACKOFF_MAX_S, self._interval_s * 2 ** max(0, self._breaches - 1))
