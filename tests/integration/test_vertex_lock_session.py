@@ -177,3 +177,23 @@ async def test_a_breach_with_the_weekly_budget_used_up_alarms_the_wait_and_does_
                                                and "next re-lock in" in e.message) >= 3)
             assert _links(sim) == 1  # the lock only: the budget check spared the venue a 2030
             assert sim.core.subaccount(acct["sender"]).linked_signer == STRATEGY.address.lower()
+
+
+async def test_checks_that_keep_failing_alarm_lock_unverified_until_one_succeeds(tmp_path):
+    from killswitch.model import VenueDegraded
+
+    with trio.fail_after(15):
+        async with _world(tmp_path, lock_verify_interval_s=0.05) as (sim, acct, session, log):
+            await session.lock_order_entry(trip_id=1)
+            real = session._lock._query
+
+            async def refused(qtype, **params):
+                raise VenueRejected(f"query {qtype} failed: 5000 internal", code="5000")
+
+            session._lock._query = refused  # the venue refuses the linked_signer query
+            (on,) = await log.wait_for(lambda evs: [e for e in evs if isinstance(e, VenueDegraded)
+                                                    and e.condition == "lock_unverified"])
+            assert on.active and "3 checks in a row" in on.message and "5000" in on.message
+            session._lock._query = real
+            await log.wait_for(lambda evs: [e for e in evs if isinstance(e, VenueDegraded)
+                                            and e.condition == "lock_unverified" and not e.active])

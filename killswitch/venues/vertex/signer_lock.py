@@ -31,9 +31,10 @@ from .lock_state import LockState, LockStore
 from .signing import FastSigner
 
 LOCK_BREACHED = "lock_breached"  # VenueDegraded condition: the engine alarms lock_breached:<venue>
+LOCK_UNVERIFIED = "lock_unverified"  # the check itself keeps failing: a breach would go unseen
+UNVERIFIED_AFTER = 3  # consecutive failed checks before that alarm
 MAX_LINK_ATTEMPTS = 3  # per lock/unlock: a 2022 (tx_nonce moved) or an unknown outcome is retried
 RELOCK_BACKOFF_MAX_S = 600.0
-ZERO_SIGNER32 = b"\0" * 32
 _WAIT_RE = re.compile(r"wait for (\d+) seconds")
 
 Query = Callable[..., Awaitable[Any]]  # (qtype, **params) -> data; raises VenueError
@@ -62,6 +63,7 @@ class SignerLock:
         self._breaches = 0
         self._next_relock_s = float("-inf")
         self._breach_alarmed = False
+        self._verify_failures = 0
         # Was the held lock ever verified? False after a failed lock (the engine already
         # alarms lock_failed; the watch retries quietly), None after a restart (unknown).
         self._confirmed: bool | None = None
@@ -210,22 +212,35 @@ class SignerLock:
             if not self.held or self._owner is None or self._mutex.locked():
                 continue  # a lock or unlock in progress verifies itself
             try:
-                current = await self._linked_signer()
-            except VenueError as exc:
-                self._log.warning("venue_lock_verify_failed", error=str(exc))
+                await self._check(send, on_relocked)
+            except Exception as exc:  # never ends the session: logged, and alarmed when it lasts
+                self._verify_failures += 1
+                self._log.warning("venue_lock_verify_failed", error=f"{type(exc).__name__}: {exc}",
+                                  failures=self._verify_failures)
+                if self._verify_failures == UNVERIFIED_AFTER:
+                    await send.send(VenueDegraded(
+                        self.venue, LOCK_UNVERIFIED, f"order-entry lock not verified in {UNVERIFIED_AFTER} checks in a "
+                                                     f"row ({type(exc).__name__}: {exc}); a re-linked signer would go "
+                                                     f"unseen", active=True, ts_recv_s=self._clock.monotonic_s()))
                 continue
-            if current == wire.ZERO_ADDRESS:
-                if self._confirmed is None:
-                    state = self._store.load()
-                    await send.send(OrderEntryLockChanged(
-                        self.venue, True, True, f"lock held across a restart: subaccount {self._sender_hex} has no "
-                                                f"linked signer (restores {state.strategy_signer or 'unknown'})",
-                        state.trip_id if state else None, "", self._clock.monotonic_s()))
-                self._confirmed = True
-                continue
-            await self._on_breach(current, send, on_relocked)
+            if self._verify_failures >= UNVERIFIED_AFTER:
+                await send.send(VenueDegraded(self.venue, LOCK_UNVERIFIED, active=False,
+                                              ts_recv_s=self._clock.monotonic_s()))
+            self._verify_failures = 0
 
-    async def _on_breach(self, seen: str, send, on_relocked) -> None:
+    async def _check(self, send, on_relocked) -> None:
+        if await self._linked_signer() != wire.ZERO_ADDRESS:
+            await self._on_breach(send, on_relocked)
+            return
+        if self._confirmed is None:
+            state = self._store.load()
+            await send.send(OrderEntryLockChanged(
+                self.venue, True, True, f"lock held across a restart: subaccount {self._sender_hex} has no linked "
+                                        f"signer (restores {state.strategy_signer if state else 'unknown'})",
+                state.trip_id if state else None, "", self._clock.monotonic_s()))
+        self._confirmed = True
+
+    async def _on_breach(self, send, on_relocked) -> None:
         async with self._mutex:  # a lock or unlock that finished meanwhile is not a breach
             if not self.held:
                 return
