@@ -193,6 +193,10 @@ async def test_a_used_up_weekly_budget_fails_the_lock_loudly_and_cancelling_cont
         async with trio.open_nursery() as nursery:
             sim, acct, env = await start(nursery)
             wait_s = sim.spend_link_signer_budget(acct["sender"], 50)  # the runaway burnt the 50
+            queries: list[int] = []
+            real_query = sim.core.query
+            sim.core.query = lambda body, **kw: (queries.append(1) if isinstance(body, dict) and body.get(
+                "type") == "linked_signer" else None) or real_query(body, **kw)
             sim.place_orders(acct["sender"], product_id=1, price="10", qty="1", count=3)
             url = sim.archive_url if archive == "answers" else sim.http.url + "/no-archive"
             text = daemon_yaml(tmp_path, venue_yaml(sim, acct, archive_url=url), RULES)
@@ -205,6 +209,9 @@ async def test_a_used_up_weekly_budget_fails_the_lock_loudly_and_cancelling_cont
                 assert str(wait_s) in message or str(wait_s - 1) in message, (wait_s, message)
                 await wait_for(lambda: not sim.open_orders(acct["sender"])["orders"] and d.engine.all_flat())
                 assert linked(sim, acct) == STRATEGY.address.lower()
+                # The watch keeps checking (100 ms) but sends nothing before the venue's wait.
+                checks = len(queries)
+                await wait_for(lambda: len(queries) >= checks + 3)
             nursery.cancel_scope.cancel()
         sent = [rt for _, rt, _ in sim.execute_log].count("execute_link_signer")
         assert sent == (0 if archive == "answers" else 1)  # the archive's answer saves the request

@@ -87,9 +87,10 @@ class SignerLock:
         async with self._mutex:
             try:
                 message = await self._lock_locked(trip_id)
-            except VenueError:
-                if self.held:
+            except VenueError as exc:
+                if self.held:  # the watch retries it, no sooner than the venue allows
                     self._confirmed = False
+                    self._defer(exc)
                 raise
             self._confirmed = True
             return message
@@ -277,9 +278,7 @@ class SignerLock:
         try:
             message = await self._lock_locked(self._trip_id() or 0)
         except VenueError as exc:
-            m = _WAIT_RE.search(str(exc))
-            delay_s = float(m.group(1)) if m else self._backoff_s()
-            self._next_relock_s = self._clock.monotonic_s() + delay_s
+            delay_s = self._defer(exc)
             self._log.error("venue_relock_failed", error=str(exc), retry_in_s=delay_s)
             if breached:
                 await self._alarm(send, f"{what}; re-lock failed: {exc}; next attempt in {delay_s:.0f} s")
@@ -289,6 +288,13 @@ class SignerLock:
         if breached:
             await self._alarm(send, f"{what} (breach {self._breaches}); re-locked: {message}")
         return message
+
+    def _defer(self, exc: VenueError) -> float:
+        """No link_signer before the venue's "wait for N seconds" (2030), else the backoff."""
+        m = _WAIT_RE.search(str(exc))
+        delay_s = float(m.group(1)) if m else self._backoff_s()
+        self._next_relock_s = self._clock.monotonic_s() + delay_s
+        return delay_s
 
     def _backoff_s(self) -> float:
         return min(RELOCK_BACKOFF_MAX_S, self._interval_s * 2 ** max(0, self._breaches - 1))
