@@ -9,6 +9,7 @@ cancelling continues."""
 from __future__ import annotations
 
 import os
+import secrets
 
 from dataclasses import dataclass
 
@@ -81,14 +82,10 @@ async def start(nursery):
     return sim, acct, env
 
 
-_seq = [0]
-
-
 def order_body(sim: VertexSim, acct: dict) -> bytes:
     """A place_order signed by the strategy's (linked-signer) key."""
-    _seq[0] += 1
     sender = bytes.fromhex(acct["sender"][2:])
-    nonce = ((sim.clock.wall_ms() + 60_000) << 20) | _seq[0]
+    nonce = ((sim.clock.wall_ms() + 60_000) << 20) | secrets.randbits(20)  # a distinct digest each time
     price, amount = 900 * X18, X18 // 10
     digest = sim.core.order_domain(2).digest(eip712.hash_order(sender, price, amount, 4_294_967_295, nonce, 1))
     return wire.dumps({"place_order": {"product_id": 2, "order": {
