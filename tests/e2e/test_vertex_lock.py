@@ -212,3 +212,17 @@ async def test_a_used_up_weekly_budget_fails_the_lock_loudly_and_cancelling_cont
             nursery.cancel_scope.cancel()
         sent = [rt for _, rt, _ in sim.execute_log].count("execute_link_signer")
         assert sent == (0 if archive == "answers" else 1)  # the archive's answer saves the request
+
+
+async def test_a_rule_with_lock_true_locks_on_breach(tmp_path):
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            sim, acct, env = await start(nursery)
+            async with running_daemon(tmp_path, daemon_yaml(tmp_path, venue_yaml(sim, acct), RULES), env) as d:
+                sim.place_orders(acct["sender"], product_id=1, price="10", qty="1", count=101, price_step="0.01")
+                await wait_for(lambda: d.engine.latch.tripped)
+                await wait_for(lambda: d.engine.locks.get("nado-main") == "locked")
+                await wait_for(lambda: not sim.open_orders(acct["sender"])["orders"] and d.engine.all_flat())
+                assert d.engine.latch.trips[0].rule == "too-many" and linked(sim, acct) is None
+                assert (await strategy_order(sim, acct))["error_code"] == 2028
+            nursery.cancel_scope.cancel()
