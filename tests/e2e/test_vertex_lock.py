@@ -159,10 +159,13 @@ async def test_a_strategy_that_relinks_itself_is_alarmed_relocked_and_its_orders
             sim, acct, env = await start(nursery)
             # The doc's caveat (unconfirmed): the venue accepts the revoked signer's LinkSigner.
             sim.set_options(accept_revoked_signer_link=True)
-            async with running_daemon(tmp_path, daemon_yaml(tmp_path, venue_yaml(sim, acct), RULES), env) as d:
+            text = daemon_yaml(tmp_path, venue_yaml(sim, acct), RULES)
+            async with running_daemon(tmp_path, text, env, clock=sim.clock) as d:
                 await d.send.send(trip())
                 await wait_for(lambda: d.engine.locks.get("nado-main") == "locked")
-                sim.clock.shift_s += 11  # the trip's cancel and the lock spent 80 of 100 per 10 s
+                # The trip's cancel and the lock spent 80 of the wallet's 100 per 10 s: let the
+                # window pass (for the sim and for the daemon's own count of it).
+                sim.clock.shift_s += 11
                 # Re-link and order through the sim's request handler, which does not yield:
                 # both land before the daemon's next check, as a fast runaway's would.
                 relinked = await sim.handle_gateway(relink_body(sim, acct))
