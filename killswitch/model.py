@@ -286,7 +286,8 @@ class VenueDegraded:
     the session runs degraded, or the venue itself is in a state that stops cancels.
 
     ``condition``: ``stream_auth_refused`` (open orders polled instead of streamed) |
-    ``clock_skew`` | ``venue_maintenance`` | ``venue_query_only`` | ``rate_limited``.
+    ``clock_skew`` | ``venue_maintenance`` | ``venue_query_only`` | ``rate_limited`` |
+    ``lock_breached`` / ``lock_unverified`` (Nado order-entry lock, see venues/vertex/signer_lock.py).
     ``message`` does not name the venue (the engine prefixes it). The engine keeps one alarm
     per (condition, venue) while it lasts; the event never reaches the book or the rules.
     """

@@ -91,6 +91,7 @@ def vertex_banner(sim: VertexSim, flavour: str, account: dict) -> SimBanner:
         f"  subscribe_ws_url: {sub}\n"
         f"  gateway_rest_url: {sim.gateway_rest_url}\n"
         f"  trigger_url: {sim.trigger_url}\n"
+        f"  archive_url: {sim.archive_url}\n"
         f"  chain_id: {sim.chain_id}\n"
         f"  endpoint_address: \"{sim.endpoint_address}\"\n"
         "  verify_contracts: false\n"
@@ -99,7 +100,7 @@ def vertex_banner(sim: VertexSim, flavour: str, account: dict) -> SimBanner:
     return SimBanner(
         title=f"simulated {name} gateway on {sim.ws_host}",
         urls=(("gateway_ws_url", gw), ("subscribe_ws_url", sub), ("gateway_rest_url", sim.gateway_rest_url),
-              ("trigger_url", sim.trigger_url), ("admin_url", sim.admin_url)),
+              ("trigger_url", sim.trigger_url), ("archive_url", sim.archive_url), ("admin_url", sim.admin_url)),
         account=(("private_key", account["private_key"]), ("address", account["address"]),
                  ("subaccount_sender", account["sender"])),
         env=((f"KILLSWITCH_SIM_{flavour.upper()}_KEY", account["private_key"]),),

@@ -135,7 +135,7 @@ def write_config(paths: DemoPaths, sims: DemoSims, accounts: DemoAccounts, yaml_
         OX_VENUE: {"ws_url": ox.ws_url, "rest_url": ox.rest_url},
         NADO_VENUE: {"gateway_ws_url": nado.gateway_ws_url, "subscribe_ws_url": nado.subscribe_ws_url,
                      "gateway_rest_url": nado.gateway_rest_url, "trigger_url": nado.trigger_url,
-                     "chain_id": nado.chain_id, "endpoint_address": nado.endpoint_address},
+                     "archive_url": nado.archive_url, "chain_id": nado.chain_id, "endpoint_address": nado.endpoint_address},
     }
     for venue in doc["venues"]:
         venue.update(endpoints[venue["name"]])

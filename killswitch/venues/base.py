@@ -335,6 +335,12 @@ class VertexConfig:
     # every open_orders_poll_s instead of streamed (order_update needs authentication).
     owner_private_key: SecretRef | None = None
     open_orders_poll_s: float = 1.0
+    # Order-entry lock (needs owner_private_key): the owner replaces the linked signer with
+    # zero; re-verified this often while locked (the linked_signer query weighs 5 IP weight).
+    lock_verify_interval_s: float = 10.0
+    # The archive (indexer) answers linked_signer_rate_limit: link_signer requests left of the
+    # 50 per 7 days. Unreachable = not checked (the venue's 2030 still says so).
+    archive_url: str = "https://archive.prod.nado.xyz/v1"
     products: tuple[int, ...] = ()
     recv_window_s: float = 30.0  # cancel nonces carry recv_time = now + this, in (0, 100]
     equity_poll_interval_s: float = 1.0

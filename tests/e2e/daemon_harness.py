@@ -8,6 +8,7 @@ from pathlib import Path
 import trio
 
 from killswitch.audit import read_audit
+from killswitch.clock import Clock
 from killswitch.config import load_config_text
 from killswitch.daemon import Daemon
 
@@ -31,11 +32,11 @@ rules:
 
 
 @asynccontextmanager
-async def running_daemon(tmp_path: Path, text: str, environ: dict[str, str]):
+async def running_daemon(tmp_path: Path, text: str, environ: dict[str, str], *, clock: Clock | None = None):
     cfg_path = tmp_path / "killswitch.yaml"
     cfg_path.write_text(text)
     config = load_config_text(text, str(cfg_path))
-    daemon = Daemon(config, environ=environ, handle_signals=False)
+    daemon = Daemon(config, environ=environ, handle_signals=False, **({"clock": clock} if clock else {}))
     async with trio.open_nursery() as nursery:
         exit_code: list[int] = []
 

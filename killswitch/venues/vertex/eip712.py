@@ -145,6 +145,7 @@ TYPE_STRINGS = {
     "ListTriggerOrders": "ListTriggerOrders(bytes32 sender,uint64 recvTime)",
     "OrderVertex": "Order(bytes32 sender,int128 priceX18,int128 amount,uint64 expiration,uint64 nonce)",
     "OrderNado": "Order(bytes32 sender,int128 priceX18,int128 amount,uint64 expiration,uint64 nonce,uint128 appendix)",
+    "LinkSigner": "LinkSigner(bytes32 sender,bytes32 signer,uint64 nonce)",
 }
 TYPE_HASHES = {k: keccak256(v.encode()) for k, v in TYPE_STRINGS.items()}
 _TH_CP = TYPE_HASHES["CancellationProducts"]
@@ -153,6 +154,7 @@ _TH_SA = TYPE_HASHES["StreamAuthentication"]
 _TH_LT = TYPE_HASHES["ListTriggerOrders"]
 _TH_OV = TYPE_HASHES["OrderVertex"]
 _TH_ON = TYPE_HASHES["OrderNado"]
+_TH_LS = TYPE_HASHES["LinkSigner"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,11 @@ def hash_stream_authentication(sender: bytes, expiration_ms: int) -> bytes:
 
 def hash_list_trigger_orders(sender: bytes, recv_time_ms: int) -> bytes:
     return keccak256(_TH_LT + _b32(sender) + _u(recv_time_ms, 64))
+
+
+def hash_link_signer(sender: bytes, signer: bytes, nonce: int) -> bytes:
+    """``signer``: bytes32, the delegate's 20-byte address then 12 ignored bytes (zero revokes)."""
+    return keccak256(_TH_LS + _b32(sender) + _b32(signer) + _u(nonce, 64))
 
 
 def hash_order(

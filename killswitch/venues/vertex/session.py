@@ -58,7 +58,9 @@ from . import eip712
 from . import wire
 from killswitch.net import ws as wsmod
 from .gateway import GatewayConn
+from .lock_state import LockStore
 from .nonce import Nonce, NonceSource
+from .signer_lock import SignerLock
 from .signing import FastSigner
 
 WALLET_LIMITS = ((60, 600), (10, 100))
@@ -68,6 +70,8 @@ STREAM_AUTH_AHEAD_MS = 50_000  # middle of (now, now+100 s]: tolerates +/-50 s o
 ALIVE_MIN_INTERVAL_S = 0.5
 EQUITY_MIN_SPACING_S = 0.25
 STREAMS = ("order_update", "fill", "position_change")
+LINK_SIGNER_WEIGHT = 30  # wallet weight of one link_signer (the order-entry lock)
+QUERY_WEIGHTS = {"linked_signer": 5, "all_products": 5}  # IP weight; others 2 (subaccount_info: by kind)
 RATE_REFUSAL_BLOCK_S = 10.0  # a 1000 blocks the wallet budget for its shortest window (10 s)
 # The venue refuses executes for its own state (doc "2026 changes" item 6): not a failure of
 # the cancel; the engine retries on its own schedule.
@@ -113,12 +117,16 @@ class VertexSession:
         # Stream authentication must be signed by the wallet in `sender` (the docs): with a
         # linked-signer key, the owner's key if we have it, else try the signer's own.
         self._stream_signer = self._signer
+        self._owner: FastSigner | None = None
         if owner_key is not None:
             owner = FastSigner(owner_key)
             if owner.address.lower() != wallet:
                 raise ValueError(f"venue {cfg.name}: owner_private_key is the key of {owner.address}, "
                                  f"not of the wallet {wallet}")
-            self._stream_signer = owner
+            self._stream_signer = self._owner = owner
+        # A refused (2028) cancel signature from a linked-signer key: someone replaced it;
+        # with the owner's key the daemon signs with that from then on.
+        self._signer_refused = False
         self._degraded = False
         self._domain = eip712.Domain("Nado" if cfg.kind == "nado" else "Vertex", cfg.chain_id, cfg.endpoint_address)
         self._nonces = NonceSource(recv_offset_ms=round(cfg.recv_window_s * 1000))
@@ -148,6 +156,12 @@ class VertexSession:
         self._last_alive_s = float("-inf")
         self._sub_weight = 2 if cfg.kind == "nado" else 10
         self._log = structlog.get_logger("killswitch.venue.vertex").bind(venue=cfg.name)
+        lock_path = None if state_dir is None else Path(state_dir) / f"{cfg.kind}-lock-{self._sender_hex}.json"
+        self._lock = SignerLock(venue=cfg.name, kind=cfg.kind, sender=self._sender, owner=self._owner,
+                                domain=self._domain, store=LockStore(lock_path), clock=clock,
+                                verify_interval_s=cfg.lock_verify_interval_s,
+                                query=lambda qtype, **params: self._query(self._gw, qtype, **params),
+                                execute=self._execute_link, archive=self._archive, before_link=self._wait_link_budget)
 
     def __repr__(self) -> str:
         return f"VertexSession(name={self.name!r}, kind={self.cfg.kind!r}, sender={self._sender_hex})"
@@ -156,47 +170,66 @@ class VertexSession:
     def sender_hex(self) -> str:
         return self._sender_hex
 
+    def _exec_signer(self) -> FastSigner:
+        """Who signs cancels and trigger listings: the configured key, or the owner's once the
+        order-entry lock is held (the linked signer, if that was our key, is revoked)."""
+        if self._owner is not None and (self._signer_refused or self._lock.held):
+            return self._owner
+        return self._signer
+
     # =====================================================================================
     # run: connect, authenticate, subscribe, reconcile, forward; reconnect with backoff
     # =====================================================================================
 
     async def run(self, send: trio.MemorySendChannel, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        b = self.cfg.backoff
-        attempt = 0
         self._send = send
         if self._spend is not None and not self._spend_loaded:
             self._spend_loaded = True
             self._load_spend()
+        startup_error: list[BaseException] = []
         async with httpx.AsyncClient(timeout=self.cfg.request_timeout_s, verify=shared_ssl_context(),
                                      headers={"Accept-Encoding": "gzip, deflate"}) as http:
             self._http = http
             try:
-                while True:
-                    up_since = self._clock.monotonic_s()
+                async with trio.open_nursery() as outer:
+                    outer.start_soon(self._lock.watch, send, self._relocked_snapshot)
                     try:
-                        await self._connect_and_serve(send, task_status)
-                        reason = "connection ended"
-                    except (AuthError, ContractMismatch) as exc:
-                        if not self._started:
-                            raise
-                        self._log.error("venue_auth_failed", code=exc.code, error=str(exc))
-                        await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc),
-                                                        self._clock.monotonic_s()))
-                        reason = f"auth failed: {exc}"
-                    except (_Lost, VenueError, wsmod.WsClosed, wsmod.WsHandshakeRejected, wire.WireError,
-                            OSError, trio.TooSlowError, httpx.HTTPError) as exc:
-                        reason = f"{type(exc).__name__}: {exc}"
-                    self._gw = None
-                    if self._clock.monotonic_s() - up_since > b.max_s:
-                        attempt = 0
-                    delay = b.delay_s(attempt)
-                    attempt += 1
-                    self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
-                    await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
-                    await trio.sleep(delay)
+                        await self._reconnect_loop(send, task_status)
+                    except (AuthError, ContractMismatch) as exc:  # the first login: a clear start-up error
+                        startup_error.append(exc)
+                        outer.cancel_scope.cancel()
             finally:
                 self._http = None
                 self._gw = None
+        if startup_error:
+            raise startup_error[0]
+
+    async def _reconnect_loop(self, send, task_status) -> None:
+        b = self.cfg.backoff
+        attempt = 0
+        while True:
+            up_since = self._clock.monotonic_s()
+            try:
+                await self._connect_and_serve(send, task_status)
+                reason = "connection ended"
+            except (AuthError, ContractMismatch) as exc:
+                if not self._started:
+                    raise
+                self._log.error("venue_auth_failed", code=exc.code, error=str(exc))
+                await send.send(VenueAuthFailed(self.name, exc.code or "auth", str(exc),
+                                                self._clock.monotonic_s()))
+                reason = f"auth failed: {exc}"
+            except (_Lost, VenueError, wsmod.WsClosed, wsmod.WsHandshakeRejected, wire.WireError,
+                    OSError, trio.TooSlowError, httpx.HTTPError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            self._gw = None
+            if self._clock.monotonic_s() - up_since > b.max_s:
+                attempt = 0
+            delay = b.delay_s(attempt)
+            attempt += 1
+            self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
+            await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
+            await trio.sleep(delay)
 
     async def _connect_and_serve(self, send, task_status) -> None:
         failure: list[BaseException] = []
@@ -510,7 +543,8 @@ class VertexSession:
     # =====================================================================================
 
     async def _query(self, gw: GatewayConn | None, qtype: str, **params):
-        self._ip_budget.charge(self._sub_weight if qtype == "subaccount_info" else 2, self._clock.monotonic_s())
+        weight = self._sub_weight if qtype == "subaccount_info" else QUERY_WEIGHTS.get(qtype, 2)
+        self._ip_budget.charge(weight, self._clock.monotonic_s())
         body = wire.encode_query(qtype, **params)
         if gw is not None and gw.alive:
             resp = await gw.request(body, expect_request_type=f"query_{qtype}", timeout_s=self.cfg.request_timeout_s)
@@ -551,6 +585,65 @@ class VertexSession:
         except wire.WireError as exc:
             raise OutcomeUnknown(f"POST {url}: HTTP {r.status_code}, unparsable body ({exc})", venue=self.name) from None
 
+    # =====================================================================================
+    # order-entry lock (venues.base.OrderEntryLock; the logic is in .signer_lock)
+    # =====================================================================================
+
+    async def lock_order_entry(self, *, trip_id: int) -> str:
+        return await self._lock.lock(trip_id=trip_id)
+
+    async def unlock_order_entry(self, *, operator: str) -> str:
+        message = await self._lock.unlock(operator=operator)
+        await self._lock.clear_alarm(self._send)
+        return message
+
+    async def _execute_link(self, body: bytes) -> wire.GatewayResponse:
+        gw = self._gw
+        self._persist_spend(LINK_SIGNER_WEIGHT)
+        self._budget.charge(LINK_SIGNER_WEIGHT, self._clock.monotonic_s())
+        if gw is not None and gw.alive:
+            return await gw.request(body, expect_request_type="execute_link_signer",
+                                    timeout_s=self.cfg.request_timeout_s)
+        return await self._post(f"{self.cfg.gateway_rest_url}/execute", body)
+
+    async def _wait_link_budget(self) -> None:
+        # Weight 30 of the wallet's 100 per 10 s, shared with cancels: wait for room rather
+        # than draw a 1000 (the executor's deadline bounds the wait).
+        wait_s = self._budget.wait_s(LINK_SIGNER_WEIGHT, self._clock.monotonic_s())
+        if wait_s > 0:
+            await trio.sleep(min(wait_s, RATE_REFUSAL_BLOCK_S))
+
+    async def _archive(self, body: dict):
+        """One archive query; None when it does not answer usefully (logged, not raised)."""
+        url = self.cfg.archive_url
+        http = self._http
+        own = http is None
+        if own:
+            http = httpx.AsyncClient(timeout=self.cfg.request_timeout_s, verify=shared_ssl_context(),
+                                     headers={"Accept-Encoding": "gzip, deflate"})
+        try:
+            with trio.fail_after(self.cfg.request_timeout_s):
+                r = await http.post(url, content=wire.dumps(body), headers={"Content-Type": "application/json"})
+            if r.status_code != 200:
+                self._log.warning("venue_archive_refused", status=r.status_code)
+                return None
+            return wire.loads(r.content)
+        except (trio.TooSlowError, httpx.HTTPError, wire.WireError) as exc:
+            self._log.warning("venue_archive_failed", error=type(exc).__name__)
+            return None
+        finally:
+            if own:
+                await http.aclose()
+
+    async def _relocked_snapshot(self) -> None:
+        """After a re-lock: the venue's open orders, so a tripped engine cancels those placed
+        while the strategy's signer was linked."""
+        if self._send is None:
+            return
+        orders = await self._fetch_open_orders(self._gw)
+        await self._send.send(OpenOrdersSnapshot(self.name, orders, None, "reconcile", self._clock.wall_ms(),
+                                                 self._clock.monotonic_s()))
+
     async def fetch_open_orders(self) -> tuple[OrderInfo, ...]:
         return await self._fetch_open_orders(self._gw)
 
@@ -569,7 +662,7 @@ class VertexSession:
     async def _fetch_trigger_orders(self) -> tuple[OrderInfo, ...]:
         recv_time = self.venue_ms() + min(self._nonces.recv_offset_ms, STREAM_AUTH_AHEAD_MS)
         digest = self._domain.digest(eip712.hash_list_trigger_orders(self._sender, recv_time))
-        body = wire.encode_list_trigger_orders(self._sender, recv_time, self._signer.sign_digest(digest))
+        body = wire.encode_list_trigger_orders(self._sender, recv_time, self._exec_signer().sign_digest(digest))
         resp = await self._post(f"{self.cfg.trigger_url}/query", body)
         if not resp.ok:
             raise VenueRejected(f"list_trigger_orders failed: {resp.error}", code=str(resp.error_code or ""),
@@ -727,7 +820,8 @@ class VertexSession:
 
         def build(nonce: Nonce):
             digest = self._domain.digest(eip712.hash_cancellation_products(self._sender, pids, nonce.value))
-            body = wire.encode_cancel_product_orders(self._sender, pids, nonce.value, self._signer.sign_digest(digest))
+            body = wire.encode_cancel_product_orders(self._sender, pids, nonce.value,
+                                                     self._exec_signer().sign_digest(digest))
             return body, digest
 
         return await self._attempts(verb, build, "execute_cancel_product_orders", trigger, weight, trip_id, on_sent,
@@ -773,7 +867,7 @@ class VertexSession:
             def build(nonce: Nonce, pids=pids, digests=digests):
                 digest = self._domain.digest(eip712.hash_cancellation(self._sender, pids, digests, nonce.value))
                 body = wire.encode_cancel_orders(self._sender, pids, digests, nonce.value,
-                                                 self._signer.sign_digest(digest))
+                                                 self._exec_signer().sign_digest(digest))
                 return body, digest
 
             out = await self._attempts(verb, build, "execute_cancel_orders", trigger,
@@ -893,6 +987,15 @@ class VertexSession:
                 return out
             if code in wire.AUTH_CODES:
                 self._log.error("venue_cancel_auth", code=code, verb=verb)
+                if code == 2028 and self._owner is not None and not self._signer_refused \
+                        and self._exec_signer() is self._signer:
+                    # Our linked signer was replaced: the owner's key always verifies.
+                    self._signer_refused = True
+                    if attempt < MAX_TIME_RETRIES:
+                        out.append(self._completed(trip_id, verb, request_id, "auth", code=scode,
+                                                   message=f"{resp.error} (signer {self._signer.address} refused; "
+                                                           f"retried signed by the owner)", t0=t0))
+                        continue
                 out.append(self._completed(trip_id, verb, request_id, "auth", code=scode, message=resp.error, t0=t0))
                 return out
             out.append(self._completed(trip_id, verb, request_id, "rejected", code=scode, message=resp.error, t0=t0))

@@ -36,6 +36,10 @@ MAINTENANCE_CODES = frozenset({1004, 2068})
 LATE_EARLY_CODES = frozenset({2011, 2012})
 AUTH_CODES = frozenset({2027, 2028, 2029, 2034, 2035})
 ORDER_NOT_FOUND = 2020
+INVALID_NONCE = 2022  # tx_nonce mismatch (link_signer): re-query ``nonces`` and sign again
+INSUFFICIENT_ACCOUNT_VALUE = 2025  # enabling a linked signer needs >= 5 USDT0 of account value
+LINK_SIGNER_LIMIT = 2030  # 50 link_signer per 7 days per subaccount: "wait for {wait_time} seconds"
+ZERO_ADDRESS = "0x" + "00" * 20
 COMPRESSION_REQUIRED = 2080
 
 
@@ -105,6 +109,12 @@ def encode_place_order(product_id: int, order: OrderTx, signature: bytes, *, req
     if request_id is not None:
         body["id"] = request_id
     return dumps({"place_order": body})
+
+
+def encode_link_signer(sender: bytes, signer: bytes, nonce: int, signature: bytes) -> bytes:
+    """``signer`` is bytes32 (address then 12 zero bytes); all zeros revokes the current one."""
+    return dumps({"link_signer": {"tx": {"sender": hex0x(sender), "signer": hex0x(signer), "nonce": str(nonce)},
+                                  "signature": hex0x(signature)}})
 
 
 def encode_query(query_type: str, **params: Any) -> bytes:
@@ -339,6 +349,38 @@ def parse_contracts(data: Any) -> tuple[int, str, tuple[str, ...]]:
     d = _obj(data, "contracts")
     books = tuple(_str(b, "book_addrs[]").lower() for b in _list(d.get("book_addrs", []), "book_addrs"))
     return _int(d.get("chain_id"), "chain_id"), _str(d.get("endpoint_addr"), "endpoint_addr").lower(), books
+
+
+def parse_linked_signer(data: Any) -> str:
+    """``linked_signer`` query: the lowercase 20-byte address (``ZERO_ADDRESS`` = none)."""
+    v = _str(_obj(data, "linked_signer").get("linked_signer"), "linked_signer").lower()
+    if not v.startswith("0x") or len(v) != 42:
+        raise WireError("linked_signer: expected a 0x-prefixed 20-byte address")
+    try:
+        bytes.fromhex(v[2:])
+    except ValueError:
+        raise WireError("linked_signer: not hex") from None
+    return v
+
+
+def parse_tx_nonce(data: Any) -> int:
+    """``nonces`` query: the wallet's ``tx_nonce`` (the next one an execute must carry)."""
+    return _int(_obj(data, "nonces").get("tx_nonce"), "tx_nonce")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSignerBudget:
+    """Archive ``linked_signer_rate_limit``: link_signer requests left in the 7-day window."""
+
+    remaining: int
+    wait_time_s: int
+    total: int
+
+
+def parse_link_signer_rate_limit(data: Any) -> LinkSignerBudget:
+    d = _obj(data, "linked_signer_rate_limit")
+    return LinkSignerBudget(_int(d.get("remaining_tx"), "remaining_tx"), _int(d.get("wait_time", 0), "wait_time"),
+                            _int(d.get("total_tx_limit"), "total_tx_limit"))
 
 
 def parse_all_products(data: Any) -> tuple[int, ...]:

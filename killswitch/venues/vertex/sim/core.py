@@ -24,7 +24,14 @@ X18 = 10**18
 WALLET_LIMITS = ((60, 600), (10, 100))
 SUBSCRIPTION_CAP_PER_WALLET = 5
 MAX_PLACE_ORDERS = 50  # per place_orders request (2111)
-_TH_LINK_SIGNER = eip712.keccak256(b"LinkSigner(bytes32 sender,bytes32 signer,uint64 nonce)")
+# Nado link_signer (doc "2026 changes" item 7): weight 30, at most 50 per 7 days per
+# subaccount (then 2030 "wait for {wait_time} seconds"), >= 5 USDT0 of account value to
+# enable a signer (2025; a zero-signer revoke is taken as exempt, which is unconfirmed).
+LINK_SIGNER_WEIGHT = 30
+LINK_SIGNER_WEEKLY_LIMIT = 50
+LINK_SIGNER_WINDOW_MS = 7 * 86_400_000
+LINK_SIGNER_MIN_VALUE_X18 = 5 * 10**18
+ZERO_ADDRESS = "0x" + "00" * 20
 VERTEX_ENDPOINT = "0xbbEE07B3e8121227AfCFe1E2B82772246226128e"
 NADO_ENDPOINT = "0x05ec92D78ED421f3D3Ada77FFdE167106565974E"
 
@@ -95,6 +102,8 @@ class Subaccount:
     address: str
     private_key_hex: str | None = None  # only for subaccounts the sim created
     linked_signer: str | None = None
+    revoked_signer: str | None = None  # the last linked signer replaced (see accept_revoked_signer_link)
+    link_signer_ms: list[int] = field(default_factory=list)  # accepted link_signer times (7-day window)
     orders: dict[str, SimOrder] = field(default_factory=dict)
     trigger_orders: dict[str, SimOrder] = field(default_factory=dict)
     spot_x18: dict[int, int] = field(default_factory=dict)
@@ -155,6 +164,7 @@ class SimCore:
         spot_products: tuple[int, ...] = (0, 1, 3, 5),
         perp_products: tuple[int, ...] = (2, 4, 6),
         allow_linked_signer_stream_auth: bool = False,
+        accept_revoked_signer_link: bool = False,
     ) -> None:
         if flavour not in ("nado", "vertex"):
             raise ValueError("flavour is 'nado' or 'vertex'")
@@ -176,6 +186,11 @@ class SimCore:
         # The docs: StreamAuthentication "must be signed by the wallet address specified by
         # sender"; whether a linked signer may is undocumented, so it is refused unless asked.
         self.allow_linked_signer_stream_auth = allow_linked_signer_stream_auth
+        # Fault for the doc's unconfirmed caveat (a runaway strategy re-linking itself): a
+        # LinkSigner signed by the signer that was linked before the last change is accepted,
+        # as a lagging signer check would. Off by default: the documented check (sender or the
+        # current linked signer) is what the sim enforces.
+        self.accept_revoked_signer_link = accept_revoked_signer_link
 
     # -- setup --------------------------------------------------------------------------
 
@@ -456,17 +471,63 @@ class SimCore:
         if "nonce" not in tx:
             raise ExecError(2033, "nonce missing in payload")
         nonce = _uint(tx.get("nonce"), 64, "nonce")
-        struct = eip712.keccak256(_TH_LINK_SIGNER + sender + signer + nonce.to_bytes(32, "big"))
-        self._check_signer(self.domain.digest(struct), payload.get("signature"), sender)
+        digest = self.domain.digest(eip712.hash_link_signer(sender, signer, nonce))
+        sub = self.subaccounts.get("0x" + sender.hex())
+        try:
+            # validateSignedTx: the sender's wallet or the *current* linked signer (doc caveat 1).
+            self._check_signer(digest, payload.get("signature"), sender)
+        except ExecError as exc:
+            if not (exc.code == 2028 and self.accept_revoked_signer_link and sub is not None
+                    and sub.revoked_signer is not None
+                    and recover_address(digest, _hex_bytes(payload.get("signature"), 0, "signature"))
+                    == sub.revoked_signer):
+                raise
         sub = self.subaccount("0x" + sender.hex())
         if nonce != self.tx_nonces.get(sub.address, 0):
             raise ExecError(2022, f"invalid nonce: expected tx_nonce {self.tx_nonces.get(sub.address, 0)}")
-        if charge:
-            self._charge(sub.address, 30, now_s)
-        self.tx_nonces[sub.address] = nonce + 1
         linked = "0x" + signer[:20].hex()
-        sub.linked_signer = None if linked == "0x" + "00" * 20 else linked
+        if self.flavour == "nado":
+            wait_s = self.link_signer_wait_s(sub, now_ms)
+            if wait_s > 0:
+                raise ExecError(2030, f"too many link_signer requests: wait for {wait_s} seconds")
+            if linked != ZERO_ADDRESS and self.health_x18(sub) < LINK_SIGNER_MIN_VALUE_X18:
+                raise ExecError(2025, "insufficient account value: linking a signer needs at least 5 USDT0")
+        if charge:
+            self._charge(sub.address, LINK_SIGNER_WEIGHT, now_s)
+        self.tx_nonces[sub.address] = nonce + 1
+        if self.flavour == "nado":
+            sub.link_signer_ms.append(now_ms)
+        new = None if linked == ZERO_ADDRESS else linked
+        if new != sub.linked_signer and sub.linked_signer is not None:
+            sub.revoked_signer = sub.linked_signer
+        sub.linked_signer = new
         return None, []
+
+    def _link_signer_window(self, sub: Subaccount, now_ms: int) -> list[int]:
+        sub.link_signer_ms = [t for t in sub.link_signer_ms if t > now_ms - LINK_SIGNER_WINDOW_MS]
+        return sub.link_signer_ms
+
+    def link_signer_wait_s(self, sub: Subaccount, now_ms: int) -> int:
+        """Seconds until one more link_signer fits the 7-day window (0 = now)."""
+        used = self._link_signer_window(sub, now_ms)
+        if len(used) < LINK_SIGNER_WEEKLY_LIMIT:
+            return 0
+        oldest = used[-LINK_SIGNER_WEEKLY_LIMIT]
+        return max(1, -(-(oldest + LINK_SIGNER_WINDOW_MS - now_ms) // 1000))
+
+    def archive_query(self, body: Any, *, now_ms: int) -> dict:
+        """The archive (indexer) queries the sim serves: ``linked_signer_rate_limit`` only.
+        Archive replies are bare objects (no status envelope); a failure is ``{"error": ...}``."""
+        if not isinstance(body, dict) or len(body) != 1:
+            raise ExecError(2038, "invalid archive query")
+        (name, params), = body.items()
+        if name != "linked_signer_rate_limit" or not isinstance(params, dict):
+            raise ExecError(2038, f"unsupported archive query {name}")
+        sub = self.subaccount(str(params.get("subaccount", "")))
+        used = self._link_signer_window(sub, now_ms)
+        return {"remaining_tx": str(max(0, LINK_SIGNER_WEEKLY_LIMIT - len(used))),
+                "wait_time": self.link_signer_wait_s(sub, now_ms),
+                "signer": sub.linked_signer or ZERO_ADDRESS, "total_tx_limit": str(LINK_SIGNER_WEEKLY_LIMIT)}
 
     def sign_order_body(self, sub: Subaccount, *, product_id: int, price_x18: int, amount: int, nonce: int,
                         expiration: int = 4_294_967_295, trigger: dict | None = None) -> dict:
@@ -553,7 +614,7 @@ class SimCore:
             raise ExecError(2020, "order not found")
         if t == "linked_signer":
             sub = self.subaccount(str(body.get("subaccount", "")))
-            return {"linked_signer": sub.linked_signer or "0x" + "00" * 20}
+            return {"linked_signer": sub.linked_signer or ZERO_ADDRESS}
         raise ExecError(2038, f"unsupported query {t}")
 
     def _spot_balance(self, pid: int, amount: int) -> dict:

@@ -122,6 +122,10 @@ class VertexSim:
         return f"{self.http.url}/trigger"
 
     @property
+    def archive_url(self) -> str:
+        return f"{self.http.url}/archive"
+
+    @property
     def admin_url(self) -> str:
         return f"{self.http.url}/admin"
 
@@ -372,7 +376,16 @@ class VertexSim:
         return {"private_key": sub.private_key_hex, "address": sub.address, "sender": sub.sender}
 
     def link_signer(self, sender: str, signer_address: str | None) -> None:
+        """Set the linked signer directly (no signature, weight, budget or tx_nonce)."""
         self.core.subaccount(sender).linked_signer = signer_address.lower() if signer_address else None
+
+    def spend_link_signer_budget(self, sender: str, count: int) -> int:
+        """Record ``count`` link_signer requests now (as a strategy burning the weekly 50 would);
+        returns the seconds until the next one is accepted."""
+        sub = self.core.subaccount(sender)
+        now_ms, _ = self._now()
+        sub.link_signer_ms.extend([now_ms] * int(count))
+        return self.core.link_signer_wait_s(sub, now_ms)
 
     def _admin_nonce(self, now_ms: int) -> int:
         return ((now_ms + 90_000) << 20) | secrets.randbits(20)
@@ -510,6 +523,7 @@ class VertexSim:
             "flavour": self.core.flavour, "chain_id": self.core.chain_id, "endpoint_addr": self.core.endpoint,
             "subaccounts": {s.sender: {"address": s.address, "orders": len(s.orders),
                                        "trigger_orders": len(s.trigger_orders),
+                                       "linked_signer": s.linked_signer,
                                        "health_x18": str(self.core.health_x18(s))}
                             for s in self.core.subaccounts.values()},
             "wallet_weight_available": {a: b.available(now_s) for a, b in self.core.budgets.items()},
@@ -531,6 +545,7 @@ class VertexSim:
         r("GET", "/v1/query", self._rest_query)
         r("POST", "/trigger/execute", self._trigger_execute)
         r("POST", "/trigger/query", self._trigger_query)
+        r("POST", "/archive", self._archive_query)
         r("POST", "/admin/subaccounts", self._admin_subaccounts)
         r("POST", "/admin/orders", self._admin_orders)
         r("POST", "/admin/trigger_orders", self._admin_trigger_orders)
@@ -543,6 +558,7 @@ class VertexSim:
         r("GET", "/admin/state", self._admin_state)
         r("POST", "/admin/options", self._admin_options)
         r("POST", "/admin/linked_signer", self._admin_linked_signer)
+        r("POST", "/admin/link_signer_budget", self._admin_link_signer_budget)
 
     def _refuse_encoding(self, req: Request) -> Response | None:
         # The docs: gateway HTTP requests must send Accept-Encoding with gzip, br or deflate.
@@ -601,6 +617,13 @@ class VertexSim:
             return Response.json({"status": "failure", "error": "injected query failure",
                                   "error_code": f.trigger_query_fail_code, "request_type": "query_list_trigger_orders"})
         return Response.json(self.core.trigger_query(req.json(), now_ms=now_ms))
+
+    async def _archive_query(self, req: Request) -> Response:
+        now_ms, _ = self._now()
+        try:
+            return Response.json(self.core.archive_query(req.json(), now_ms=now_ms))
+        except (ExecError, orjson.JSONDecodeError) as exc:
+            return Response.json({"error": getattr(exc, "message", "invalid JSON")}, 400)
 
     async def _admin(self, fn) -> Response:
         try:
@@ -662,16 +685,17 @@ class VertexSim:
 
     def set_options(self, **changes: Any) -> dict:
         """Strictness knobs: require_accept_encoding, require_deflate (for new handshakes),
-        allow_linked_signer_stream_auth."""
+        allow_linked_signer_stream_auth, accept_revoked_signer_link."""
         for k, v in changes.items():
-            if k == "allow_linked_signer_stream_auth":
-                self.core.allow_linked_signer_stream_auth = bool(v)
+            if k in ("allow_linked_signer_stream_auth", "accept_revoked_signer_link"):
+                setattr(self.core, k, bool(v))
             elif k in ("require_accept_encoding", "require_deflate"):
                 setattr(self, k, bool(v))
             else:
                 raise ValueError(f"unknown option {k!r}")
         return {"require_accept_encoding": self.require_accept_encoding, "require_deflate": self.require_deflate,
-                "allow_linked_signer_stream_auth": self.core.allow_linked_signer_stream_auth}
+                "allow_linked_signer_stream_auth": self.core.allow_linked_signer_stream_auth,
+                "accept_revoked_signer_link": self.core.accept_revoked_signer_link}
 
     async def _admin_options(self, req: Request) -> Response:
         b = req.json() or {}
@@ -680,6 +704,11 @@ class VertexSim:
     async def _admin_linked_signer(self, req: Request) -> Response:
         b = req.json() or {}
         return await self._admin(lambda: (self.link_signer(b["sender"], b.get("signer")), {"ok": True})[1])
+
+    async def _admin_link_signer_budget(self, req: Request) -> Response:
+        b = req.json() or {}
+        return await self._admin(lambda: {"ok": True,
+                                          "wait_time": self.spend_link_signer_budget(b["sender"], int(b["count"]))})
 
     async def _admin_state(self, req: Request) -> Response:
         return await self._admin(self.state)
