@@ -79,3 +79,32 @@ def skew_message(skew_ms: int, threshold_ms: int) -> str:
     return (f"host clock is {abs(skew_ms) / 1000:.1f} s {direction} the venue's "
             f"(offset {skew_ms:+d} ms, alarm above {threshold_ms} ms); signing uses venue time, "
             f"fix the host's time sync (chrony/systemd-timesyncd)")
+
+
+@dataclass(frozen=True, slots=True)
+class SkewReport:
+    """What a session tells the engine about the ``clock_skew`` alarm (raise/refresh or clear)."""
+
+    active: bool
+    message: str  # empty when clearing
+
+
+class SkewAlarm:
+    """When to raise, refresh and clear ``clock_skew`` (one per session; pure)."""
+
+    __slots__ = ("threshold_ms", "_raised")
+
+    def __init__(self, threshold_s: float) -> None:
+        self.threshold_ms = round(threshold_s * 1000)
+        self._raised = False
+
+    def update(self, skew_ms: int | None) -> SkewReport | None:
+        """A report while the skew is over the threshold and once when it falls back; None
+        otherwise (also while the skew is unknown)."""
+        if skew_ms is None:
+            return None
+        over = abs(skew_ms) > self.threshold_ms
+        if not (over or self._raised):
+            return None
+        self._raised = over
+        return SkewReport(over, skew_message(skew_ms, self.threshold_ms) if over else "")

@@ -7,7 +7,7 @@ from killswitch.engine.alarms import AlarmBook
 from killswitch.engine.plan import CANCEL_ALL, CANCEL_ORDERS, CANCEL_PRODUCTS, plan_cancels
 from killswitch.model import EVERYTHING, OrderInfo, Side
 from killswitch.venues.base import RateBudget
-from killswitch.venues.clock_offset import VenueClock
+from killswitch.venues.clock_offset import SkewAlarm, VenueClock
 from killswitch.venues.spend_log import SpendLog
 from killswitch.venues.vertex.session import CAPABILITIES as NADO
 
@@ -82,3 +82,14 @@ def test_systemd_units_start_after_time_sync():
     for unit in sorted((Path(__file__).resolve().parents[2] / "systemd").glob("*.service")):
         after = [line for line in unit.read_text().splitlines() if line.startswith("After=")]
         assert any("time-sync.target" in line.split("=", 1)[1].split() for line in after), unit.name
+
+
+def test_skew_alarm_raises_refreshes_while_over_and_clears_once():
+    alarm = SkewAlarm(10.0)
+    assert alarm.update(None) is None and alarm.update(9_000) is None  # unknown, then under
+    up = alarm.update(-45_000)
+    assert up is not None and up.active and "45.0 s ahead of" in up.message and "10000 ms" in up.message
+    assert alarm.update(12_000).active  # refreshed while over (the message follows the offset)
+    down = alarm.update(3)
+    assert down is not None and not down.active and down.message == ""
+    assert alarm.update(3) is None  # cleared once

@@ -53,7 +53,7 @@ from killswitch.venues.base import (
     VenueCapabilities,
     VenueRejected,
 )
-from killswitch.venues.clock_offset import VenueClock, skew_message
+from killswitch.venues.clock_offset import SkewAlarm, VenueClock
 from killswitch.venues.oxfun import wire
 from killswitch.venues.oxfun.equity import EquityBook
 from killswitch.net.ws import WsClosed, WsHandshakeRejected
@@ -312,7 +312,7 @@ class OxfunSession:
         self._unyielded = 0  # events forwarded without a checkpoint since the last one
         self._vclock = VenueClock()
         self._clock_resync = trio.Event()  # set on a timestamp refusal: re-measure now
-        self._skew_alarmed = False
+        self._skew_alarm = SkewAlarm(cfg.clock_skew_alarm_s)
         self._send: trio.MemorySendChannel | None = None
 
     # ----------------------------------------------------------------------------------
@@ -485,16 +485,12 @@ class OxfunSession:
         await self._check_skew()
 
     async def _check_skew(self) -> None:
-        skew = self.clock_skew_ms()
-        if skew is None or self._send is None:
+        if self._send is None:
             return
-        threshold_ms = round(self.cfg.clock_skew_alarm_s * 1000)
-        over = abs(skew) > threshold_ms
-        if over or self._skew_alarmed:
-            self._skew_alarmed = over
-            await self._send.send(VenueDegraded(self.name, "clock_skew",
-                                                skew_message(skew, threshold_ms) if over else "",
-                                                active=over, ts_recv_s=self._clock.monotonic_s()))
+        report = self._skew_alarm.update(self.clock_skew_ms())
+        if report is not None:
+            await self._send.send(VenueDegraded(self.name, "clock_skew", report.message, active=report.active,
+                                                ts_recv_s=self._clock.monotonic_s()))
 
     async def _clock_probe(self, live: _Live) -> None:
         """Re-measure: a subscribe to a channel already followed is idempotent, and its reply

@@ -51,7 +51,7 @@ from killswitch.venues.base import (
     VertexConfig,
 )
 from killswitch.net.tls import shared_ssl_context
-from killswitch.venues.clock_offset import VenueClock, skew_message
+from killswitch.venues.clock_offset import SkewAlarm, VenueClock
 from killswitch.venues.spend_log import SpendLog
 
 from . import eip712
@@ -138,7 +138,7 @@ class VertexSession:
         self._budget = RateBudget(WALLET_LIMITS, reserve=cfg.budget_reserve)
         self._ip_budget = RateBudget(IP_LIMITS)
         self._vclock = VenueClock()
-        self._skew_alarmed = False
+        self._skew_alarm = SkewAlarm(cfg.clock_skew_alarm_s)
         self._send: trio.MemorySendChannel | None = None
         self._clock_lock = trio.Lock()
         self._query_only = False
@@ -741,16 +741,12 @@ class VertexSession:
         return True
 
     async def _check_skew(self) -> None:
-        skew = self.clock_skew_ms()
-        if skew is None or self._send is None:
+        if self._send is None:
             return
-        threshold_ms = round(self.cfg.clock_skew_alarm_s * 1000)
-        over = abs(skew) > threshold_ms
-        if over or self._skew_alarmed:
-            self._skew_alarmed = over
-            await self._send.send(VenueDegraded(self.name, "clock_skew",
-                                                skew_message(skew, threshold_ms) if over else "",
-                                                active=over, ts_recv_s=self._clock.monotonic_s()))
+        report = self._skew_alarm.update(self.clock_skew_ms())
+        if report is not None:
+            await self._send.send(VenueDegraded(self.name, "clock_skew", report.message, active=report.active,
+                                                ts_recv_s=self._clock.monotonic_s()))
 
     async def _clock_loop(self) -> None:
         while True:
