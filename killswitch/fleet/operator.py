@@ -224,8 +224,10 @@ async def fleet_trip(
             ack = dec.decode(msg.data, subject=msg.subject, expect=TripAck)
             if ack is None:
                 return
-            if not board.add(ack, sender=Subjects.ack_sender(msg.subject)) and board.forged:
-                on_line(f"WARNING: ignored an ack for {ack.instance[:64]!r} sent on {msg.subject[:200]!r}")
+            forged = board.forged
+            if not board.add(ack, sender=Subjects.ack_sender(msg.subject)):
+                if board.forged > forged:
+                    on_line(f"WARNING: ignored an ack for {ack.instance[:64]!r} sent on {msg.subject[:200]!r}")
                 return
             if board.complete():
                 done.set()

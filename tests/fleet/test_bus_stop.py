@@ -53,6 +53,6 @@ def test_bus_stop_returns_promptly_even_if_the_client_swallows_the_cancel(monkey
     assert not bus._thread.is_alive(), "the bus thread still runs after stop()"
     assert took_s <= STOP_BOUND_S, f"stop() took {took_s:.2f}s"
     assert len(swallowed) == swallow
-    after = len(attempts)
-    time.sleep(0.1)
-    assert len(attempts) == after, "connect attempts went on after stop()"
+    # The thread is gone, so this is final: the stop ended the first attempt, no retry followed
+    # (before the fix, a swallowed cancel was followed by a second attempt).
+    assert len(attempts) == 1, f"connect attempts went on after stop(): {len(attempts)}"
