@@ -284,6 +284,25 @@ class BackoffConfig:
         return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
 
 
+class ReconnectBackoff:
+    """Attempt counting for a session's reconnect loop (pure): a connection that lasted longer
+    than the longest delay starts the count again; a venue that keeps dropping keeps backing off."""
+
+    __slots__ = ("cfg", "_attempt")
+
+    def __init__(self, cfg: BackoffConfig) -> None:
+        self.cfg = cfg
+        self._attempt = 0
+
+    def next_delay_s(self, lasted_s: float, rng=random) -> float:
+        """The wait before reconnecting, after a connection (attempt) that lasted ``lasted_s``."""
+        if lasted_s > self.cfg.max_s:
+            self._attempt = 0
+        delay = self.cfg.delay_s(self._attempt, rng)
+        self._attempt += 1
+        return delay
+
+
 @dataclass(frozen=True, slots=True)
 class OxfunConfig:
     name: str

@@ -123,3 +123,13 @@ def test_backoff_delay_is_capped_exponential_with_bounded_jitter():
         for _ in range(50):
             assert base * 0.8 <= b.delay_s(attempt, rng) <= base * 1.2
     assert BackoffConfig(jitter=0.0).delay_s(-1) == BackoffConfig().initial_s  # a negative attempt is the first
+
+
+def test_reconnect_backoff_grows_while_connections_fail_and_restarts_after_a_long_one():
+    from killswitch.venues.base import BackoffConfig, ReconnectBackoff
+
+    backoff = ReconnectBackoff(BackoffConfig(initial_s=1.0, max_s=8.0, jitter=0.0))
+    assert [backoff.next_delay_s(0.1) for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff.next_delay_s(8.0) == 8.0  # exactly max_s is still a flap
+    assert backoff.next_delay_s(8.5) == 1.0  # up longer than the longest delay: start again
+    assert backoff.next_delay_s(0.0) == 2.0

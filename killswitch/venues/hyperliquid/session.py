@@ -49,6 +49,7 @@ from killswitch.venues.base import (
     OutcomeUnknown,
     RateBudget,
     RateLimited,
+    ReconnectBackoff,
     VenueCapabilities,
     VenueError,
     VenueRejected,
@@ -175,8 +176,7 @@ class HyperliquidSession:
             raise startup_error[0]
 
     async def _reconnect_loop(self, send, task_status) -> None:
-        b = self.cfg.backoff
-        attempt = 0
+        backoff = ReconnectBackoff(self.cfg.backoff)
         while True:
             up_since = self._clock.monotonic_s()
             try:
@@ -192,11 +192,8 @@ class HyperliquidSession:
                     OSError, trio.TooSlowError, httpx.HTTPError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self._ws = None
-            if self._clock.monotonic_s() - up_since > b.max_s:
-                attempt = 0
-            delay = b.delay_s(attempt)
-            attempt += 1
-            self._log.warning("venue_disconnected", reason=reason, retry_in_s=round(delay, 3))
+            delay = backoff.next_delay_s(self._clock.monotonic_s() - up_since)
+            self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
             await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
             await trio.sleep(delay)
 

@@ -45,6 +45,7 @@ from killswitch.venues.base import (
     OnSent,
     OutcomeUnknown,
     RateBudget,
+    ReconnectBackoff,
     VenueCapabilities,
     VenueError,
     VenueRejected,
@@ -210,8 +211,7 @@ class VertexSession:
             raise startup_error[0]
 
     async def _reconnect_loop(self, send, task_status) -> None:
-        b = self.cfg.backoff
-        attempt = 0
+        backoff = ReconnectBackoff(self.cfg.backoff)
         while True:
             up_since = self._clock.monotonic_s()
             try:
@@ -228,10 +228,7 @@ class VertexSession:
                     OSError, trio.TooSlowError, httpx.HTTPError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self._gw = None
-            if self._clock.monotonic_s() - up_since > b.max_s:
-                attempt = 0
-            delay = b.delay_s(attempt)
-            attempt += 1
+            delay = backoff.next_delay_s(self._clock.monotonic_s() - up_since)
             self._log.warning("venue_disconnected", reason=reason, reconnect_in_s=round(delay, 3))
             await send.send(VenueDisconnected(self.name, reason, self._clock.monotonic_s()))
             await trio.sleep(delay)
